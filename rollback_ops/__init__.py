@@ -1,0 +1,1 @@
+"""rollback-ops: one reviewed, repeatable command per rollback runbook."""

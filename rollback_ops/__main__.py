@@ -1,0 +1,3 @@
+from rollback_ops.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,187 @@
+"""The typed public API: plan, apply and verify a rollback level against an inventory.
+
+Library code never prints and never exits: progress goes to an :class:`Observer`,
+results come back as :class:`RunResult`, problems are :mod:`rollback_ops.exceptions`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from rollback_ops import appspec, inventory, levels, paths, runner
+from rollback_ops.appspec import AppSpec
+from rollback_ops.exceptions import ConfigError, Refused
+from rollback_ops.inventory import Inventory
+from rollback_ops.levels import Level, Request
+from rollback_ops.results import RunResult, StepEvent
+
+
+class Observer(Protocol):
+    def started(self, run_id: str, level: str, hosts: list[str], check: bool) -> None: ...
+
+    def step(self, event: StepEvent) -> None: ...
+
+
+@dataclass
+class Prepared:
+    inventory: Inventory
+    apps: dict[str, AppSpec]
+    hosts: list[str]
+    level: Level
+    request: Request
+
+
+@dataclass
+class HostPlan:
+    host: str
+    address: str
+    app: str
+    steps: list[str]
+
+
+def prepare(
+    level: str,
+    inventory_name: str,
+    *,
+    flags: dict[str, str] | None = None,
+    allow_new_flags: bool = False,
+    verify: bool = True,
+    limit: str | None = None,
+    state_dir: Path | None = None,
+) -> Prepared:
+    """Load and validate everything a run needs; raise before any host is touched."""
+    lvl = levels.VERIFY if level == "verify" else levels.get(level)
+    inv = inventory.load(inventory_name, paths.state_dir(state_dir))
+    apps = appspec.parse_inventory(inv)
+    hosts = select_hosts(inv, limit)
+    request = Request(level=lvl.name, flags=dict(flags or {}), allow_new_flags=allow_new_flags,
+                      verify=verify)
+    problems = [p for h in hosts for p in lvl.check(h, apps[h], request)]
+    if problems:
+        raise ConfigError(f"cannot run level {lvl.name} on inventory {inv.name}:\n  " + "\n  ".join(problems))
+    return Prepared(inv, apps, hosts, lvl, request)
+
+
+def select_hosts(inv: Inventory, limit: str | None) -> list[str]:
+    """Hosts matching ``--limit`` (comma-separated names or shell patterns), in order."""
+    names = sorted(inv.hosts)
+    if not limit:
+        return names
+    patterns = [p.strip() for p in limit.split(",") if p.strip()]
+    chosen = [h for h in names if any(fnmatch.fnmatchcase(h, p) for p in patterns)]
+    if not chosen:
+        raise ConfigError(f"--limit {limit!r} matches no host in inventory {inv.name} ({', '.join(names)})")
+    return chosen
+
+
+def plan(level: str, inventory_name: str, **options: object) -> list[HostPlan]:
+    """The ordered steps per host; reads the inventory only, contacts no host."""
+    prep = prepare(level, inventory_name, **options)  # type: ignore[arg-type]
+    return [
+        HostPlan(
+            host=h,
+            address=str(prep.inventory.hosts[h].vars.get("ansible_host", h)),
+            app=prep.apps[h].name,
+            steps=prep.level.plan(h, prep.apps[h], prep.request),
+        )
+        for h in prep.hosts
+    ]
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def require_approval(prep: Prepared, *, check: bool, confirmed_production: bool) -> None:
+    """Production is guarded: a change needs the operator to confirm the inventory by name."""
+    if prep.inventory.is_production and not check and not confirmed_production:
+        raise Refused(
+            f"inventory {prep.inventory.name} is production: confirm by typing its name at the "
+            "prompt on a terminal (--yes does not bypass this); --check runs need no confirmation"
+        )
+
+
+def execute(
+    prep: Prepared,
+    *,
+    check: bool = False,
+    diff: bool = False,
+    state_dir: Path | None = None,
+    observer: Observer | None = None,
+    confirmed_production: bool = False,
+) -> RunResult:
+    """Run a prepared level and return its result; the receipt is saved in the run dir."""
+    require_approval(prep, check=check, confirmed_production=confirmed_production)
+    run_id = new_run_id()
+    run_dir = paths.state_dir(state_dir) / "runs" / run_id
+    if observer:
+        observer.started(run_id, prep.level.name, prep.hosts, check)
+    started_wall, t0 = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.monotonic()
+    outcome = runner.run_playbook(
+        runner.PlaybookRun(
+            playbook=paths.playbook(prep.level.playbook),
+            inventory=prep.inventory.path,
+            run_dir=run_dir,
+            extravars={**prep.level.extravars(prep.request), "rollback_run_id": run_id},
+            check=check,
+            diff=diff,
+            limit=",".join(prep.hosts),
+            hosts=prep.hosts,
+        ),
+        sink=observer.step if observer else None,
+    )
+    result = RunResult(
+        run_id=run_id,
+        level=prep.level.name,
+        inventory=prep.inventory.name,
+        inventory_path=str(prep.inventory.path),
+        check=check,
+        hosts={h: outcome.hosts[h] for h in prep.hosts if h in outcome.hosts},
+        started=started_wall,
+        duration=time.monotonic() - t0,
+        rc=outcome.rc,
+        run_dir=str(run_dir),
+    )
+    for missing in sorted(set(prep.hosts) - set(result.hosts)):
+        result.warnings.append(f"host {missing} reported nothing")
+    (run_dir / "receipt.json").write_text(json.dumps(result.receipt(), indent=2) + "\n")
+    return result
+
+
+def apply(
+    level: str,
+    inventory_name: str,
+    *,
+    flags: dict[str, str] | None = None,
+    allow_new_flags: bool = False,
+    verify: bool = True,
+    limit: str | None = None,
+    check: bool = False,
+    diff: bool = False,
+    state_dir: Path | None = None,
+    observer: Observer | None = None,
+    confirmed_production: bool = False,
+) -> RunResult:
+    """Apply a rollback level to an inventory (see :func:`prepare` and :func:`execute`)."""
+    prep = prepare(level, inventory_name, flags=flags, allow_new_flags=allow_new_flags,
+                   verify=verify, limit=limit, state_dir=state_dir)
+    return execute(prep, check=check, diff=diff, state_dir=state_dir, observer=observer,
+                   confirmed_production=confirmed_production)
+
+
+def verify(
+    inventory_name: str,
+    *,
+    limit: str | None = None,
+    state_dir: Path | None = None,
+    observer: Observer | None = None,
+) -> RunResult:
+    """Run only the checks (units, health, log) against an inventory; changes nothing."""
+    prep = prepare("verify", inventory_name, limit=limit, state_dir=state_dir)
+    return execute(prep, check=False, state_dir=state_dir, observer=observer)

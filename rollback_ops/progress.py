@@ -1,0 +1,114 @@
+"""Showing a run to a person: live per-host progress, diffs, failures and the final recap.
+
+Two renderers with one interface: ``LiveProgress`` redraws one line per host on a TTY;
+``PlainProgress`` prints one line per finished step (logs, CI). Both write to a stream
+(stderr by default), so ``--json`` output on stdout stays clean.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+from rollback_ops.results import RunResult, StepEvent
+
+MARK = {"ok": "ok", "changed": "changed", "failed": "FAILED", "unreachable": "UNREACHABLE",
+        "skipped": "skipped"}
+
+
+class PlainProgress:
+    def __init__(self, stream: TextIO | None = None):
+        self.stream = stream or sys.stderr
+        self.width = 8
+        self.t0 = time.monotonic()
+
+    def started(self, run_id: str, level: str, hosts: list[str], check: bool) -> None:
+        self.width = max([len(h) for h in hosts] + [4])
+        mode = " in check mode" if check else ""
+        self.write(f"run {run_id}: level {level}{mode} on {len(hosts)} host(s): {', '.join(hosts)}")
+
+    def step(self, event: StepEvent) -> None:
+        line = (f"[{time.monotonic() - self.t0:6.1f}s] {event.host:<{self.width}}  "
+                f"{MARK[event.status]:<8} {event.step}")
+        if event.duration >= 1:
+            line += f" ({event.duration:.1f}s)"
+        if event.message:
+            line += f"\n{'':>{self.width + 12}}{event.message}"
+        self.write(line)
+        if event.diff:
+            self.write(_indent(event.diff.rstrip("\n"), f"{event.host}| "))
+
+    def write(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+
+class LiveProgress(PlainProgress):
+    """One status line per host, redrawn in place; notable events are printed above it."""
+
+    def __init__(self, stream: TextIO | None = None):
+        super().__init__(stream)
+        self.lines: dict[str, str] = {}
+        self.counts: dict[str, int] = {}
+        self.drawn = 0
+
+    def started(self, run_id: str, level: str, hosts: list[str], check: bool) -> None:
+        super().started(run_id, level, hosts, check)
+        self.lines = {h: "waiting" for h in hosts}
+        self.counts = dict.fromkeys(hosts, 0)
+        self._draw()
+
+    def step(self, event: StepEvent) -> None:
+        self.counts[event.host] = self.counts.get(event.host, 0) + 1
+        self.lines[event.host] = f"{MARK[event.status]:<8} {event.step}"
+        if event.status in ("changed", "failed", "unreachable") or event.message or event.diff:
+            self._clear()
+            super().step(event)
+        self._draw()
+
+    def _clear(self) -> None:
+        if self.drawn:
+            self.stream.write(f"\x1b[{self.drawn}F\x1b[J")
+            self.drawn = 0
+
+    def _draw(self) -> None:
+        self._clear()
+        elapsed = time.monotonic() - self.t0
+        for host, text in self.lines.items():
+            self.stream.write(f"  {host:<{self.width}} [{self.counts.get(host, 0):>3} steps "
+                              f"{elapsed:5.1f}s] {text}"[:150] + "\n")
+        self.drawn = len(self.lines)
+        self.stream.flush()
+
+    def finish(self) -> None:
+        self._clear()
+
+
+def recap(result: RunResult) -> str:
+    """The table every run ends with: host, result, changed, failed step, duration."""
+    rows = [("HOST", "RESULT", "CHANGED", "DURATION", "FAILED STEP")]
+    for name, host in sorted(result.hosts.items()):
+        rows.append((name, host.status, str(host.changed), f"{host.duration:.1f}s",
+                     f"{host.failed_step}: {host.message}" if host.failed_step else ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["", f"RECAP run {result.run_id} level {result.level} on {result.inventory}"
+             + (" (check mode: nothing was changed)" if result.check else "")]
+    lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4]
+              for r in rows]
+    flags = [(name, f) for name, h in sorted(result.hosts.items()) for f in h.flags if f.changed]
+    if flags:
+        lines.append("  values " + ("that would change:" if result.check else "changed:"))
+        lines += [f"    {name}: {f.key} {f.before} -> {f.after}" for name, f in flags]
+    backups = [b for h in result.hosts.values() for b in h.backups]
+    if backups:
+        lines.append("  backups made:")
+        lines += [f"    {b}" for b in sorted(backups)]
+    lines += [f"  warning: {w}" for w in result.warnings]
+    verdict = "OK" if result.ok else "FAILED"
+    lines.append(f"  {verdict}: {len(result.hosts)} host(s), {result.changed} change(s), "
+                 f"{result.duration:.1f}s; receipt: {result.run_dir}/receipt.json")
+    return "\n".join(lines)
+
+
+def _indent(text: str, prefix: str) -> str:
+    return "\n".join(prefix + line for line in text.splitlines())

@@ -1,0 +1,244 @@
+"""The adapter to ansible-runner: one private data dir per run, events to typed results.
+
+``ansible_runner.run`` does not raise when a playbook fails; this module reads its status,
+rc and events and turns per-host failures and unreachables into :class:`HostResult`s.
+Only a run that could not start at all (bad playbook, missing ansible-playbook) raises.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ansible_runner
+
+from rollback_ops import paths
+from rollback_ops.exceptions import RunnerError
+from rollback_ops.results import SKIP_PREFIX, FlagChange, HostResult, StepEvent, StepStatus
+
+EventSink = Callable[[StepEvent], None]
+HIDDEN_ACTIONS = {"ansible.builtin.validate_argument_spec", "validate_argument_spec"}
+RESULT_EVENTS: dict[str, StepStatus] = {
+    "runner_on_ok": "ok",
+    "runner_on_failed": "failed",
+    "runner_on_unreachable": "unreachable",
+    "runner_on_skipped": "skipped",
+}
+
+
+@dataclass
+class PlaybookRun:
+    playbook: Path
+    inventory: Path
+    run_dir: Path
+    extravars: dict[str, Any] = field(default_factory=dict)
+    check: bool = False
+    diff: bool = False
+    limit: str | None = None
+    hosts: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunnerOutcome:
+    status: str
+    rc: int
+    hosts: dict[str, HostResult]
+    stdout_tail: str = ""
+
+
+def ansible_env() -> dict[str, str]:
+    """Environment for ansible-playbook: our config and roles, and a PATH that finds it."""
+    bin_dir = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    root = paths.ansible_root()
+    return {
+        "PATH": bin_dir + os.pathsep + path if bin_dir not in path.split(os.pathsep) else path,
+        "ANSIBLE_CONFIG": str(root / "ansible.cfg"),
+        "ANSIBLE_ROLES_PATH": str(paths.roles_dir()),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_RETRY_FILES_ENABLED": "0",
+        "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
+    }
+
+
+def ansible_playbook_binary() -> str:
+    """Where ansible-playbook is; ansible-runner finds it through the PATH we give it."""
+    beside = Path(sys.executable).parent / "ansible-playbook"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("ansible-playbook")
+    if found is None:
+        raise RunnerError("ansible-playbook not found (is ansible-core installed in this environment?)")
+    return found
+
+
+class _Collector:
+    """Builds HostResults from runner events and forwards StepEvents to the sink."""
+
+    def __init__(self, hosts: list[str], sink: EventSink | None):
+        self.hosts = {h: HostResult(h) for h in hosts}
+        self.sink = sink
+        self.started: dict[tuple[str, str], float] = {}
+
+    def host(self, name: str) -> HostResult:
+        return self.hosts.setdefault(name, HostResult(name))
+
+    def __call__(self, event: dict[str, Any]) -> bool:
+        kind = event.get("event", "")
+        data = event.get("event_data") or {}
+        host_name = data.get("host")
+        if kind == "runner_on_start" and host_name:
+            host = self.host(host_name)
+            now = time.time()
+            host.started = host.started or now
+            self.started[(host_name, data.get("task_uuid", ""))] = now
+        elif kind in RESULT_EVENTS and host_name:
+            self._result(kind, host_name, data)
+        return True  # keep the event file on disk (artifacts)
+
+    def _result(self, kind: str, host_name: str, data: dict[str, Any]) -> None:
+        host = self.host(host_name)
+        res = data.get("res") or {}
+        action = str(data.get("task_action", ""))
+        status: StepStatus = RESULT_EVENTS[kind]
+        if status == "ok" and res.get("changed"):
+            status = "changed"
+        if data.get("ignore_errors") and status == "failed":
+            status = "ok"
+        message = _message(res) if status in ("failed", "unreachable") else ""
+        if action.endswith("debug") and str(res.get("msg", "")).startswith(SKIP_PREFIX):
+            status, message = "skipped", str(res["msg"])[len(SKIP_PREFIX):]
+        now = time.time()
+        start = self.started.pop((host_name, data.get("task_uuid", "")), now)
+        step = StepEvent(
+            host=host_name,
+            step=_step_name(data),
+            status=status,
+            duration=round(now - start, 3),
+            message=message,
+            diff=_diff_text(res),
+            action=action,
+        )
+        host.started = host.started or start
+        host.ended = now
+        host.steps.append(step)
+        if action.endswith("rollback_envfile") and status in ("ok", "changed"):
+            changed = set(res.get("changed_keys") or [])
+            for key, after in (res.get("after") or {}).items():
+                before = (res.get("before") or {}).get(key)
+                host.flags.append(FlagChange(key, before, str(after), key in changed))
+        backup = res.get("backup_file")
+        if isinstance(backup, str) and backup:
+            host.backups.append(backup)
+        if status in ("failed", "unreachable") and host.status not in ("failed", "unreachable"):
+            host.status = "unreachable" if status == "unreachable" else "failed"
+            host.failed_step, host.message = step.step, message
+        elif status == "changed" and host.status == "ok":
+            host.status = "changed"
+        hidden = action in HIDDEN_ACTIONS and status != "failed"
+        if self.sink and not hidden and not (status == "skipped" and not message):
+            self.sink(step)
+
+
+def _step_name(data: dict[str, Any]) -> str:
+    task = str(data.get("task", "")).strip()
+    role = str(data.get("role", "")).strip()
+    return f"{role}: {task}" if role else task
+
+
+def _message(res: dict[str, Any]) -> str:
+    msg = res.get("msg") or res.get("stderr") or res.get("reason") or ""
+    if not msg and isinstance(res.get("results"), list):
+        for item in res["results"]:
+            if isinstance(item, dict) and item.get("failed"):
+                msg = item.get("msg") or item.get("stderr") or ""
+                break
+    return " ".join(str(msg).split())[:1000]
+
+
+def _diff_text(res: dict[str, Any]) -> str:
+    diffs = res.get("diff")
+    if isinstance(diffs, dict):
+        diffs = [diffs]
+    if not isinstance(diffs, list):
+        return ""
+    out: list[str] = []
+    for d in diffs:
+        if not isinstance(d, dict) or "before" not in d or "after" not in d:
+            continue
+        before, after = str(d["before"]), str(d["after"])
+        if before == after:
+            continue
+        out += difflib.unified_diff(
+            before.splitlines(keepends=True),
+            after.splitlines(keepends=True),
+            fromfile=f"before: {d.get('before_header', '')}",
+            tofile=f"after: {d.get('after_header', '')}",
+        )
+    return "".join(line if line.endswith("\n") else line + "\n" for line in out)
+
+
+def _scrub_artifacts(artifact_dir: Path) -> None:
+    """ansible-runner writes the whole environment into artifacts/<id>/command; keep names only."""
+    command = artifact_dir / "command"
+    if not command.exists():
+        return
+    try:
+        data = json.loads(command.read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(data.get("env"), dict):
+        data["env"] = sorted(data["env"])
+        command.write_text(json.dumps(data))
+
+
+def run_playbook(spec: PlaybookRun, sink: EventSink | None = None) -> RunnerOutcome:
+    collector = _Collector(spec.hosts, sink)
+    cmdline = []
+    if spec.check:
+        cmdline.append("--check")
+    if spec.diff:
+        cmdline.append("--diff")
+    spec.run_dir.mkdir(parents=True, exist_ok=True)
+    ansible_playbook_binary()  # a clear error now rather than rc 127 later
+    ident = "ansible"
+    try:
+        runner = ansible_runner.run(
+            private_data_dir=str(spec.run_dir),
+            ident=ident,
+            playbook=str(spec.playbook),
+            inventory=str(spec.inventory),
+            extravars=spec.extravars,
+            cmdline=" ".join(cmdline) or None,
+            limit=spec.limit,
+            envvars=ansible_env(),
+            project_dir=str(spec.playbook.parent),
+            event_handler=collector,
+            quiet=True,
+            suppress_env_files=True,
+            rotate_artifacts=0,
+        )
+    except Exception as exc:  # ansible-runner raises for setup problems only
+        raise RunnerError(f"ansible-runner could not start {spec.playbook.name}: {exc}") from exc
+    finally:
+        _scrub_artifacts(spec.run_dir / "artifacts" / ident)
+    rc = int(runner.rc if runner.rc is not None else 1)
+    tail = ""
+    stdout = spec.run_dir / "artifacts" / ident / "stdout"
+    if stdout.exists():
+        tail = stdout.read_text(errors="replace")[-3000:]
+    touched = [h for h in collector.hosts.values() if h.steps]
+    if rc != 0 and not any(h.status in ("failed", "unreachable") for h in touched):
+        if rc == 127:
+            raise RunnerError("ansible-playbook not found on PATH (rc 127)")
+        raise RunnerError(f"{spec.playbook.name} did not run (rc {rc}, {runner.status}):\n{tail.strip()}")
+    return RunnerOutcome(runner.status, rc, collector.hosts, tail)
