@@ -13,9 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rollback_ops import api, demo, levels, paths
+from rollback_ops import api, levels, paths
 from rollback_ops.exceptions import Refused, RollbackOpsError
-from rollback_ops.lab import Lab
 from rollback_ops.progress import LiveProgress, PlainProgress, recap
 from rollback_ops.results import RunResult
 
@@ -162,6 +161,8 @@ def cmd_levels(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from rollback_ops import demo
+
     state = paths.state_dir(args.state_dir)
     inventory_path = demo.create_sandbox(state)
     print(f"demo: sandbox app at {inventory_path.parent}; turning its master switch off "
@@ -172,6 +173,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
+    from rollback_ops.lab import Lab  # the docker SDK is only needed here
+
     lab = Lab(paths.state_dir(args.state_dir), name=args.name, first_address=args.first_address)
     if args.lab_command == "up":
         print(f"lab {args.name}: bringing up {args.hosts} host(s) (first run builds the image, "

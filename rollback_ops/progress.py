@@ -99,10 +99,10 @@ def recap(result: RunResult) -> str:
     if flags:
         lines.append("  values " + ("that would change:" if result.check else "changed:"))
         lines += [f"    {name}: {f.key} {f.before} -> {f.after}" for name, f in flags]
-    backups = [b for h in result.hosts.values() for b in h.backups]
+    backups = [(name, b) for name, h in sorted(result.hosts.items()) for b in h.backups]
     if backups:
-        lines.append("  backups made:")
-        lines += [f"    {b}" for b in sorted(backups)]
+        lines.append("  backups made (copies taken before the change):")
+        lines += [f"    {name}: {b}" for name, b in backups]
     lines += [f"  warning: {w}" for w in result.warnings]
     verdict = "OK" if result.ok else "FAILED"
     lines.append(f"  {verdict}: {len(result.hosts)} host(s), {result.changed} change(s), "

@@ -100,7 +100,9 @@ class RunResult:
             "exit_status": self.exit_status,
             "changed": self.changed,
             "hosts": {name: h.as_dict() for name, h in sorted(self.hosts.items())},
-            "backups": sorted(b for h in self.hosts.values() for b in h.backups),
+            "backups": [
+                {"host": name, "path": b} for name, h in sorted(self.hosts.items()) for b in h.backups
+            ],
             "warnings": self.warnings,
             "run_dir": self.run_dir,
         }

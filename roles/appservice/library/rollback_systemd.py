@@ -1,0 +1,101 @@
+#!/usr/bin/python
+"""Restart, start or stop several systemd units in one call, reporting each unit's state."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: rollback_systemd
+short_description: Restart, start or stop systemd units together, with before/after state
+description:
+  - Acts on all I(units) with one C(systemctl) call and returns, per unit, the active state,
+    main PID and start time before and after, so a caller can see that a restart really happened.
+  - Before a start or restart it clears the units' failed state (C(systemctl reset-failed)),
+    so a unit that crash-looped before the rollback, and hit its start limit, can start again.
+  - C(restarted) always changes; C(started) changes units that are not active; C(stopped) changes
+    units that are active. Supports check mode (reports what would change, acts on nothing).
+  - A lighter alternative to ansible.builtin.systemd_service for the hot path of a rollback.
+options:
+  units:
+    description: systemd units, acted on in this order.
+    type: list
+    elements: str
+    required: true
+  state:
+    description: What to do with the units.
+    type: str
+    choices: [restarted, started, stopped]
+    default: restarted
+author: rollback-ops developers
+"""
+
+RETURN = r"""
+units:
+  description: Per unit, C(before) and C(after) with active_state, main_pid and since (monotonic usec).
+  type: dict
+  returned: always
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+PROPERTIES = "Id,LoadState,ActiveState,MainPID,ActiveEnterTimestampMonotonic"
+
+
+def show(module, systemctl, units):
+    rc, out, err = module.run_command([systemctl, "show", "--property=" + PROPERTIES, "--"] + units)
+    if rc != 0:
+        module.fail_json(msg="systemctl show failed: %s" % err.strip())
+    states = {}
+    blocks = [b for b in out.strip().split("\n\n") if b.strip()]
+    for unit, block in zip(units, blocks):
+        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        if props.get("LoadState") != "loaded":
+            module.fail_json(msg="systemd unit %s is %s, not loaded" % (unit, props.get("LoadState") or "unknown"))
+        states[unit] = dict(
+            active_state=props.get("ActiveState", ""),
+            main_pid=int(props.get("MainPID") or 0),
+            since=int(props.get("ActiveEnterTimestampMonotonic") or 0),
+        )
+    return states
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            units=dict(type="list", elements="str", required=True),
+            state=dict(type="str", choices=["restarted", "started", "stopped"], default="restarted"),
+        ),
+        supports_check_mode=True,
+    )
+    units, state = module.params["units"], module.params["state"]
+    if not units:
+        module.exit_json(changed=False, units={})
+    systemctl = module.get_bin_path("systemctl", required=True)
+    before = show(module, systemctl, units)
+    if state == "restarted":
+        targets = list(units)
+    elif state == "started":
+        targets = [u for u in units if before[u]["active_state"] != "active"]
+    else:
+        targets = [u for u in units if before[u]["active_state"] in ("active", "activating", "reloading")]
+    verb = {"restarted": "restart", "started": "start", "stopped": "stop"}[state]
+    if targets and not module.check_mode:
+        if state != "stopped":
+            # A unit that crash-looped before the rollback may be in the failed state or over
+            # its start limit; the rollback must still be able to start it.
+            module.run_command([systemctl, "reset-failed", "--"] + targets)
+        rc, _out, err = module.run_command([systemctl, verb, "--"] + targets)
+        if rc != 0:
+            module.fail_json(msg="systemctl %s %s failed: %s" % (verb, " ".join(targets), err.strip()),
+                             units=dict((u, dict(before=before[u])) for u in units))
+    after = before if module.check_mode else show(module, systemctl, units)
+    module.exit_json(
+        changed=bool(targets),
+        units=dict((u, dict(before=before[u], after=after[u], acted=u in targets)) for u in units),
+    )
+
+
+if __name__ == "__main__":
+    main()
