@@ -62,9 +62,13 @@ def prepare(
     hosts = select_hosts(inv, limit)
     request = Request(level=lvl.name, flags=dict(flags or {}), allow_new_flags=allow_new_flags,
                       verify=verify)
-    problems = [p for h in hosts for p in lvl.check(h, apps[h], request)]
-    if problems:
-        raise ConfigError(f"cannot run level {lvl.name} on inventory {inv.name}:\n  " + "\n  ".join(problems))
+    by_problem: dict[str, list[str]] = {}
+    for h in hosts:
+        for problem in lvl.check(apps[h], request):
+            by_problem.setdefault(problem, []).append(h)
+    if by_problem:
+        lines = [f"{', '.join(hs)}: {problem}" for problem, hs in by_problem.items()]
+        raise ConfigError(f"cannot run level {lvl.name} on inventory {inv.name}:\n  " + "\n  ".join(lines))
     return Prepared(inv, apps, hosts, lvl, request)
 
 

@@ -28,27 +28,27 @@ class Level:
     seeds: str
     values: Callable[[AppSpec, Request], dict[str, str]] | None = None
 
-    def check(self, host: str, app: AppSpec, request: Request) -> list[str]:
+    def check(self, app: AppSpec, request: Request) -> list[str]:
         """Problems that make this level impossible for this host's app."""
         problems: list[str] = []
         if self.values is None:
             return problems
         if not app.env_file:
-            problems.append(f"host {host}: app {app.name} has no rollback_app.env_file")
+            problems.append(f"app {app.name} has no rollback_app.env_file")
         if self.name == "flag":
             if not request.flags and not app.master_switch:
                 problems.append(
-                    f"host {host}: no --flag given and app {app.name} has no master_switch to turn off"
+                    f"no --flag given and app {app.name} has no master_switch to turn off"
                 )
             undeclared = [k for k in request.flags if k not in app.declared_keys]
             if undeclared and not request.allow_new_flags:
                 problems.append(
-                    f"host {host}: unknown flag {', '.join(undeclared)} for app {app.name} "
+                    f"unknown flag {', '.join(undeclared)} for app {app.name} "
                     f"(declared: {', '.join(app.declared_keys) or 'none'}; "
                     "--allow-new-flag to add it anyway)"
                 )
         if self.name == "emergency" and not app.emergency:
-            problems.append(f"host {host}: app {app.name} has no rollback_app.emergency setting")
+            problems.append(f"app {app.name} has no rollback_app.emergency setting")
         return problems
 
     def plan(self, host: str, app: AppSpec, request: Request) -> list[str]:
@@ -56,7 +56,9 @@ class Level:
         steps: list[str] = []
         if values:
             settings = ", ".join(f"{k}={v}" for k, v in values.items())
-            steps.append(f"check {app.env_file} exists and {', '.join(values)} are declared")
+            units = f"; systemd knows {', '.join(app.units)}" if app.units else ""
+            steps.append(f"preflight (every host before any change): {', '.join(values)} declared "
+                         f"for {app.name}; {app.env_file} exists and holds them{units}; free disk")
             steps.append(f"copy {app.env_file} to {app.env_file}.backup.<UTC stamp> if it changes")
             steps.append(f"set {settings} in {app.env_file} (atomic write, other bytes kept)")
             if app.units:
@@ -84,7 +86,7 @@ def _verify_steps(app: AppSpec, values: dict[str, str]) -> list[str]:
         if values and app.health.config_field:
             steps.append(f"verify the running app reports {', '.join(values)} as set")
     if app.log.path and app.log.error_pattern:
-        steps.append(f"verify no new lines matching {app.log.error_pattern!r} in {app.log.path}")
+        steps.append(f"verify no new lines matching /{app.log.error_pattern}/ in {app.log.path}")
     return steps
 
 

@@ -25,7 +25,10 @@ from rollback_ops.exceptions import RunnerError
 from rollback_ops.results import SKIP_PREFIX, FlagChange, HostResult, StepEvent, StepStatus
 
 EventSink = Callable[[StepEvent], None]
-HIDDEN_ACTIONS = {"ansible.builtin.validate_argument_spec", "validate_argument_spec"}
+HIDDEN_ACTIONS = {
+    "ansible.builtin.validate_argument_spec", "validate_argument_spec",
+    "ansible.builtin.include_role", "include_role", "ansible.builtin.include_tasks", "include_tasks",
+}
 RESULT_EVENTS: dict[str, StepStatus] = {
     "runner_on_ok": "ok",
     "runner_on_failed": "failed",

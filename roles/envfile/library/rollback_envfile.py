@@ -16,7 +16,8 @@ description:
   - Every assignment of a key that appears more than once is updated, and a warning names the duplicates.
   - Before changing the file it makes a timestamped copy beside it (C(<path>.backup.<UTC stamp>)),
     keeping mode and owner, then writes the new content atomically.
-  - Supports check mode and diff mode.
+  - Supports check mode and diff mode. The diff holds only the changed lines, never the rest
+    of the file, which often holds secrets.
 options:
   path:
     description: The env file to edit. It must exist.
@@ -179,6 +180,22 @@ def edit(text, values, allow_new_keys=False):
     return "".join(lines), before, changed_keys, duplicates
 
 
+def changed_lines(old_text, new_text):
+    """The lines that differ, as 'N: line' texts (appended keys count as new lines)."""
+    old = old_text.splitlines()
+    new = new_text.splitlines()
+    before, after = [], []
+    for n in range(max(len(old), len(new))):
+        a = old[n] if n < len(old) else None
+        b = new[n] if n < len(new) else None
+        if a != b:
+            if a is not None:
+                before.append("%d: %s\n" % (n + 1, a))
+            if b is not None:
+                after.append("%d: %s\n" % (n + 1, b))
+    return "".join(before), "".join(after)
+
+
 def backup_path(path):
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     candidate = "%s.backup.%s" % (path, stamp)
@@ -218,7 +235,11 @@ def main():
         changed_keys=changed_keys, backup_file="",
     )
     if module._diff and result["changed"]:
-        result["diff"] = dict(before_header=path, after_header=path, before=text, after=new_text)
+        # Only the changed lines: the rest of an env file often holds secrets (DATABASE_URL,
+        # API keys) that must not reach the output or ansible-runner's artifacts.
+        before_lines, after_lines = changed_lines(text, new_text)
+        header = "%s (changed lines only)" % path
+        result["diff"] = dict(before_header=header, after_header=header, before=before_lines, after=after_lines)
     if result["changed"] and not module.check_mode:
         if module.params["backup"]:
             result["backup_file"] = backup_path(path)

@@ -1,0 +1,117 @@
+"""Real lab hosts for the integration tests: containers with systemd as PID 1 and sshd,
+reached over SSH on their own loopback addresses (127.0.1.11..13, lab "test").
+
+The session starts what it needs: the Docker engine (installing Debian's docker.io and
+debootstrap when missing, as root), the lab image (built when missing) and three hosts.
+Set ROLLBACK_OPS_KEEP_LAB=1 to leave the hosts running after the session (the next session
+reuses them); its state lives in ROLLBACK_OPS_TEST_STATE (default ~/.cache/rollback-ops/test-lab).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rollback_ops.lab import Lab
+
+ENV_FILE = "/srv/analyticbot/.env.production"
+HOSTS = 3
+
+
+@dataclass
+class CliRun:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def receipt(self) -> dict[str, Any]:
+        return json.loads(self.stdout)
+
+
+class LabHosts:
+    def __init__(self, lab: Lab, state_dir: Path):
+        self.lab = lab
+        self.state_dir = state_dir
+        self.names = [f"web{i}" for i in range(1, HOSTS + 1)]
+
+    @property
+    def inventory(self) -> str:
+        return str(self.lab.inventory_path)
+
+    def address(self, host: str) -> str:
+        return self.lab.address(int(host.removeprefix("web")))
+
+    def sh(self, host: str, script: str) -> str:
+        result = self.lab.container(host).exec_run(["sh", "-c", script])
+        assert result.exit_code == 0, f"{host}: {script}: {result.output.decode()}"
+        return result.output.decode()
+
+    def read(self, host: str, path: str = ENV_FILE) -> str:
+        return self.sh(host, f"cat {path}")
+
+    def unit_since(self, host: str) -> int:
+        return int(self.sh(host, "systemctl show -p ActiveEnterTimestampMonotonic --value analyticbot-api"))
+
+    def fingerprint(self, host: str) -> str:
+        """Hash of every file under /srv/analyticbot (names, modes, contents) and the unit's start."""
+        listing = self.sh(host, "cd /srv/analyticbot && find . -printf '%p %m %s\\n' | sort && "
+                                "find . -type f -exec sha256sum {} + | sort")
+        return hashlib.sha256(f"{listing}{self.unit_since(host)}".encode()).hexdigest()
+
+    def health(self, host: str) -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://{self.address(host)}:10300/health", timeout=5) as r:
+            return json.loads(r.read())
+
+    def reset(self) -> None:
+        """Back to the state a rollback starts from: every flag on, production mode, no backups."""
+        for host in self.names:
+            self.sh(host, f"cp /opt/analyticbot/env.production.orig {ENV_FILE} && chmod 0640 {ENV_FILE} "
+                          f"&& rm -f {ENV_FILE}.backup.* && systemctl reset-failed analyticbot-api; "
+                          "systemctl restart analyticbot-api")
+        deadline = time.monotonic() + 30
+        for host in self.names:
+            while True:
+                try:
+                    if self.health(host)["config"]["APP_MODE"] == "production":
+                        break
+                except OSError:
+                    pass
+                assert time.monotonic() < deadline, f"{host} did not come back after reset"
+                time.sleep(0.2)
+
+    def cli(self, *argv: str) -> CliRun:
+        proc = subprocess.run(
+            [sys.executable, "-m", "rollback_ops", "--state-dir", str(self.state_dir), *argv],
+            capture_output=True, text=True, timeout=300, check=False,
+            env={k: v for k, v in os.environ.items() if k != "ROLLBACK_OPS_STATE_DIR"},
+        )
+        return CliRun(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture(scope="session")
+def lab_session() -> Iterator[LabHosts]:
+    default = Path.home() / ".cache" / "rollback-ops" / "test-lab"
+    state = Path(os.environ.get("ROLLBACK_OPS_TEST_STATE", default))
+    lab = Lab(state, name="test", first_address="127.0.1.11")
+    lab.up(HOSTS, install=True)  # reuses hosts a kept lab left running
+    yield LabHosts(lab, state)
+    if os.environ.get("ROLLBACK_OPS_KEEP_LAB") != "1":
+        lab.down()
+
+
+@pytest.fixture
+def lab(lab_session: LabHosts) -> LabHosts:
+    lab_session.reset()
+    return lab_session

@@ -1,0 +1,88 @@
+"""Inventory loading (Ansible's precedence, origins) and validation of rollback_app."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rollback_ops import appspec, inventory
+from rollback_ops.exceptions import ConfigError
+from tests.conftest import FIXTURES
+
+INV = FIXTURES / "inventories"
+
+
+def test_hosts_and_vars_follow_ansible_precedence(state_dir: Path):
+    inv = inventory.load(str(INV / "good"), state_dir)
+    assert sorted(inv.hosts) == ["web1", "web2"]
+    web1 = inv.hosts["web1"]
+    # group_vars/<group> beats group_vars/all beats vars in the hosts file
+    assert web1.vars["team"] == "web-group-vars"
+    assert web1.origin("team").endswith("group_vars/web.yml")
+    assert web1.vars["ansible_host"] == "127.0.0.1"
+    assert inv.hosts["web2"].vars["rollback_environment"] == "production"
+    assert inv.is_production
+
+
+def test_a_valid_app_is_parsed(state_dir: Path):
+    specs = appspec.parse_inventory(inventory.load(str(INV / "good"), state_dir))
+    app = specs["web1"]
+    assert app.name == "shop"
+    assert app.declared_keys == ["SHOP_NEW_CHECKOUT", "SHOP_FAST_PATH", "APP_MODE"]
+    assert app.health.expect == {"status": "ok"}
+    assert app.units == ("shop",)
+
+
+def test_yaml_errors_name_the_file_and_line(state_dir: Path):
+    with pytest.raises(ConfigError, match=r"bad_yaml/hosts.yml:\d+:\d+: not valid YAML"):
+        inventory.load(str(INV / "bad_yaml"), state_dir)
+
+
+def test_every_problem_is_reported_with_its_file_and_key(state_dir: Path):
+    with pytest.raises(ConfigError) as err:
+        appspec.parse_inventory(inventory.load(str(INV / "bad_app"), state_dir))
+    text = str(err.value)
+    where = "bad_app/group_vars/all.yml"
+    assert f"{where}: rollback_environment: 'prodution' is not one of" in text
+    assert f"{where}: rollback_app.env_file: must be an absolute path" in text
+    assert f"{where}: rollback_app.flags[1]: 'bad-flag' is not a valid env key" in text
+    assert f"{where}: rollback_app.heath: unknown key" in text
+    assert f"{where}: rollback_app.health.expect: must be a mapping" in text
+    assert f"{where}: rollback_app.log.error_pattern: not a valid regular expression" in text
+
+
+def test_unknown_names_and_missing_paths_are_refused(state_dir: Path):
+    with pytest.raises(ConfigError, match="neither a file nor a directory"):
+        inventory.load("no-such-inventory", state_dir)
+    with pytest.raises(ConfigError, match="rollback-ops lab up"):
+        inventory.load("lab", state_dir)
+    with pytest.raises(ConfigError, match="rollback-ops demo"):
+        inventory.load("local", state_dir)
+
+
+def test_ini_inventories_are_refused_with_the_reason(state_dir: Path):
+    with pytest.raises(ConfigError, match="YAML inventories"):
+        inventory.load(str(INV / "ini" / "hosts.ini"), state_dir)
+
+
+def test_group_with_unknown_key_is_refused(tmp_path: Path, state_dir: Path):
+    bad = tmp_path / "hosts.yml"
+    bad.write_text("all:\n  host:\n    web1:\n")
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) host"):
+        inventory.load(str(bad), state_dir)
+
+
+def test_vault_values_load_as_opaque_strings(tmp_path: Path, state_dir: Path):
+    f = tmp_path / "hosts.yml"
+    f.write_text("all:\n  hosts:\n    w:\n      pw: !vault |\n        $ANSIBLE_VAULT;1.1;AES256\n        3132\n")
+    assert inventory.load(str(f), state_dir).hosts["w"].vars["pw"].startswith("<vault>")
+
+
+def test_shipped_inventories_are_valid(state_dir: Path):
+    for name in ("staging", "production", "prod"):
+        inv = inventory.load(name, state_dir)
+        specs = appspec.parse_inventory(inv)
+        assert specs, name
+    assert inventory.load("prod", state_dir).is_production
+    assert not inventory.load("staging", state_dir).is_production

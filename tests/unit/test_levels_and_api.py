@@ -1,0 +1,63 @@
+"""Levels, flag parsing and the checks made before any host is touched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rollback_ops import api, levels
+from rollback_ops.exceptions import ConfigError, Refused
+from tests.conftest import FIXTURES
+
+GOOD = str(FIXTURES / "inventories" / "good")
+
+
+def test_parse_flags():
+    assert levels.parse_flags(["A=false", "B=x=y", "C="]) == {"A": "false", "B": "x=y", "C": ""}
+    for bad in (["A"], ["=x"], ["1A=x"], ["A-B=x"], ["A=1", "A=2"]):
+        with pytest.raises(ConfigError):
+            levels.parse_flags(bad)
+
+
+def test_unknown_levels_and_unbuilt_levels_are_refused():
+    with pytest.raises(ConfigError, match="unknown level"):
+        levels.get("nope")
+    with pytest.raises(ConfigError, match="not built yet"):
+        levels.get("code")
+
+
+def test_flag_without_flags_turns_the_master_switch_off(state_dir: Path):
+    plans = api.plan("flag", GOOD, state_dir=state_dir)
+    assert any("set SHOP_NEW_CHECKOUT=false" in s for s in plans[0].steps)
+
+
+def test_unknown_flag_is_refused_naming_it_and_the_hosts(state_dir: Path):
+    with pytest.raises(ConfigError, match=r"web1, web2: unknown flag SHOP_FAST_PTH"):
+        api.prepare("flag", GOOD, flags={"SHOP_FAST_PTH": "false"}, state_dir=state_dir)
+    prep = api.prepare("flag", GOOD, flags={"SHOP_FAST_PTH": "x"}, allow_new_flags=True,
+                       state_dir=state_dir)
+    assert prep.request.allow_new_flags
+
+
+def test_limit_selects_hosts_and_refuses_a_pattern_matching_none(state_dir: Path):
+    assert api.prepare("emergency", GOOD, limit="web2", state_dir=state_dir).hosts == ["web2"]
+    assert api.prepare("emergency", GOOD, limit="web*", state_dir=state_dir).hosts == ["web1", "web2"]
+    with pytest.raises(ConfigError, match="matches no host"):
+        api.prepare("emergency", GOOD, limit="db*", state_dir=state_dir)
+
+
+def test_production_changes_need_confirmation_but_check_mode_does_not(state_dir: Path):
+    prep = api.prepare("emergency", GOOD, state_dir=state_dir)  # web2 is production
+    with pytest.raises(Refused, match="production"):
+        api.require_approval(prep, check=False, confirmed_production=False)
+    api.require_approval(prep, check=True, confirmed_production=False)
+    api.require_approval(prep, check=False, confirmed_production=True)
+
+
+def test_plan_lists_the_steps_in_order(state_dir: Path):
+    steps = api.plan("emergency", GOOD, limit="web1", state_dir=state_dir)[0].steps
+    kinds = [s.split()[0] for s in steps]
+    assert kinds[:4] == ["preflight", "copy", "set", "restart"]
+    assert "set APP_MODE=research in /srv/shop/.env (atomic write, other bytes kept)" in steps
+    assert steps[-1].startswith("verify no new lines matching /ERROR/")
