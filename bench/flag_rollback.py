@@ -66,25 +66,66 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="rollback-bench-"))
     (work / "play.yml").write_text(PLAY)
     (work / "empty.cfg").write_text("")
-    ssh_opts = ["-i", key, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                "-o", "LogLevel=ERROR", "-o", "BatchMode=yes"]
+    ssh_opts = [
+        "-i",
+        key,
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+        "-o",
+        "BatchMode=yes",
+    ]
 
     def rollback_ops(value: str) -> list[str]:
-        return [tool, "--state-dir", str(state), "apply", "--level", "flag", "--inventory", "lab",
-                "--limit", host, "--flag", f"{FLAG}={value}", "--no-verify", "--yes"]
+        return [
+            tool,
+            "--state-dir",
+            str(state),
+            "apply",
+            "--level",
+            "flag",
+            "--inventory",
+            "lab",
+            "--limit",
+            host,
+            "--flag",
+            f"{FLAG}={value}",
+            "--no-verify",
+            "--yes",
+        ]
 
     def ansible(value: str) -> list[str]:
-        return [playbook_bin, "-i", str(inventory), "--limit", host, "-e", f"value={value}",
-                str(work / "play.yml")]
+        return [
+            playbook_bin,
+            "-i",
+            str(inventory),
+            "--limit",
+            host,
+            "-e",
+            f"value={value}",
+            str(work / "play.yml"),
+        ]
 
     def ssh(value: str) -> list[str]:
-        script = (f"sed -i 's/^{FLAG}=.*/{FLAG}={value}/' {ENV_FILE} && "
-                  "systemctl restart analyticbot-api")
+        script = (
+            f"sed -i 's/^{FLAG}=.*/{FLAG}={value}/' {ENV_FILE} && systemctl restart analyticbot-api"
+        )
         return ["ssh", *ssh_opts, f"root@{address}", script]
 
-    methods = {"rollback-ops": rollback_ops, "ansible-playbook (defaults)": ansible, "ssh loop": ssh}
-    env = {"PATH": f"{bindir}:/usr/bin:/bin", "ANSIBLE_CONFIG": str(work / "empty.cfg"),
-           "HOME": str(Path.home()), "ANSIBLE_HOST_KEY_CHECKING": "False"}
+    methods = {
+        "rollback-ops": rollback_ops,
+        "ansible-playbook (defaults)": ansible,
+        "ssh loop": ssh,
+    }
+    env = {
+        "PATH": f"{bindir}:/usr/bin:/bin",
+        "ANSIBLE_CONFIG": str(work / "empty.cfg"),
+        "HOME": str(Path.home()),
+        "ANSIBLE_HOST_KEY_CHECKING": "False",
+    }
     times: dict[str, list[float]] = {m: [] for m in methods}
     value = "false"
     for _ in range(args.rounds):
@@ -94,11 +135,17 @@ def main() -> int:
             proc = subprocess.run(argv(value), env=env, capture_output=True, text=True, check=False)
             elapsed = time.perf_counter() - t0
             if proc.returncode != 0:
-                print(f"{name} failed (rc {proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+                print(
+                    f"{name} failed (rc {proc.returncode}):\n"
+                    f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+                )
                 return 1
             times[name].append(elapsed)
     base = statistics.median(times["ansible-playbook (defaults)"])
-    print(f"one-host flag rollback (edit + restart, checks off), {args.rounds} alternating rounds, host {host}")
+    print(
+        f"one-host flag rollback (edit + restart, checks off), "
+        f"{args.rounds} alternating rounds, host {host}"
+    )
     print(f"{'method':<30}{'median s':>10}{'min s':>8}{'max s':>8}{'vs ansible':>12}")
     for name, values in times.items():
         med = statistics.median(values)

@@ -60,15 +60,18 @@ def prepare(
     inv = inventory.load(inventory_name, paths.state_dir(state_dir))
     apps = appspec.parse_inventory(inv)
     hosts = select_hosts(inv, limit)
-    request = Request(level=lvl.name, flags=dict(flags or {}), allow_new_flags=allow_new_flags,
-                      verify=verify)
+    request = Request(
+        level=lvl.name, flags=dict(flags or {}), allow_new_flags=allow_new_flags, verify=verify
+    )
     by_problem: dict[str, list[str]] = {}
     for h in hosts:
         for problem in lvl.check(apps[h], request):
             by_problem.setdefault(problem, []).append(h)
     if by_problem:
         lines = [f"{', '.join(hs)}: {problem}" for problem, hs in by_problem.items()]
-        raise ConfigError(f"cannot run level {lvl.name} on inventory {inv.name}:\n  " + "\n  ".join(lines))
+        raise ConfigError(
+            f"cannot run level {lvl.name} on inventory {inv.name}:\n  " + "\n  ".join(lines)
+        )
     return Prepared(inv, apps, hosts, lvl, request)
 
 
@@ -80,7 +83,9 @@ def select_hosts(inv: Inventory, limit: str | None) -> list[str]:
     patterns = [p.strip() for p in limit.split(",") if p.strip()]
     chosen = [h for h in names if any(fnmatch.fnmatchcase(h, p) for p in patterns)]
     if not chosen:
-        raise ConfigError(f"--limit {limit!r} matches no host in inventory {inv.name} ({', '.join(names)})")
+        raise ConfigError(
+            f"--limit {limit!r} matches no host in inventory {inv.name} ({', '.join(names)})"
+        )
     return chosen
 
 
@@ -173,10 +178,23 @@ def apply(
     confirmed_production: bool = False,
 ) -> RunResult:
     """Apply a rollback level to an inventory (see :func:`prepare` and :func:`execute`)."""
-    prep = prepare(level, inventory_name, flags=flags, allow_new_flags=allow_new_flags,
-                   verify=verify, limit=limit, state_dir=state_dir)
-    return execute(prep, check=check, diff=diff, state_dir=state_dir, observer=observer,
-                   confirmed_production=confirmed_production)
+    prep = prepare(
+        level,
+        inventory_name,
+        flags=flags,
+        allow_new_flags=allow_new_flags,
+        verify=verify,
+        limit=limit,
+        state_dir=state_dir,
+    )
+    return execute(
+        prep,
+        check=check,
+        diff=diff,
+        state_dir=state_dir,
+        observer=observer,
+        confirmed_production=confirmed_production,
+    )
 
 
 def verify(

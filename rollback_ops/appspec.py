@@ -97,8 +97,15 @@ class _Checker:
 
 
 APP_KEYS = {
-    "name", "env_file", "master_switch", "master_switch_off", "flags", "emergency",
-    "units", "health", "log",
+    "name",
+    "env_file",
+    "master_switch",
+    "master_switch_off",
+    "flags",
+    "emergency",
+    "units",
+    "health",
+    "log",
 }
 
 
@@ -134,7 +141,9 @@ def parse_app(host: Host) -> tuple[AppSpec | None, list[str]]:
     emergency_raw = raw.get("emergency") or {}
     emergency: dict[str, str] = {}
     if not isinstance(emergency_raw, dict):
-        check.error("emergency", "must be a mapping of env keys to values, e.g. {APP_MODE: research}")
+        check.error(
+            "emergency", "must be a mapping of env keys to values, e.g. {APP_MODE: research}"
+        )
     else:
         for key, value in emergency_raw.items():
             if check.env_key(key, f"emergency.{key}"):

@@ -25,34 +25,59 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rollback-ops",
         description="Reviewed, repeatable rollbacks driven by Ansible. Levels, smallest first: "
-        + "; ".join(f"{n}: {lv.summary}" for n, lv in levels.LEVELS.items()) + ".",
+        + "; ".join(f"{n}: {lv.summary}" for n, lv in levels.LEVELS.items())
+        + ".",
     )
-    parser.add_argument("--state-dir", type=Path, default=None,
-                        help="runs, receipts, lab and demo files (default: $ROLLBACK_OPS_STATE_DIR "
-                        "or ~/.local/state/rollback-ops)")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="runs, receipts, lab and demo files (default: $ROLLBACK_OPS_STATE_DIR "
+        "or ~/.local/state/rollback-ops)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def target(p: argparse.ArgumentParser, with_level: bool = True) -> None:
         if with_level:
-            p.add_argument("--level", "-L", required=True, choices=[*levels.LEVELS],
-                           help="rollback level")
-            p.add_argument("--flag", "-f", action="append", default=[], metavar="KEY=VALUE",
-                           help="flag level: set this flag (repeatable); without it the master "
-                           "switch is turned off")
-            p.add_argument("--allow-new-flag", action="store_true",
-                           help="accept a flag the app does not declare (adds it if missing)")
-            p.add_argument("--no-verify", dest="verify", action="store_false",
-                           help="skip the checks after the change (health, units, log)")
+            p.add_argument(
+                "--level", "-L", required=True, choices=[*levels.LEVELS], help="rollback level"
+            )
+            p.add_argument(
+                "--flag",
+                "-f",
+                action="append",
+                default=[],
+                metavar="KEY=VALUE",
+                help="flag level: set this flag (repeatable); without it the master "
+                "switch is turned off",
+            )
+            p.add_argument(
+                "--allow-new-flag",
+                action="store_true",
+                help="accept a flag the app does not declare (adds it if missing)",
+            )
+            p.add_argument(
+                "--no-verify",
+                dest="verify",
+                action="store_false",
+                help="skip the checks after the change (health, units, log)",
+            )
         p.add_argument("--inventory", "-i", required=True, help=INVENTORY_HELP)
         p.add_argument("--limit", "-l", help="only these hosts (comma-separated names or patterns)")
         p.add_argument("--json", action="store_true", help="print the JSON receipt on stdout")
 
     p_apply = sub.add_parser("apply", help="run a rollback level against an inventory")
     target(p_apply)
-    p_apply.add_argument("--check", action="store_true", help="check mode: change nothing on any host")
+    p_apply.add_argument(
+        "--check", action="store_true", help="check mode: change nothing on any host"
+    )
     p_apply.add_argument("--diff", action="store_true", help="show the changes to files")
-    p_apply.add_argument("--yes", "-y", action="store_true",
-                         help="do not ask for confirmation (not enough for production)")
+    p_apply.add_argument(
+        "--yes",
+        "-y",
+        action="store_true",
+        help="do not ask for confirmation (not enough for production)",
+    )
 
     p_plan = sub.add_parser("plan", help="print the ordered steps per host; contacts no host")
     target(p_plan)
@@ -62,16 +87,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("levels", help="list the levels and the seeds they come from")
 
-    p_demo = sub.add_parser("demo", help="roll back a sandbox app on this machine (no Docker, "
-                            "local connection)")
+    p_demo = sub.add_parser(
+        "demo", help="roll back a sandbox app on this machine (no Docker, local connection)"
+    )
     p_demo.add_argument("--json", action="store_true", help="print the JSON receipt on stdout")
 
     p_lab = sub.add_parser("lab", help="real test hosts: containers with systemd and sshd")
     lab_sub = p_lab.add_subparsers(dest="lab_command", required=True, metavar="LAB_COMMAND")
     p_up = lab_sub.add_parser("up", help="start N hosts and write the `lab` inventory")
     p_up.add_argument("--hosts", type=int, default=3, help="how many hosts (default 3)")
-    p_up.add_argument("--install", action="store_true",
-                      help="install docker.io and debootstrap with apt-get when missing (root)")
+    p_up.add_argument(
+        "--install",
+        action="store_true",
+        help="install docker.io and debootstrap with apt-get when missing (root)",
+    )
     lab_sub.add_parser("down", help="remove the lab hosts")
     p_status = lab_sub.add_parser("status", help="list the lab hosts")
     p_status.add_argument("--json", action="store_true")
@@ -92,10 +121,14 @@ def _confirm(prep: api.Prepared, args: argparse.Namespace) -> bool:
     names = ", ".join(prep.hosts)
     if prep.inventory.is_production:
         if not sys.stdin.isatty():
-            raise Refused(f"inventory {prep.inventory.name} is production: run from a terminal to "
-                          "confirm by typing its name (--yes does not bypass this)")
-        answer = input(f"PRODUCTION: level {prep.level.name} on {names}.\n"
-                       f"Type the inventory name ({prep.inventory.name}) to go on: ")
+            raise Refused(
+                f"inventory {prep.inventory.name} is production: run from a terminal to "
+                "confirm by typing its name (--yes does not bypass this)"
+            )
+        answer = input(
+            f"PRODUCTION: level {prep.level.name} on {names}.\n"
+            f"Type the inventory name ({prep.inventory.name}) to go on: "
+        )
         if answer.strip() != prep.inventory.name:
             raise Refused("not confirmed; nothing was changed")
         return True
@@ -122,19 +155,38 @@ def cmd_apply(args: argparse.Namespace) -> int:
     flags = levels.parse_flags(args.flag)
     if flags and args.level != "flag":
         raise RollbackOpsError("--flag goes with --level flag")
-    prep = api.prepare(args.level, args.inventory, flags=flags, allow_new_flags=args.allow_new_flag,
-                       verify=args.verify, limit=args.limit, state_dir=args.state_dir)
+    prep = api.prepare(
+        args.level,
+        args.inventory,
+        flags=flags,
+        allow_new_flags=args.allow_new_flag,
+        verify=args.verify,
+        limit=args.limit,
+        state_dir=args.state_dir,
+    )
     confirmed = _confirm(prep, args)
     observer = _observer(sys.stderr)
-    result = api.execute(prep, check=args.check, diff=args.diff, state_dir=args.state_dir,
-                         observer=observer, confirmed_production=confirmed)
+    result = api.execute(
+        prep,
+        check=args.check,
+        diff=args.diff,
+        state_dir=args.state_dir,
+        observer=observer,
+        confirmed_production=confirmed,
+    )
     return _finish(result, args, observer)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    plans = api.plan(args.level, args.inventory, flags=levels.parse_flags(args.flag),
-                     allow_new_flags=args.allow_new_flag, verify=args.verify, limit=args.limit,
-                     state_dir=args.state_dir)
+    plans = api.plan(
+        args.level,
+        args.inventory,
+        flags=levels.parse_flags(args.flag),
+        allow_new_flags=args.allow_new_flag,
+        verify=args.verify,
+        limit=args.limit,
+        state_dir=args.state_dir,
+    )
     if args.json:
         print(json.dumps([p.__dict__ for p in plans], indent=2))
         return 0
@@ -148,7 +200,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     observer = _observer(sys.stderr)
-    result = api.verify(args.inventory, limit=args.limit, state_dir=args.state_dir, observer=observer)
+    result = api.verify(
+        args.inventory, limit=args.limit, state_dir=args.state_dir, observer=observer
+    )
     return _finish(result, args, observer)
 
 
@@ -165,8 +219,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     state = paths.state_dir(args.state_dir)
     inventory_path = demo.create_sandbox(state)
-    print(f"demo: sandbox app at {inventory_path.parent}; turning its master switch off "
-          "through Ansible's local connection", file=sys.stderr)
+    print(
+        f"demo: sandbox app at {inventory_path.parent}; turning its master switch off "
+        "through Ansible's local connection",
+        file=sys.stderr,
+    )
     observer = _observer(sys.stderr)
     result = api.apply("flag", str(inventory_path), diff=True, state_dir=state, observer=observer)
     return _finish(result, args, observer)
@@ -177,8 +234,11 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
     lab = Lab(paths.state_dir(args.state_dir), name=args.name, first_address=args.first_address)
     if args.lab_command == "up":
-        print(f"lab {args.name}: bringing up {args.hosts} host(s) (first run builds the image, "
-              "about 2 minutes)", file=sys.stderr)
+        print(
+            f"lab {args.name}: bringing up {args.hosts} host(s) (first run builds the image, "
+            "about 2 minutes)",
+            file=sys.stderr,
+        )
         hosts = lab.up(args.hosts, install=args.install)
         for h in hosts:
             print(f"  {h.name:<6} {h.address:<12} {h.state:<8} {h.ssh}", file=sys.stderr)
@@ -189,8 +249,12 @@ def cmd_lab(args: argparse.Namespace) -> int:
         return 0
     hosts = lab.status()
     if args.json:
-        print(json.dumps({"inventory": str(lab.inventory_path), "hosts": [h.as_dict() for h in hosts]},
-                         indent=2))
+        print(
+            json.dumps(
+                {"inventory": str(lab.inventory_path), "hosts": [h.as_dict() for h in hosts]},
+                indent=2,
+            )
+        )
     elif not hosts:
         print("no lab hosts (rollback-ops lab up)")
     else:
@@ -199,8 +263,14 @@ def cmd_lab(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"apply": cmd_apply, "plan": cmd_plan, "verify": cmd_verify, "levels": cmd_levels,
-            "demo": cmd_demo, "lab": cmd_lab}
+COMMANDS = {
+    "apply": cmd_apply,
+    "plan": cmd_plan,
+    "verify": cmd_verify,
+    "levels": cmd_levels,
+    "demo": cmd_demo,
+    "lab": cmd_lab,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

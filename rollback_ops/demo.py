@@ -50,6 +50,8 @@ def create_sandbox(state_dir: Path) -> Path:
         }
     }
     path = root / "inventory.yml"
-    path.write_text("# Written by `rollback-ops demo`: a sandbox app on this machine.\n"
-                    + yaml.safe_dump(inventory, sort_keys=False))
+    path.write_text(
+        "# Written by `rollback-ops demo`: a sandbox app on this machine.\n"
+        + yaml.safe_dump(inventory, sort_keys=False)
+    )
     return path

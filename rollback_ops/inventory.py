@@ -79,7 +79,9 @@ def resolve(name_or_path: str, state_dir: Path) -> tuple[str, Path]:
     path = Path(name_or_path).expanduser()
     if not path.exists():
         known = ", ".join([*NAMED, "lab", "local"])
-        raise ConfigError(f"inventory {name_or_path!r} is neither a file nor a directory nor one of: {known}")
+        raise ConfigError(
+            f"inventory {name_or_path!r} is neither a file nor a directory nor one of: {known}"
+        )
     return str(path), path.resolve()
 
 
@@ -124,10 +126,14 @@ def load(name_or_path: str, state_dir: Path) -> Inventory:
     else:
         hosts_file, base = path, path.parent
     if hosts_file.suffix not in (".yml", ".yaml"):
-        raise ConfigError(f"{hosts_file}: rollback-ops reads YAML inventories (.yml); convert INI ones")
+        raise ConfigError(
+            f"{hosts_file}: rollback-ops reads YAML inventories (.yml); convert INI ones"
+        )
     data = _read_yaml(hosts_file)
     if not isinstance(data, dict) or not data:
-        raise ConfigError(f"{hosts_file}: an inventory must be a mapping of groups (e.g. all: hosts: ...)")
+        raise ConfigError(
+            f"{hosts_file}: an inventory must be a mapping of groups (e.g. all: hosts: ...)"
+        )
     groups: dict[str, _Group] = {}
     for group_name, body in data.items():
         _walk(hosts_file, str(group_name), body, None, 0, groups)
@@ -204,7 +210,9 @@ def _walk(
             raise ConfigError(f"{origin}: {name}.{key} must be a mapping")
     for host_name, host_vars in (body.get("hosts") or {}).items():
         if host_vars is not None and not isinstance(host_vars, dict):
-            raise ConfigError(f"{origin}: host {host_name!r} in group {name!r}: vars must be a mapping")
+            raise ConfigError(
+                f"{origin}: host {host_name!r} in group {name!r}: vars must be a mapping"
+            )
         group.hosts.setdefault(str(host_name), {}).update(host_vars or {})
     group.vars.update(body.get("vars") or {})
     for child, child_body in (body.get("children") or {}).items():

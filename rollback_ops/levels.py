@@ -57,8 +57,10 @@ class Level:
         if values:
             settings = ", ".join(f"{k}={v}" for k, v in values.items())
             units = f"; systemd knows {', '.join(app.units)}" if app.units else ""
-            steps.append(f"preflight (every host before any change): {', '.join(values)} declared "
-                         f"for {app.name}; {app.env_file} exists and holds them{units}; free disk")
+            steps.append(
+                f"preflight (every host before any change): {', '.join(values)} declared "
+                f"for {app.name}; {app.env_file} exists and holds them{units}; free disk"
+            )
             steps.append(f"copy {app.env_file} to {app.env_file}.backup.<UTC stamp> if it changes")
             steps.append(f"set {settings} in {app.env_file} (atomic write, other bytes kept)")
             if app.units:
@@ -82,7 +84,9 @@ def _verify_steps(app: AppSpec, values: dict[str, str]) -> list[str]:
         steps.append(f"verify {', '.join(app.units)} active")
     if app.health.url:
         expect = ", ".join(f"{k}={v}" for k, v in app.health.expect.items())
-        steps.append(f"verify GET {app.health.url} answers 200" + (f" with {expect}" if expect else ""))
+        steps.append(
+            f"verify GET {app.health.url} answers 200" + (f" with {expect}" if expect else "")
+        )
         if values and app.health.config_field:
             steps.append(f"verify the running app reports {', '.join(values)} as set")
     if app.log.path and app.log.error_pattern:
@@ -102,12 +106,18 @@ def _emergency_values(app: AppSpec, request: Request) -> dict[str, str]:
 
 LEVELS: dict[str, Level] = {
     "flag": Level(
-        "flag", "flag", "set feature flags or turn the master switch off, restart, verify",
-        "seed 003 quick/partial rollback; seed 000 levels 1-2", _flag_values,
+        "flag",
+        "flag",
+        "set feature flags or turn the master switch off, restart, verify",
+        "seed 003 quick/partial rollback; seed 000 levels 1-2",
+        _flag_values,
     ),
     "emergency": Level(
-        "emergency", "emergency", "put the app in its read-only/stop mode, restart, verify",
-        "seed 000 level 3 (APP_MODE=research)", _emergency_values,
+        "emergency",
+        "emergency",
+        "put the app in its read-only/stop mode, restart, verify",
+        "seed 000 level 3 (APP_MODE=research)",
+        _emergency_values,
     ),
 }
 VERIFY = Level("verify", "verify", "only the checks", "seed 003 validation after rollback")

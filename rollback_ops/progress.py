@@ -13,8 +13,13 @@ from typing import TextIO
 
 from rollback_ops.results import RunResult, StepEvent
 
-MARK = {"ok": "ok", "changed": "changed", "failed": "FAILED", "unreachable": "UNREACHABLE",
-        "skipped": "skipped"}
+MARK = {
+    "ok": "ok",
+    "changed": "changed",
+    "failed": "FAILED",
+    "unreachable": "UNREACHABLE",
+    "skipped": "skipped",
+}
 
 
 class PlainProgress:
@@ -29,8 +34,10 @@ class PlainProgress:
         self.write(f"run {run_id}: level {level}{mode} on {len(hosts)} host(s): {', '.join(hosts)}")
 
     def step(self, event: StepEvent) -> None:
-        line = (f"[{time.monotonic() - self.t0:6.1f}s] {event.host:<{self.width}}  "
-                f"{MARK[event.status]:<8} {event.step}")
+        line = (
+            f"[{time.monotonic() - self.t0:6.1f}s] {event.host:<{self.width}}  "
+            f"{MARK[event.status]:<8} {event.step}"
+        )
         if event.duration >= 1:
             line += f" ({event.duration:.1f}s)"
         if event.message:
@@ -75,8 +82,11 @@ class LiveProgress(PlainProgress):
         self._clear()
         elapsed = time.monotonic() - self.t0
         for host, text in self.lines.items():
-            self.stream.write(f"  {host:<{self.width}} [{self.counts.get(host, 0):>3} steps "
-                              f"{elapsed:5.1f}s] {text}"[:150] + "\n")
+            self.stream.write(
+                f"  {host:<{self.width}} [{self.counts.get(host, 0):>3} steps "
+                f"{elapsed:5.1f}s] {text}"[:150]
+                + "\n"
+            )
         self.drawn = len(self.lines)
         self.stream.flush()
 
@@ -88,13 +98,25 @@ def recap(result: RunResult) -> str:
     """The table every run ends with: host, result, changed, failed step, duration."""
     rows = [("HOST", "RESULT", "CHANGED", "DURATION", "FAILED STEP")]
     for name, host in sorted(result.hosts.items()):
-        rows.append((name, host.status, str(host.changed), f"{host.duration:.1f}s",
-                     f"{host.failed_step}: {host.message}" if host.failed_step else ""))
+        rows.append(
+            (
+                name,
+                host.status,
+                str(host.changed),
+                f"{host.duration:.1f}s",
+                f"{host.failed_step}: {host.message}" if host.failed_step else "",
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = ["", f"RECAP run {result.run_id} level {result.level} on {result.inventory}"
-             + (" (check mode: nothing was changed)" if result.check else "")]
-    lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4]
-              for r in rows]
+    lines = [
+        "",
+        f"RECAP run {result.run_id} level {result.level} on {result.inventory}"
+        + (" (check mode: nothing was changed)" if result.check else ""),
+    ]
+    lines += [
+        "  " + "  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4]
+        for r in rows
+    ]
     flags = [(name, f) for name, h in sorted(result.hosts.items()) for f in h.flags if f.changed]
     if flags:
         lines.append("  values " + ("that would change:" if result.check else "changed:"))
@@ -105,8 +127,10 @@ def recap(result: RunResult) -> str:
         lines += [f"    {name}: {b}" for name, b in backups]
     lines += [f"  warning: {w}" for w in result.warnings]
     verdict = "OK" if result.ok else "FAILED"
-    lines.append(f"  {verdict}: {len(result.hosts)} host(s), {result.changed} change(s), "
-                 f"{result.duration:.1f}s; receipt: {result.run_dir}/receipt.json")
+    lines.append(
+        f"  {verdict}: {len(result.hosts)} host(s), {result.changed} change(s), "
+        f"{result.duration:.1f}s; receipt: {result.run_dir}/receipt.json"
+    )
     return "\n".join(lines)
 
 

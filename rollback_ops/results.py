@@ -101,7 +101,9 @@ class RunResult:
             "changed": self.changed,
             "hosts": {name: h.as_dict() for name, h in sorted(self.hosts.items())},
             "backups": [
-                {"host": name, "path": b} for name, h in sorted(self.hosts.items()) for b in h.backups
+                {"host": name, "path": b}
+                for name, h in sorted(self.hosts.items())
+                for b in h.backups
             ],
             "warnings": self.warnings,
             "run_dir": self.run_dir,

@@ -26,8 +26,12 @@ from rollback_ops.results import SKIP_PREFIX, FlagChange, HostResult, StepEvent,
 
 EventSink = Callable[[StepEvent], None]
 HIDDEN_ACTIONS = {
-    "ansible.builtin.validate_argument_spec", "validate_argument_spec",
-    "ansible.builtin.include_role", "include_role", "ansible.builtin.include_tasks", "include_tasks",
+    "ansible.builtin.validate_argument_spec",
+    "validate_argument_spec",
+    "ansible.builtin.include_role",
+    "include_role",
+    "ansible.builtin.include_tasks",
+    "include_tasks",
 }
 RESULT_EVENTS: dict[str, StepStatus] = {
     "runner_on_ok": "ok",
@@ -80,7 +84,9 @@ def ansible_playbook_binary() -> str:
         return str(beside)
     found = shutil.which("ansible-playbook")
     if found is None:
-        raise RunnerError("ansible-playbook not found (is ansible-core installed in this environment?)")
+        raise RunnerError(
+            "ansible-playbook not found (is ansible-core installed in this environment?)"
+        )
     return found
 
 
@@ -119,7 +125,7 @@ class _Collector:
             status = "ok"
         message = _message(res) if status in ("failed", "unreachable") else ""
         if action.endswith("debug") and str(res.get("msg", "")).startswith(SKIP_PREFIX):
-            status, message = "skipped", str(res["msg"])[len(SKIP_PREFIX):]
+            status, message = "skipped", str(res["msg"])[len(SKIP_PREFIX) :]
         now = time.time()
         start = self.started.pop((host_name, data.get("task_uuid", "")), now)
         step = StepEvent(
@@ -243,5 +249,7 @@ def run_playbook(spec: PlaybookRun, sink: EventSink | None = None) -> RunnerOutc
     if rc != 0 and not any(h.status in ("failed", "unreachable") for h in touched):
         if rc == 127:
             raise RunnerError("ansible-playbook not found on PATH (rc 127)")
-        raise RunnerError(f"{spec.playbook.name} did not run (rc {rc}, {runner.status}):\n{tail.strip()}")
+        raise RunnerError(
+            f"{spec.playbook.name} did not run (rc {rc}, {runner.status}):\n{tail.strip()}"
+        )
     return RunnerOutcome(runner.status, rc, collector.hosts, tail)

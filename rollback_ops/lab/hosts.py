@@ -48,7 +48,7 @@ def lab_app_vars() -> dict[str, Any]:
         "emergency": {"APP_MODE": "research"},
         "units": ["analyticbot-api"],
         "health": {
-            "url": "http://{{ ansible_host }}:%d/health" % APP_PORT,
+            "url": f"http://{{{{ ansible_host }}}}:{APP_PORT}/health",
             "expect": {"status": "healthy"},
             "config_field": "config",
         },
@@ -144,8 +144,18 @@ class Lab:
         if shutil.which("ssh-keygen") is None:
             raise LabError("ssh-keygen is not installed (`apt-get install openssh-client`)")
         subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"rollback-ops-{self.name}",
-             "-f", str(self.key_path)],
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                f"rollback-ops-{self.name}",
+                "-f",
+                str(self.key_path),
+            ],
             check=True,
         )
 
@@ -177,7 +187,9 @@ class Lab:
             volumes={
                 "/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
                 str(host_dir / "listen.conf"): {
-                    "bind": "/etc/ssh/sshd_config.d/listen.conf", "mode": "ro"},
+                    "bind": "/etc/ssh/sshd_config.d/listen.conf",
+                    "mode": "ro",
+                },
                 str(host_dir / "host.env"): {"bind": "/etc/analyticbot/host.env", "mode": "ro"},
                 str(self.key_path) + ".pub": {"bind": "/root/.ssh/authorized_keys", "mode": "ro"},
             },
@@ -215,7 +227,9 @@ class Lab:
                 "hosts": {name: {"ansible_host": address} for name, address in hosts.items()},
             }
         }
-        header = f"# Written by `rollback-ops lab up` for lab {self.name!r}; rewritten on each run.\n"
+        header = (
+            f"# Written by `rollback-ops lab up` for lab {self.name!r}; rewritten on each run.\n"
+        )
         self.inventory_path.write_text(header + yaml.safe_dump(inventory, sort_keys=False))
 
 

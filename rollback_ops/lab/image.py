@@ -65,7 +65,9 @@ def debian_mirror() -> str:
         candidates += re.findall(r"^URIs:\s*(\S+)", path.read_text(), re.MULTILINE)
     sources_list = Path("/etc/apt/sources.list")
     if sources_list.exists():
-        candidates += re.findall(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)", sources_list.read_text(), re.MULTILINE)
+        candidates += re.findall(
+            r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)", sources_list.read_text(), re.MULTILINE
+        )
     for uri in candidates:
         if "security" not in uri:
             return uri

@@ -62,12 +62,17 @@ class LabHosts:
         return self.sh(host, f"cat {path}")
 
     def unit_since(self, host: str) -> int:
-        return int(self.sh(host, "systemctl show -p ActiveEnterTimestampMonotonic --value analyticbot-api"))
+        return int(
+            self.sh(host, "systemctl show -p ActiveEnterTimestampMonotonic --value analyticbot-api")
+        )
 
     def fingerprint(self, host: str) -> str:
-        """Hash of every file under /srv/analyticbot (names, modes, contents) and the unit's start."""
-        listing = self.sh(host, "cd /srv/analyticbot && find . -printf '%p %m %s\\n' | sort && "
-                                "find . -type f -exec sha256sum {} + | sort")
+        """Hash of the files under /srv/analyticbot (names, modes, contents), unit start."""
+        listing = self.sh(
+            host,
+            "cd /srv/analyticbot && find . -printf '%p %m %s\\n' | sort && "
+            "find . -type f -exec sha256sum {} + | sort",
+        )
         return hashlib.sha256(f"{listing}{self.unit_since(host)}".encode()).hexdigest()
 
     def health(self, host: str) -> dict[str, Any]:
@@ -77,9 +82,12 @@ class LabHosts:
     def reset(self) -> None:
         """Back to the state a rollback starts from: every flag on, production mode, no backups."""
         for host in self.names:
-            self.sh(host, f"cp /opt/analyticbot/env.production.orig {ENV_FILE} && chmod 0640 {ENV_FILE} "
-                          f"&& rm -f {ENV_FILE}.backup.* && systemctl reset-failed analyticbot-api; "
-                          "systemctl restart analyticbot-api")
+            self.sh(
+                host,
+                f"cp /opt/analyticbot/env.production.orig {ENV_FILE} && chmod 0640 {ENV_FILE} "
+                f"&& rm -f {ENV_FILE}.backup.* && systemctl reset-failed analyticbot-api; "
+                "systemctl restart analyticbot-api",
+            )
         deadline = time.monotonic() + 30
         for host in self.names:
             while True:
@@ -94,7 +102,10 @@ class LabHosts:
     def cli(self, *argv: str) -> CliRun:
         proc = subprocess.run(
             [sys.executable, "-m", "rollback_ops", "--state-dir", str(self.state_dir), *argv],
-            capture_output=True, text=True, timeout=300, check=False,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
             env={k: v for k, v in os.environ.items() if k != "ROLLBACK_OPS_STATE_DIR"},
         )
         return CliRun(proc.returncode, proc.stdout, proc.stderr)

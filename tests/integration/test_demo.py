@@ -10,8 +10,13 @@ from pathlib import Path
 
 
 def test_demo_rolls_the_sandbox_back_and_reports_skips(tmp_path: Path):
-    proc = subprocess.run([sys.executable, "-m", "rollback_ops", "--state-dir", str(tmp_path), "demo", "--json"],
-                          capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rollback_ops", "--state-dir", str(tmp_path), "demo", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     receipt = json.loads(proc.stdout)
     env_file = tmp_path / "demo/srv/analyticbot/.env.production"
@@ -20,8 +25,25 @@ def test_demo_rolls_the_sandbox_back_and_reports_skips(tmp_path: Path):
     assert "ENABLE_ADVANCED_RECOMMENDATIONS=true\n" in Path(backup).read_text()
     assert "no health URL configured" in proc.stderr  # a skipped step says why
     assert "RECAP" in proc.stderr
-    again = subprocess.run([sys.executable, "-m", "rollback_ops", "--state-dir", str(tmp_path), "apply",
-                            "--level", "flag", "--inventory", "local", "--yes", "--json"],
-                           capture_output=True, text=True, timeout=300, check=False)
+    again = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rollback_ops",
+            "--state-dir",
+            str(tmp_path),
+            "apply",
+            "--level",
+            "flag",
+            "--inventory",
+            "local",
+            "--yes",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["changed"] == 0

@@ -11,7 +11,9 @@ from pathlib import Path
 
 from tests.integration.conftest import ENV_FILE, LabHosts
 
-ORIGINAL = (Path(__file__).resolve().parents[2] / "rollback_ops/lab/files/env.production").read_text()
+ORIGINAL = (
+    Path(__file__).resolve().parents[2] / "rollback_ops/lab/files/env.production"
+).read_text()
 
 
 def flag_on_lab(lab: LabHosts, *extra: str) -> list[str]:
@@ -35,11 +37,14 @@ def test_flag_changes_that_flag_and_nothing_else_restarts_and_verifies(lab: LabH
         result = receipt["hosts"][host]
         assert result["status"] == "changed"
         assert result["flags"] == [
-            {"key": "ENABLE_TIME_WEIGHTING", "before": "true", "after": "false", "changed": True}]
+            {"key": "ENABLE_TIME_WEIGHTING", "before": "true", "after": "false", "changed": True}
+        ]
         (backup,) = result["backups"]
         assert re.fullmatch(re.escape(ENV_FILE) + r"\.backup\.\d{8}T\d{6}Z", backup)
         assert lab.read(host, backup) == ORIGINAL  # the copy is the file as it was
-        assert lab.sh(host, f"stat -c '%a %U' {backup} {ENV_FILE}").split("\n")[:2] == ["640 root"] * 2
+        assert (
+            lab.sh(host, f"stat -c '%a %U' {backup} {ENV_FILE}").split("\n")[:2] == ["640 root"] * 2
+        )
     assert {b["host"] for b in receipt["backups"]} == set(lab.names)
     assert "RECAP" in run.stderr and "ENABLE_TIME_WEIGHTING true -> false" in run.stderr
     assert Path(receipt["run_dir"], "receipt.json").exists()
@@ -76,7 +81,9 @@ def test_flag_level_without_flags_turns_the_master_switch_off(lab: LabHosts):
     for host in lab.names:
         assert "ENABLE_ADVANCED_RECOMMENDATIONS=false\n" in lab.read(host)
         assert lab.health(host)["config"]["ENABLE_ADVANCED_RECOMMENDATIONS"] is False
-        assert "Using SIMPLE query (legacy mode)" in lab.read(host, "/var/log/analyticbot/production.log")
+        assert "Using SIMPLE query (legacy mode)" in lab.read(
+            host, "/var/log/analyticbot/production.log"
+        )
 
 
 def test_emergency_puts_every_host_in_research_mode(lab: LabHosts):
@@ -85,7 +92,9 @@ def test_emergency_puts_every_host_in_research_mode(lab: LabHosts):
     for host in lab.names:
         assert lab.health(host)["config"]["APP_MODE"] == "research"
         assert lab.read(host) == ORIGINAL.replace("APP_MODE=production", "APP_MODE=research")
-    again = lab.cli("apply", "--level", "emergency", "--inventory", lab.inventory, "--yes", "--json")
+    again = lab.cli(
+        "apply", "--level", "emergency", "--inventory", lab.inventory, "--yes", "--json"
+    )
     assert again.code == 0 and again.receipt["changed"] == 0
 
 
@@ -116,8 +125,11 @@ def test_missing_env_file_fails_preflight_on_every_host_before_any_change(lab: L
 
 
 def test_a_failed_check_fails_the_run_naming_host_and_check(lab: LabHosts):
-    run = lab.cli(*flag_on_lab(lab, "--flag", "FAULT_INJECTION=log_error", "--allow-new-flag",
-                               "--limit", "web1"))
+    run = lab.cli(
+        *flag_on_lab(
+            lab, "--flag", "FAULT_INJECTION=log_error", "--allow-new-flag", "--limit", "web1"
+        )
+    )
     assert run.code == 1
     web1 = run.receipt["hosts"]["web1"]
     assert web1["status"] == "failed"

@@ -28,52 +28,114 @@ def test_level_is_required_and_checked(capsys):
 
 def test_flags_accumulate(capsys):
     args = cli.build_parser().parse_args(
-        ["apply", "-L", "flag", "-i", "lab", "-f", "A=1", "--flag", "B=2", "--check", "--diff"])
+        ["apply", "-L", "flag", "-i", "lab", "-f", "A=1", "--flag", "B=2", "--check", "--diff"]
+    )
     assert args.flag == ["A=1", "B=2"]
     assert args.check and args.diff and args.verify
 
 
 def test_bad_inventory_gives_a_message_and_exit_2(capsys, tmp_path: Path):
-    code, _out, err = run(capsys, "--state-dir", str(tmp_path), "plan", "--level", "flag",
-                          "--inventory", str(FIXTURES / "inventories" / "bad_app"))
+    code, _out, err = run(
+        capsys,
+        "--state-dir",
+        str(tmp_path),
+        "plan",
+        "--level",
+        "flag",
+        "--inventory",
+        str(FIXTURES / "inventories" / "bad_app"),
+    )
     assert code == 2
     assert "rollback_app.heath: unknown key" in err
     assert "Traceback" not in err
 
 
 def test_malformed_flag_gives_a_message_and_exit_2(capsys, tmp_path: Path):
-    code, _out, err = run(capsys, "--state-dir", str(tmp_path), "apply", "--level", "flag",
-                          "--inventory", GOOD, "--flag", "NOEQUALS", "--yes")
+    code, _out, err = run(
+        capsys,
+        "--state-dir",
+        str(tmp_path),
+        "apply",
+        "--level",
+        "flag",
+        "--inventory",
+        GOOD,
+        "--flag",
+        "NOEQUALS",
+        "--yes",
+    )
     assert code == 2
     assert "expected KEY=VALUE" in err
 
 
 def test_apply_without_a_terminal_needs_yes(capsys, tmp_path: Path, monkeypatch):
     monkeypatch.setattr("sys.stdin.isatty", lambda: False)
-    code, _out, err = run(capsys, "--state-dir", str(tmp_path), "apply", "--level", "emergency",
-                          "--inventory", GOOD, "--limit", "web1")
+    code, _out, err = run(
+        capsys,
+        "--state-dir",
+        str(tmp_path),
+        "apply",
+        "--level",
+        "emergency",
+        "--inventory",
+        GOOD,
+        "--limit",
+        "web1",
+    )
     assert code == 3
     assert "--yes" in err
 
 
-def test_production_is_refused_without_a_terminal_even_with_yes(capsys, tmp_path: Path, monkeypatch):
+def test_production_is_refused_without_a_terminal_even_with_yes(
+    capsys, tmp_path: Path, monkeypatch
+):
     monkeypatch.setattr("sys.stdin.isatty", lambda: False)
-    code, _out, err = run(capsys, "--state-dir", str(tmp_path), "apply", "--level", "emergency",
-                          "--inventory", "production", "--yes")
+    code, _out, err = run(
+        capsys,
+        "--state-dir",
+        str(tmp_path),
+        "apply",
+        "--level",
+        "emergency",
+        "--inventory",
+        "production",
+        "--yes",
+    )
     assert code == 3
     assert "production" in err and "--yes does not bypass" in err
 
 
 def test_plan_prints_steps_and_contacts_nobody(capsys, tmp_path: Path):
-    code, out, _err = run(capsys, "--state-dir", str(tmp_path), "plan", "--level", "flag",
-                          "--inventory", GOOD, "--flag", "SHOP_FAST_PATH=false")
+    code, out, _err = run(
+        capsys,
+        "--state-dir",
+        str(tmp_path),
+        "plan",
+        "--level",
+        "flag",
+        "--inventory",
+        GOOD,
+        "--flag",
+        "SHOP_FAST_PATH=false",
+    )
     assert code == 0
     assert "web1 (127.0.0.1) app shop, level flag:" in out
     assert "set SHOP_FAST_PATH=false in /srv/shop/.env" in out
 
 
 def test_flag_only_goes_with_the_flag_level(capsys, tmp_path: Path):
-    code, _out, err = run(capsys, "--state-dir", str(tmp_path), "apply", "--level", "emergency",
-                          "--inventory", GOOD, "--flag", "A=1", "--yes")
+    code, _out, err = run(
+        capsys,
+        "--state-dir",
+        str(tmp_path),
+        "apply",
+        "--level",
+        "emergency",
+        "--inventory",
+        GOOD,
+        "--flag",
+        "A=1",
+        "--yes",
+    )
     assert code == 2
     assert "--flag goes with --level flag" in err

@@ -1,4 +1,4 @@
-"""The env-file editor (roles/envfile/library/rollback_envfile.py): every byte but the value kept."""
+"""The env-file editor (roles/envfile/library/rollback_envfile.py): all but the value kept."""
 
 from __future__ import annotations
 

@@ -75,7 +75,10 @@ def test_group_with_unknown_key_is_refused(tmp_path: Path, state_dir: Path):
 
 def test_vault_values_load_as_opaque_strings(tmp_path: Path, state_dir: Path):
     f = tmp_path / "hosts.yml"
-    f.write_text("all:\n  hosts:\n    w:\n      pw: !vault |\n        $ANSIBLE_VAULT;1.1;AES256\n        3132\n")
+    f.write_text(
+        "all:\n  hosts:\n    w:\n      pw: !vault |\n"
+        "        $ANSIBLE_VAULT;1.1;AES256\n        3132\n"
+    )
     assert inventory.load(str(f), state_dir).hosts["w"].vars["pw"].startswith("<vault>")
 
 

@@ -35,14 +35,18 @@ def test_flag_without_flags_turns_the_master_switch_off(state_dir: Path):
 def test_unknown_flag_is_refused_naming_it_and_the_hosts(state_dir: Path):
     with pytest.raises(ConfigError, match=r"web1, web2: unknown flag SHOP_FAST_PTH"):
         api.prepare("flag", GOOD, flags={"SHOP_FAST_PTH": "false"}, state_dir=state_dir)
-    prep = api.prepare("flag", GOOD, flags={"SHOP_FAST_PTH": "x"}, allow_new_flags=True,
-                       state_dir=state_dir)
+    prep = api.prepare(
+        "flag", GOOD, flags={"SHOP_FAST_PTH": "x"}, allow_new_flags=True, state_dir=state_dir
+    )
     assert prep.request.allow_new_flags
 
 
 def test_limit_selects_hosts_and_refuses_a_pattern_matching_none(state_dir: Path):
     assert api.prepare("emergency", GOOD, limit="web2", state_dir=state_dir).hosts == ["web2"]
-    assert api.prepare("emergency", GOOD, limit="web*", state_dir=state_dir).hosts == ["web1", "web2"]
+    assert api.prepare("emergency", GOOD, limit="web*", state_dir=state_dir).hosts == [
+        "web1",
+        "web2",
+    ]
     with pytest.raises(ConfigError, match="matches no host"):
         api.prepare("emergency", GOOD, limit="db*", state_dir=state_dir)
 

@@ -10,7 +10,13 @@ preflight = load_module("roles/preflight/library/rollback_preflight.py")
 
 
 def params(**kw: object) -> dict:
-    base = {"env_file": "", "env_keys": [], "declared_keys": [], "allow_new_keys": False, "min_free_mb": 0}
+    base = {
+        "env_file": "",
+        "env_keys": [],
+        "declared_keys": [],
+        "allow_new_keys": False,
+        "min_free_mb": 0,
+    }
     base.update(kw)
     return base
 
@@ -20,8 +26,11 @@ def test_every_problem_is_reported_at_once(tmp_path: Path):
     env.write_text("export A=1\nB=2\n")
     problems: list[str] = []
     result: dict = {}
-    preflight.check_env(params(env_file=str(env), env_keys=["A", "TYPO", "C"], declared_keys=["A", "C"]),
-                        problems, result)
+    preflight.check_env(
+        params(env_file=str(env), env_keys=["A", "TYPO", "C"], declared_keys=["A", "C"]),
+        problems,
+        result,
+    )
     assert problems[0].startswith("TYPO not declared")
     assert "keys not present in the file: TYPO, C" in problems[1]
     assert result["free_mb"] > 0

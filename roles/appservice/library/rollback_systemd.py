@@ -33,7 +33,8 @@ author: rollback-ops developers
 
 RETURN = r"""
 units:
-  description: Per unit, C(before) and C(after) with active_state, main_pid and since (monotonic usec).
+  description:
+    - Per unit, C(before) and C(after) with active_state, main_pid and since (monotonic usec).
   type: dict
   returned: always
 """
@@ -52,7 +53,10 @@ def show(module, systemctl, units):
     for unit, block in zip(units, blocks):
         props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
         if props.get("LoadState") != "loaded":
-            module.fail_json(msg="systemd unit %s is %s, not loaded" % (unit, props.get("LoadState") or "unknown"))
+            module.fail_json(
+                msg="systemd unit %s is %s, not loaded"
+                % (unit, props.get("LoadState") or "unknown")
+            )
         states[unit] = dict(
             active_state=props.get("ActiveState", ""),
             main_pid=int(props.get("MainPID") or 0),
@@ -65,7 +69,9 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             units=dict(type="list", elements="str", required=True),
-            state=dict(type="str", choices=["restarted", "started", "stopped"], default="restarted"),
+            state=dict(
+                type="str", choices=["restarted", "started", "stopped"], default="restarted"
+            ),
         ),
         supports_check_mode=True,
     )
@@ -79,7 +85,9 @@ def main():
     elif state == "started":
         targets = [u for u in units if before[u]["active_state"] != "active"]
     else:
-        targets = [u for u in units if before[u]["active_state"] in ("active", "activating", "reloading")]
+        targets = [
+            u for u in units if before[u]["active_state"] in ("active", "activating", "reloading")
+        ]
     verb = {"restarted": "restart", "started": "start", "stopped": "stop"}[state]
     if targets and not module.check_mode:
         if state != "stopped":
@@ -88,8 +96,10 @@ def main():
             module.run_command([systemctl, "reset-failed", "--"] + targets)
         rc, _out, err = module.run_command([systemctl, verb, "--"] + targets)
         if rc != 0:
-            module.fail_json(msg="systemctl %s %s failed: %s" % (verb, " ".join(targets), err.strip()),
-                             units=dict((u, dict(before=before[u])) for u in units))
+            module.fail_json(
+                msg="systemctl %s %s failed: %s" % (verb, " ".join(targets), err.strip()),
+                units=dict((u, dict(before=before[u])) for u in units),
+            )
     after = before if module.check_mode else show(module, systemctl, units)
     module.exit_json(
         changed=bool(targets),

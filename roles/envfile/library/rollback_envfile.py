@@ -12,8 +12,10 @@ short_description: Set keys in an env file in place, with a backup, atomically
 description:
   - Sets C(KEY=VALUE) assignments in a C(.env)-style file (dotenv, shell, systemd EnvironmentFile).
   - Only the value of each assignment changes; comments, order, blank lines, C(export) prefixes,
-    quoting style, inline comments, CRLF line endings and a missing final newline are kept byte for byte.
-  - Every assignment of a key that appears more than once is updated, and a warning names the duplicates.
+    quoting style, inline comments, CRLF line endings and a missing final newline are kept
+    byte for byte.
+  - Every assignment of a key that appears more than once is updated, and a warning names
+    the duplicates.
   - Before changing the file it makes a timestamped copy beside it (C(<path>.backup.<UTC stamp>)),
     keeping mode and owner, then writes the new content atomically.
   - Supports check mode and diff mode. The diff holds only the changed lines, never the rest
@@ -73,7 +75,10 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 ASSIGNMENT = re.compile(
-    r"^(?P<lead>[ \t]*(?:export[ \t]+)?)(?P<key>[A-Za-z_][A-Za-z0-9_]*)(?P<eq>[ \t]*=[ \t]*)(?P<raw>.*)$",
+    r"^(?P<lead>[ \t]*(?:export[ \t]+)?)"
+    r"(?P<key>[A-Za-z_][A-Za-z0-9_]*)"
+    r"(?P<eq>[ \t]*=[ \t]*)"
+    r"(?P<raw>.*)$",
     re.DOTALL,
 )
 SAFE_UNQUOTED = re.compile(r"^[A-Za-z0-9_./:@%+,-]*$")
@@ -113,14 +118,14 @@ def split_value(raw):
                 i += 2
                 continue
             if c == quote:
-                return quote, "".join(chars), raw[i + 1:]
+                return quote, "".join(chars), raw[i + 1 :]
             chars.append(c)
             i += 1
         # Unterminated quote: take the text literally rather than guess.
         return "", raw, ""
     match = re.search(r"[ \t]+#", raw)
     value = raw[: match.start()] if match else raw.rstrip(" \t")
-    return "", value, raw[len(value):]
+    return "", value, raw[len(value) :]
 
 
 def quote_value(value, style):
@@ -168,7 +173,13 @@ def edit(text, values, allow_new_keys=False):
             seen[key] = seen.get(key, 0) + 1
             quote, old, suffix = split_value(match.group("raw"))
             if old != values[key]:
-                body = match.group("lead") + key + match.group("eq") + quote_value(values[key], quote) + suffix
+                body = (
+                    match.group("lead")
+                    + key
+                    + match.group("eq")
+                    + quote_value(values[key], quote)
+                    + suffix
+                )
         lines.append(body + eol)
     if missing:
         newline = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
@@ -231,15 +242,21 @@ def main():
     for key in duplicates:
         module.warn("%s: %s is assigned more than once; every assignment was set" % (path, key))
     result = dict(
-        changed=new_text != text, path=path, before=before, after=after,
-        changed_keys=changed_keys, backup_file="",
+        changed=new_text != text,
+        path=path,
+        before=before,
+        after=after,
+        changed_keys=changed_keys,
+        backup_file="",
     )
     if module._diff and result["changed"]:
         # Only the changed lines: the rest of an env file often holds secrets (DATABASE_URL,
         # API keys) that must not reach the output or ansible-runner's artifacts.
         before_lines, after_lines = changed_lines(text, new_text)
         header = "%s (changed lines only)" % path
-        result["diff"] = dict(before_header=header, after_header=header, before=before_lines, after=after_lines)
+        result["diff"] = dict(
+            before_header=header, after_header=header, before=before_lines, after=after_lines
+        )
     if result["changed"] and not module.check_mode:
         if module.params["backup"]:
             result["backup_file"] = backup_path(path)

@@ -86,7 +86,9 @@ def main():
     if not os.path.exists(path):
         module.exit_json(changed=False, matches=[], count=0, rotated=False)
     with open(path, "rb") as handle:
-        matches, count, rotated = scan(handle, module.params["offset"], regex, module.params["max_matches"])
+        matches, count, rotated = scan(
+            handle, module.params["offset"], regex, module.params["max_matches"]
+        )
     module.exit_json(changed=False, matches=matches, count=count, rotated=rotated)
 
 

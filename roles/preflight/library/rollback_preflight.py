@@ -25,7 +25,9 @@ options:
     elements: str
     default: []
   declared_keys:
-    description: Keys the app declares; keys outside it are problems unless allow_new_keys. Empty means no restriction.
+    description:
+      - Keys the app declares; keys outside it are problems unless allow_new_keys.
+      - Empty means no restriction.
     type: list
     elements: str
     default: []
@@ -106,8 +108,12 @@ def check_env(params, problems, result):
     if not os.path.isfile(path):
         problems.append("env file not found: %s" % path)
         return
-    if not os.access(path, os.R_OK | os.W_OK) or not os.access(os.path.dirname(path) or ".", os.W_OK):
-        problems.append("env file %s (or its directory) is not writable by %s" % (path, os.getuid()))
+    if not os.access(path, os.R_OK | os.W_OK) or not os.access(
+        os.path.dirname(path) or ".", os.W_OK
+    ):
+        problems.append(
+            "env file %s (or its directory) is not writable by %s" % (path, os.getuid())
+        )
     present = env_keys_in(path)
     missing = [k for k in wanted if k not in present]
     if missing and not params["allow_new_keys"]:
@@ -116,7 +122,8 @@ def check_env(params, problems, result):
     result["free_mb"] = int(stat.f_bavail * stat.f_frsize // (1024 * 1024))
     if result["free_mb"] < params["min_free_mb"]:
         problems.append(
-            "only %d MiB free beside %s (need %d)" % (result["free_mb"], path, params["min_free_mb"])
+            "only %d MiB free beside %s (need %d)"
+            % (result["free_mb"], path, params["min_free_mb"])
         )
 
 
@@ -127,16 +134,23 @@ def check_units(module, problems, result):
     if not units or not result["systemd"]:
         return
     systemctl = module.get_bin_path("systemctl", required=True)
-    rc, out, err = module.run_command([systemctl, "show", "--property=Id,LoadState,ActiveState", "--"] + units)
+    rc, out, err = module.run_command(
+        [systemctl, "show", "--property=Id,LoadState,ActiveState", "--"] + units
+    )
     if rc != 0:
         problems.append("systemctl show failed: %s" % err.strip())
         return
     blocks = [b for b in out.strip().split("\n\n") if b.strip()]
     for unit, block in zip(units, blocks):
         props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
-        result["units"][unit] = {"load_state": props.get("LoadState", ""), "active_state": props.get("ActiveState", "")}
+        result["units"][unit] = {
+            "load_state": props.get("LoadState", ""),
+            "active_state": props.get("ActiveState", ""),
+        }
         if props.get("LoadState") != "loaded":
-            problems.append("systemd unit %s is %s, not loaded" % (unit, props.get("LoadState") or "unknown"))
+            problems.append(
+                "systemd unit %s is %s, not loaded" % (unit, props.get("LoadState") or "unknown")
+            )
 
 
 def main():

@@ -21,18 +21,18 @@ LOG_FILE = os.environ.get("LOG_FILE", "/var/log/analyticbot/production.log")
 STARTED_AT = time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-def flag(name):
+def flag(name: str) -> bool:
     return os.environ.get(name, "false").strip().lower() in ("1", "true", "yes", "on")
 
 
-def config():
-    values = {name: flag(name) for name in FLAGS}
+def config() -> dict[str, bool | str]:
+    values: dict[str, bool | str] = {name: flag(name) for name in FLAGS}
     values["APP_MODE"] = os.environ.get("APP_MODE", "production")
     return values
 
 
 class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
+    def do_GET(self) -> None:
         if self.path != "/health":
             self.send_error(404)
             return
@@ -53,13 +53,15 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format, *args):  # noqa: A002 - signature of the base class
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
-def main():
+def main() -> None:
     os.makedirs(os.path.dirname(LOG_FILE), exist_ok=True)
-    logging.basicConfig(filename=LOG_FILE, level=logging.INFO, format="%(asctime)s [%(levelname)s] %(message)s")
+    logging.basicConfig(
+        filename=LOG_FILE, level=logging.INFO, format="%(asctime)s [%(levelname)s] %(message)s"
+    )
     log = logging.getLogger("analyticbot")
     values = config()
     log.info(
