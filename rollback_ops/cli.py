@@ -218,14 +218,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from rollback_ops import demo
 
     state = paths.state_dir(args.state_dir)
-    inventory_path = demo.create_sandbox(state)
+    inventory_path = demo.create_sandbox(state)  # what `--inventory local` names
     print(
         f"demo: sandbox app at {inventory_path.parent}; turning its master switch off "
         "through Ansible's local connection",
         file=sys.stderr,
     )
     observer = _observer(sys.stderr)
-    result = api.apply("flag", str(inventory_path), diff=True, state_dir=state, observer=observer)
+    result = api.apply("flag", "local", diff=True, state_dir=state, observer=observer)
     return _finish(result, args, observer)
 
 
