@@ -19,7 +19,7 @@ from rollback_ops.appspec import AppSpec
 from rollback_ops.exceptions import ConfigError, Refused
 from rollback_ops.inventory import Inventory
 from rollback_ops.levels import Level, Request
-from rollback_ops.results import RunResult, StepEvent
+from rollback_ops.results import HostResult, RunResult, StepEvent
 
 
 class Observer(Protocol):
@@ -89,9 +89,26 @@ def select_hosts(inv: Inventory, limit: str | None) -> list[str]:
     return chosen
 
 
-def plan(level: str, inventory_name: str, **options: object) -> list[HostPlan]:
+def plan(
+    level: str,
+    inventory_name: str,
+    *,
+    flags: dict[str, str] | None = None,
+    allow_new_flags: bool = False,
+    verify: bool = True,
+    limit: str | None = None,
+    state_dir: Path | None = None,
+) -> list[HostPlan]:
     """The ordered steps per host; reads the inventory only, contacts no host."""
-    prep = prepare(level, inventory_name, **options)  # type: ignore[arg-type]
+    prep = prepare(
+        level,
+        inventory_name,
+        flags=flags,
+        allow_new_flags=allow_new_flags,
+        verify=verify,
+        limit=limit,
+        state_dir=state_dir,
+    )
     return [
         HostPlan(
             host=h,
@@ -129,6 +146,7 @@ def execute(
     require_approval(prep, check=check, confirmed_production=confirmed_production)
     run_id = new_run_id()
     run_dir = paths.state_dir(state_dir) / "runs" / run_id
+    run_dir.mkdir(parents=True)
     if observer:
         observer.started(run_id, prep.level.name, prep.hosts, check)
     started_wall, t0 = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.monotonic()
@@ -141,7 +159,6 @@ def execute(
             check=check,
             diff=diff,
             limit=",".join(prep.hosts),
-            hosts=prep.hosts,
         ),
         sink=observer.step if observer else None,
     )
@@ -151,16 +168,24 @@ def execute(
         inventory=prep.inventory.name,
         inventory_path=str(prep.inventory.path),
         check=check,
-        hosts={h: outcome.hosts[h] for h in prep.hosts if h in outcome.hosts},
+        hosts={h: outcome.hosts.get(h) or _silent(h) for h in prep.hosts},
         started=started_wall,
         duration=time.monotonic() - t0,
         rc=outcome.rc,
         run_dir=str(run_dir),
     )
-    for missing in sorted(set(prep.hosts) - set(result.hosts)):
-        result.warnings.append(f"host {missing} reported nothing")
     (run_dir / "receipt.json").write_text(json.dumps(result.receipt(), indent=2) + "\n")
     return result
+
+
+def _silent(host: str) -> HostResult:
+    """A host Ansible never reported on: the run stopped before reaching it."""
+    return HostResult(
+        host,
+        status="failed",
+        failed_step="(none)",
+        message="no result from this host: the run stopped before reaching it",
+    )
 
 
 def apply(

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rollback_ops.appspec import AppSpec
+from rollback_ops.appspec import ENV_KEY, AppSpec
 from rollback_ops.exceptions import ConfigError
 
 
@@ -140,7 +140,7 @@ def parse_flags(items: list[str]) -> dict[str, str]:
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"--flag {item!r}: expected KEY=VALUE")
-        if not key.replace("_", "a").isalnum() or key[0].isdigit():
+        if not ENV_KEY.match(key):
             raise ConfigError(f"--flag {item!r}: {key!r} is not a valid env key")
         if "\n" in value or "\r" in value:
             raise ConfigError(f"--flag {key}: values cannot contain newlines")

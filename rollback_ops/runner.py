@@ -50,7 +50,6 @@ class PlaybookRun:
     check: bool = False
     diff: bool = False
     limit: str | None = None
-    hosts: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -93,8 +92,8 @@ def ansible_playbook_binary() -> str:
 class _Collector:
     """Builds HostResults from runner events and forwards StepEvents to the sink."""
 
-    def __init__(self, hosts: list[str], sink: EventSink | None):
-        self.hosts = {h: HostResult(h) for h in hosts}
+    def __init__(self, sink: EventSink | None):
+        self.hosts: dict[str, HostResult] = {}
         self.sink = sink
         self.started: dict[tuple[str, str], float] = {}
 
@@ -211,7 +210,7 @@ def _scrub_artifacts(artifact_dir: Path) -> None:
 
 
 def run_playbook(spec: PlaybookRun, sink: EventSink | None = None) -> RunnerOutcome:
-    collector = _Collector(spec.hosts, sink)
+    collector = _Collector(sink)
     cmdline = []
     if spec.check:
         cmdline.append("--check")
@@ -245,8 +244,7 @@ def run_playbook(spec: PlaybookRun, sink: EventSink | None = None) -> RunnerOutc
     stdout = spec.run_dir / "artifacts" / ident / "stdout"
     if stdout.exists():
         tail = stdout.read_text(errors="replace")[-3000:]
-    touched = [h for h in collector.hosts.values() if h.steps]
-    if rc != 0 and not any(h.status in ("failed", "unreachable") for h in touched):
+    if rc != 0 and not any(h.status in ("failed", "unreachable") for h in collector.hosts.values()):
         if rc == 127:
             raise RunnerError("ansible-playbook not found on PATH (rc 127)")
         raise RunnerError(

@@ -98,7 +98,7 @@ class Lab:
         existing = {c.name: c for c in self._containers(client)}
         for cname, container in existing.items():
             hostname = cname.removeprefix(self.prefix)
-            if hostname not in wanted or container.image.tags[:1] != [tag]:
+            if hostname not in wanted or tag not in container.image.tags:
                 container.remove(force=True)
         for hostname, address in wanted.items():
             self._ensure_host(client, tag, hostname, address, existing)

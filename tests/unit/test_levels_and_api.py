@@ -15,7 +15,7 @@ GOOD = str(FIXTURES / "inventories" / "good")
 
 def test_parse_flags():
     assert levels.parse_flags(["A=false", "B=x=y", "C="]) == {"A": "false", "B": "x=y", "C": ""}
-    for bad in (["A"], ["=x"], ["1A=x"], ["A-B=x"], ["A=1", "A=2"]):
+    for bad in (["A"], ["=x"], ["1A=x"], ["A-B=x"], ["É=x"], ["A=1", "A=2"]):
         with pytest.raises(ConfigError):
             levels.parse_flags(bad)
 
@@ -65,3 +65,18 @@ def test_plan_lists_the_steps_in_order(state_dir: Path):
     assert kinds[:4] == ["preflight", "copy", "set", "restart"]
     assert "set APP_MODE=research in /srv/shop/.env (atomic write, other bytes kept)" in steps
     assert steps[-1].startswith("verify no new lines matching /ERROR/")
+
+
+def test_a_host_that_reported_nothing_is_a_failure_not_a_success(monkeypatch, state_dir: Path):
+    from rollback_ops import runner
+    from rollback_ops.results import HostResult
+
+    def fake_run(spec: runner.PlaybookRun, sink: object = None) -> runner.RunnerOutcome:
+        return runner.RunnerOutcome("failed", 2, {"web1": HostResult("web1", status="changed")})
+
+    monkeypatch.setattr(runner, "run_playbook", fake_run)
+    prep = api.prepare("emergency", GOOD, limit="web1,web2", state_dir=state_dir)
+    result = api.execute(prep, state_dir=state_dir, confirmed_production=True)
+    assert result.hosts["web2"].status == "failed"
+    assert "no result from this host" in result.hosts["web2"].message
+    assert not result.ok

@@ -16,7 +16,7 @@ def event(kind: str, host: str, task: str, res: dict | None = None, **data: obje
 
 def test_collector_builds_host_results_and_forwards_steps():
     seen: list[StepEvent] = []
-    c = _Collector(["web1", "web2"], seen.append)
+    c = _Collector(seen.append)
     c(event("runner_on_start", "web1", "Set values"))
     c(
         event(
@@ -70,7 +70,7 @@ def test_collector_builds_host_results_and_forwards_steps():
 
 
 def test_first_failure_names_the_step_and_rescue_does_not_overwrite_it():
-    c = _Collector(["h"], None)
+    c = _Collector(None)
     c(event("runner_on_failed", "h", "Restart", {"msg": "unit failed"}))
     c(
         event(
@@ -85,7 +85,7 @@ def test_first_failure_names_the_step_and_rescue_does_not_overwrite_it():
 
 
 def test_recap_and_receipt_say_what_happened():
-    c = _Collector(["web1"], None)
+    c = _Collector(None)
     c(
         event(
             "runner_on_ok",
