@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from rollback_ops import appspec, inventory, levels, paths, runner
+from rollback_ops import appspec, authorization, history, inventory, levels, paths, runner
 from rollback_ops.appspec import AppSpec
-from rollback_ops.exceptions import ConfigError, Refused
+from rollback_ops.authorization import Authorization, current_operator
+from rollback_ops.exceptions import ConfigError
 from rollback_ops.inventory import Inventory
 from rollback_ops.levels import Level, Request
+from rollback_ops.lock import InventoryLock
 from rollback_ops.results import HostResult, RunResult, StepEvent
 
 
@@ -124,15 +126,6 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
-def require_approval(prep: Prepared, *, check: bool, confirmed_production: bool) -> None:
-    """Production is guarded: a change needs the operator to confirm the inventory by name."""
-    if prep.inventory.is_production and not check and not confirmed_production:
-        raise Refused(
-            f"inventory {prep.inventory.name} is production: confirm by typing its name at the "
-            "prompt on a terminal (--yes does not bypass this); --check runs need no confirmation"
-        )
-
-
 def execute(
     prep: Prepared,
     *,
@@ -140,13 +133,68 @@ def execute(
     diff: bool = False,
     state_dir: Path | None = None,
     observer: Observer | None = None,
-    confirmed_production: bool = False,
+    auth: Authorization | None = None,
 ) -> RunResult:
-    """Run a prepared level and return its result; the receipt is saved in the run dir."""
-    require_approval(prep, check=check, confirmed_production=confirmed_production)
+    """Run a prepared level and return its result; the receipt is saved in the run dir.
+
+    Production's guard is checked first; a run that changes hosts holds the inventory's lock;
+    every run is recorded in the audit history before it starts and after it ends.
+    """
+    auth = auth or Authorization(operator=current_operator())
+    changes = not check and prep.level.name != "verify"
+    authorization.check(
+        auth, level=prep.level.name, production=prep.inventory.is_production, check_mode=not changes
+    )
     run_id = new_run_id()
-    run_dir = paths.state_dir(state_dir) / "runs" / run_id
-    run_dir.mkdir(parents=True)
+    state = paths.state_dir(state_dir)
+    run_dir = state / "runs" / run_id
+    lock = InventoryLock(state, prep.inventory.path, prep.inventory.name)
+    if changes:
+        lock.acquire(run_id, auth.operator)
+    try:
+        run_dir.mkdir(parents=True)
+        history.append(
+            state,
+            {
+                "event": "started",
+                "run_id": run_id,
+                **auth.as_dict(),
+                "level": prep.level.name,
+                "inventory": prep.inventory.name,
+                "environment": sorted(prep.inventory.environments),
+                "check": check,
+                "hosts": prep.hosts,
+                "receipt": str(run_dir / "receipt.json"),
+            },
+        )
+        result = _run(prep, run_id, run_dir, check=check, diff=diff, observer=observer, auth=auth)
+        if lock.stale_previous:
+            result.warnings.append(lock.stale_previous)
+        history.append(
+            state,
+            {
+                "event": "finished",
+                "run_id": run_id,
+                "result": "ok" if result.ok else "failed",
+                "duration": round(result.duration, 3),
+            },
+        )
+    finally:
+        lock.release()
+    (run_dir / "receipt.json").write_text(json.dumps(result.receipt(), indent=2) + "\n")
+    return result
+
+
+def _run(
+    prep: Prepared,
+    run_id: str,
+    run_dir: Path,
+    *,
+    check: bool,
+    diff: bool,
+    observer: Observer | None,
+    auth: Authorization,
+) -> RunResult:
     if observer:
         observer.started(run_id, prep.level.name, prep.hosts, check)
     started_wall, t0 = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.monotonic()
@@ -173,8 +221,8 @@ def execute(
         duration=time.monotonic() - t0,
         rc=outcome.rc,
         run_dir=str(run_dir),
+        authorization=auth.as_dict(),
     )
-    (run_dir / "receipt.json").write_text(json.dumps(result.receipt(), indent=2) + "\n")
     return result
 
 
@@ -200,7 +248,7 @@ def apply(
     diff: bool = False,
     state_dir: Path | None = None,
     observer: Observer | None = None,
-    confirmed_production: bool = False,
+    auth: Authorization | None = None,
 ) -> RunResult:
     """Apply a rollback level to an inventory (see :func:`prepare` and :func:`execute`)."""
     prep = prepare(
@@ -218,7 +266,7 @@ def apply(
         diff=diff,
         state_dir=state_dir,
         observer=observer,
-        confirmed_production=confirmed_production,
+        auth=auth,
     )
 
 

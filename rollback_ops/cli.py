@@ -7,13 +7,15 @@ Exit codes: 0 success; 1 the rollback failed on some host (failed or unreachable
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rollback_ops import api, levels, paths
+from rollback_ops import api, authorization, history, levels, paths
+from rollback_ops.authorization import Authorization, current_operator
 from rollback_ops.exceptions import Refused, RollbackOpsError
 from rollback_ops.progress import LiveProgress, PlainProgress, recap
 from rollback_ops.results import RunResult
@@ -73,6 +75,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_apply.add_argument("--diff", action="store_true", help="show the changes to files")
     p_apply.add_argument(
+        "--approved-by",
+        metavar="NAME",
+        help="who approved this rollback (not yourself); lets production run without the prompt",
+    )
+    p_apply.add_argument(
+        "--break-glass",
+        action="store_true",
+        help="act alone on production in an emergency (flag and emergency levels only; "
+        "needs --reason; recorded as break-glass)",
+    )
+    p_apply.add_argument("--reason", help="why: recorded in the history and the receipt")
+    p_apply.add_argument(
         "--yes",
         "-y",
         action="store_true",
@@ -86,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     target(p_verify, with_level=False)
 
     sub.add_parser("levels", help="list the levels and the seeds they come from")
+
+    p_history = sub.add_parser("history", help="the audit history of runs (seed 003's table)")
+    p_history.add_argument("--json", action="store_true", help="print the entries as JSON")
+    p_history.add_argument("--last", type=int, default=20, metavar="N", help="the last N runs")
 
     p_demo = sub.add_parser(
         "demo", help="roll back a sandbox app on this machine (no Docker, local connection)"
@@ -114,32 +132,37 @@ def _observer(stream: Any) -> PlainProgress:
     return LiveProgress(stream) if stream.isatty() else PlainProgress(stream)
 
 
-def _confirm(prep: api.Prepared, args: argparse.Namespace) -> bool:
-    """Ask before changing hosts; production needs its name typed. Returns production-confirmed."""
+def _authorize(prep: api.Prepared, args: argparse.Namespace) -> Authorization:
+    """Who runs this and who allowed it; asks on a terminal where a person must confirm."""
+    auth = Authorization(
+        operator=current_operator(),
+        approved_by=args.approved_by or "",
+        break_glass=args.break_glass,
+        reason=args.reason or "",
+    )
+    # self-approval and break-glass rules hold everywhere, before any prompt
+    authorization.check(auth, level=prep.level.name, production=False, check_mode=True)
     if args.check:
-        return False
+        return auth
     names = ", ".join(prep.hosts)
-    if prep.inventory.is_production:
+    if prep.inventory.is_production and not (auth.approved_by or auth.break_glass):
         if not sys.stdin.isatty():
-            raise Refused(
-                f"inventory {prep.inventory.name} is production: run from a terminal to "
-                "confirm by typing its name (--yes does not bypass this)"
-            )
+            authorization.check(auth, level=prep.level.name, production=True, check_mode=False)
         answer = input(
-            f"PRODUCTION: level {prep.level.name} on {names}.\n"
+            f"PRODUCTION: level {prep.level.name} on {names}, by {auth.operator}, no approval.\n"
             f"Type the inventory name ({prep.inventory.name}) to go on: "
         )
         if answer.strip() != prep.inventory.name:
             raise Refused("not confirmed; nothing was changed")
-        return True
+        return dataclasses.replace(auth, confirmed_by_typing=True)
     if args.yes:
-        return False
+        return auth
     if not sys.stdin.isatty():
         raise Refused("no terminal to confirm on: add --yes to apply without asking")
     answer = input(f"Apply level {prep.level.name} to {names}? [y/N] ")
     if answer.strip().lower() not in ("y", "yes"):
         raise Refused("not confirmed; nothing was changed")
-    return False
+    return auth
 
 
 def _finish(result: RunResult, args: argparse.Namespace, observer: PlainProgress) -> int:
@@ -164,7 +187,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
         limit=args.limit,
         state_dir=args.state_dir,
     )
-    confirmed = _confirm(prep, args)
+    auth = _authorize(prep, args)
     observer = _observer(sys.stderr)
     result = api.execute(
         prep,
@@ -172,7 +195,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
         diff=args.diff,
         state_dir=args.state_dir,
         observer=observer,
-        confirmed_production=confirmed,
+        auth=auth,
     )
     return _finish(result, args, observer)
 
@@ -263,11 +286,61 @@ def cmd_lab(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_history(args: argparse.Namespace) -> int:
+    rows = history.read(paths.state_dir(args.state_dir))[-args.last :] if args.last > 0 else []
+    if args.json:
+        print(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
+        return 0
+    if not rows:
+        print("no runs recorded yet")
+        return 0
+    table = [
+        (
+            "DATE",
+            "ENVIRONMENT",
+            "LEVEL",
+            "OPERATOR",
+            "APPROVED BY",
+            "REASON",
+            "DURATION",
+            "OUTCOME",
+            "RUN ID",
+        )
+    ]
+    for r in rows:
+        approver = (
+            "BREAK-GLASS"
+            if r.break_glass
+            else r.approved_by
+            or ("typed confirmation" if r.environment == ["production"] and not r.check else "-")
+        )
+        outcome = r.result + (" (check)" if r.check else "")
+        duration = f"{r.duration:.1f}s" if r.duration is not None else "-"
+        table.append(
+            (
+                r.started,
+                ",".join(r.environment) or "?",
+                r.level,
+                r.operator,
+                approver,
+                r.reason or "-",
+                duration,
+                outcome,
+                r.run_id,
+            )
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
 COMMANDS = {
     "apply": cmd_apply,
     "plan": cmd_plan,
     "verify": cmd_verify,
     "levels": cmd_levels,
+    "history": cmd_history,
     "demo": cmd_demo,
     "lab": cmd_lab,
 }

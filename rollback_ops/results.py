@@ -74,6 +74,7 @@ class RunResult:
     rc: int
     run_dir: str
     warnings: list[str] = field(default_factory=list)
+    authorization: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -94,6 +95,7 @@ class RunResult:
             "inventory": self.inventory,
             "inventory_path": self.inventory_path,
             "check": self.check,
+            "authorization": self.authorization,
             "started": self.started,
             "duration": round(self.duration, 3),
             "result": "ok" if self.ok else "failed",

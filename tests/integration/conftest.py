@@ -99,14 +99,22 @@ class LabHosts:
                 assert time.monotonic() < deadline, f"{host} did not come back after reset"
                 time.sleep(0.2)
 
-    def cli(self, *argv: str) -> CliRun:
+    def argv(self, *argv: str) -> list[str]:
+        return [sys.executable, "-m", "rollback_ops", "--state-dir", str(self.state_dir), *argv]
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k != "ROLLBACK_OPS_STATE_DIR"}
+        return {**env, "ROLLBACK_OPS_OPERATOR": "ana", **extra}
+
+    def cli(self, *argv: str, **env: str) -> CliRun:
         proc = subprocess.run(
-            [sys.executable, "-m", "rollback_ops", "--state-dir", str(self.state_dir), *argv],
+            self.argv(*argv),
             capture_output=True,
             text=True,
             timeout=300,
             check=False,
-            env={k: v for k, v in os.environ.items() if k != "ROLLBACK_OPS_STATE_DIR"},
+            stdin=subprocess.DEVNULL,
+            env=self.env(**env),
         )
         return CliRun(proc.returncode, proc.stdout, proc.stderr)
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from rollback_ops import api, levels
-from rollback_ops.exceptions import ConfigError, Refused
+from rollback_ops import api, history, levels
+from rollback_ops.exceptions import ConfigError
 from tests.conftest import FIXTURES
 
 GOOD = str(FIXTURES / "inventories" / "good")
@@ -51,14 +51,6 @@ def test_limit_selects_hosts_and_refuses_a_pattern_matching_none(state_dir: Path
         api.prepare("emergency", GOOD, limit="db*", state_dir=state_dir)
 
 
-def test_production_changes_need_confirmation_but_check_mode_does_not(state_dir: Path):
-    prep = api.prepare("emergency", GOOD, state_dir=state_dir)  # web2 is production
-    with pytest.raises(Refused, match="production"):
-        api.require_approval(prep, check=False, confirmed_production=False)
-    api.require_approval(prep, check=True, confirmed_production=False)
-    api.require_approval(prep, check=False, confirmed_production=True)
-
-
 def test_plan_lists_the_steps_in_order(state_dir: Path):
     steps = api.plan("emergency", GOOD, limit="web1", state_dir=state_dir)[0].steps
     kinds = [s.split()[0] for s in steps]
@@ -69,6 +61,7 @@ def test_plan_lists_the_steps_in_order(state_dir: Path):
 
 def test_a_host_that_reported_nothing_is_a_failure_not_a_success(monkeypatch, state_dir: Path):
     from rollback_ops import runner
+    from rollback_ops.authorization import Authorization
     from rollback_ops.results import HostResult
 
     def fake_run(spec: runner.PlaybookRun, sink: object = None) -> runner.RunnerOutcome:
@@ -76,7 +69,10 @@ def test_a_host_that_reported_nothing_is_a_failure_not_a_success(monkeypatch, st
 
     monkeypatch.setattr(runner, "run_playbook", fake_run)
     prep = api.prepare("emergency", GOOD, limit="web1,web2", state_dir=state_dir)
-    result = api.execute(prep, state_dir=state_dir, confirmed_production=True)
+    auth = Authorization(operator="ana", approved_by="ben")
+    result = api.execute(prep, state_dir=state_dir, auth=auth)
     assert result.hosts["web2"].status == "failed"
     assert "no result from this host" in result.hosts["web2"].message
     assert not result.ok
+    (row,) = history.read(state_dir)
+    assert (row.operator, row.approved_by, row.result) == ("ana", "ben", "failed")

@@ -1,0 +1,57 @@
+"""Who runs a rollback and who allowed it: the production guard (seed 003 "Rollback
+Authorization": staging is self-service, production needs a team lead's or on-call approval;
+in a P0/P1 the on-call engineer may act first on the smallest levels and notify after).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from rollback_ops.exceptions import Refused
+
+BREAK_GLASS_LEVELS = ("flag", "emergency")
+
+
+def current_operator() -> str:
+    """Who runs rollback-ops: $ROLLBACK_OPS_OPERATOR, else the sudo user, else the login."""
+    return (
+        os.environ.get("ROLLBACK_OPS_OPERATOR") or os.environ.get("SUDO_USER") or getpass.getuser()
+    )
+
+
+@dataclass(frozen=True)
+class Authorization:
+    operator: str
+    approved_by: str = ""
+    break_glass: bool = False
+    reason: str = ""
+    confirmed_by_typing: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check(auth: Authorization, *, level: str, production: bool, check_mode: bool) -> None:
+    """Refuse a run that production's guard does not allow; say why."""
+    if auth.break_glass:
+        if level not in BREAK_GLASS_LEVELS:
+            raise Refused(
+                f"--break-glass covers the {' and '.join(BREAK_GLASS_LEVELS)} levels only, "
+                f"not {level}: get an approval (--approved-by NAME)"
+            )
+        if not auth.reason.strip():
+            raise Refused("--break-glass needs --reason TEXT (it is recorded and notified)")
+    if auth.approved_by and auth.approved_by.strip().lower() == auth.operator.strip().lower():
+        raise Refused(f"{auth.operator} cannot approve their own rollback: ask someone else")
+    if not production or check_mode:
+        return
+    if auth.break_glass or auth.approved_by or auth.confirmed_by_typing:
+        return
+    raise Refused(
+        "this inventory is production: a change needs --approved-by NAME (someone other than "
+        f"{auth.operator}), or confirmation by typing the inventory's name on a terminal, or "
+        "--break-glass --reason TEXT on the flag and emergency levels; --yes does not bypass this"
+    )

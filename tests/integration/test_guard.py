@@ -1,0 +1,131 @@
+"""Production safety on real hosts: approvals, break-glass, one run at a time, the history."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import yaml
+
+from rollback_ops import history
+from tests.integration.conftest import LabHosts
+
+
+def production_inventory(lab: LabHosts, tmp_path: Path) -> str:
+    """The lab's hosts, described as production."""
+    data = yaml.safe_load(Path(lab.inventory).read_text())
+    data["all"]["vars"]["rollback_environment"] = "production"
+    path = tmp_path / "prod-on-lab.yml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_production_without_approval_changes_nothing_and_says_why(lab: LabHosts, tmp_path: Path):
+    inv = production_inventory(lab, tmp_path)
+    before = {h: lab.fingerprint(h) for h in lab.names}
+    run = lab.cli("apply", "--level", "emergency", "--inventory", inv, "--yes")
+    assert run.code == 3
+    assert "production" in run.stderr and "--approved-by" in run.stderr
+    self_approved = lab.cli(
+        "apply", "--level", "emergency", "--inventory", inv, "--yes", "--approved-by", "ana"
+    )
+    assert self_approved.code == 3 and "cannot approve their own" in self_approved.stderr
+    assert {h: lab.fingerprint(h) for h in lab.names} == before
+
+
+def test_production_with_another_persons_approval_runs_and_is_recorded(
+    lab: LabHosts, tmp_path: Path
+):
+    inv = production_inventory(lab, tmp_path)
+    run = lab.cli(
+        "apply",
+        "--level",
+        "emergency",
+        "--inventory",
+        inv,
+        "--yes",
+        "--json",
+        "--approved-by",
+        "ben",
+        "--reason",
+        "INC-42 error rate 7%",
+    )
+    assert run.code == 0, run.stderr
+    assert run.receipt["authorization"]["approved_by"] == "ben"
+    assert run.receipt["authorization"]["operator"] == "ana"
+    assert all(lab.health(h)["config"]["APP_MODE"] == "research" for h in lab.names)
+    row = next(r for r in history.read(lab.state_dir) if r.run_id == run.receipt["run_id"])
+    assert (row.operator, row.approved_by, row.reason, row.result) == (
+        "ana",
+        "ben",
+        "INC-42 error rate 7%",
+        "ok",
+    )
+    assert row.environment == ["production"]
+    table = lab.cli("history", "--last", "5")
+    assert table.code == 0
+    assert "INC-42 error rate 7%" in table.stdout and run.receipt["run_id"] in table.stdout
+
+
+def test_break_glass_acts_alone_on_flag_levels_only_and_is_marked(lab: LabHosts, tmp_path: Path):
+    inv = production_inventory(lab, tmp_path)
+    refused = lab.cli("apply", "--level", "flag", "--inventory", inv, "--yes", "--break-glass")
+    assert refused.code == 3 and "--reason" in refused.stderr
+    run = lab.cli(
+        "apply",
+        "--level",
+        "flag",
+        "--inventory",
+        inv,
+        "--yes",
+        "--json",
+        "--break-glass",
+        "--reason",
+        "P0: recommendations 500",
+        "--limit",
+        "web1",
+    )
+    assert run.code == 0, run.stderr
+    assert run.receipt["authorization"]["break_glass"] is True
+    out = lab.cli("history", "--json")
+    last = json.loads(out.stdout)[-1]
+    assert last["break_glass"] is True and last["reason"] == "P0: recommendations 500"
+    assert "BREAK-GLASS" in lab.cli("history").stdout
+
+
+def test_two_applies_on_one_inventory_one_is_refused_naming_the_holder(lab: LabHosts):
+    first = subprocess.Popen(
+        lab.argv(
+            "apply",
+            "--level",
+            "flag",
+            "--inventory",
+            lab.inventory,
+            "--yes",
+            "--flag",
+            "ENABLE_TIME_WEIGHTING=false",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=lab.env(ROLLBACK_OPS_OPERATOR="carol"),
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not any(
+            r.operator == "carol" and r.result == "unfinished" for r in history.read(lab.state_dir)
+        ):
+            assert first.poll() is None, first.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        second = lab.cli("apply", "--level", "emergency", "--inventory", lab.inventory, "--yes")
+        assert second.code == 3
+        assert "locked by run" in second.stderr and "of carol" in second.stderr
+    finally:
+        _out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    # once the first run is over, the inventory is free again
+    assert lab.cli("apply", "--level", "emergency", "--inventory", lab.inventory, "--yes").code == 0
