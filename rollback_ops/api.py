@@ -10,17 +10,18 @@ import fnmatch
 import json
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from rollback_ops import appspec, authorization, history, inventory, levels, paths, runner
+from rollback_ops import appspec, authorization, history, inventory, levels, notify, paths, runner
 from rollback_ops.appspec import AppSpec
 from rollback_ops.authorization import Authorization, current_operator
 from rollback_ops.exceptions import ConfigError
 from rollback_ops.inventory import Inventory
 from rollback_ops.levels import Level, Request
 from rollback_ops.lock import InventoryLock
+from rollback_ops.notify import Notifier, NotifyConfig
 from rollback_ops.results import HostResult, RunResult, StepEvent
 
 
@@ -37,6 +38,7 @@ class Prepared:
     hosts: list[str]
     level: Level
     request: Request
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
 
 
 @dataclass
@@ -74,7 +76,7 @@ def prepare(
         raise ConfigError(
             f"cannot run level {lvl.name} on inventory {inv.name}:\n  " + "\n  ".join(lines)
         )
-    return Prepared(inv, apps, hosts, lvl, request)
+    return Prepared(inv, apps, hosts, lvl, request, notify.config_from(inv))
 
 
 def select_hosts(inv: Inventory, limit: str | None) -> list[str]:
@@ -167,7 +169,14 @@ def execute(
                 "receipt": str(run_dir / "receipt.json"),
             },
         )
+        notifier = Notifier(prep.notify, state)
+        alert = _alert_context(prep, run_id, auth)
+        if changes:
+            notifier.send("start", {**alert, "result": None})
         result = _run(prep, run_id, run_dir, check=check, diff=diff, observer=observer, auth=auth)
+        if changes:
+            notifier.send("success" if result.ok else "failure", {**alert, "result": result})
+        result.notifications = [asdict(d) for d in notifier.deliveries]
         if lock.stale_previous:
             result.warnings.append(lock.stale_previous)
         history.append(
@@ -183,6 +192,18 @@ def execute(
         lock.release()
     (run_dir / "receipt.json").write_text(json.dumps(result.receipt(), indent=2) + "\n")
     return result
+
+
+def _alert_context(prep: Prepared, run_id: str, auth: Authorization) -> dict[str, object]:
+    return {
+        "run_id": run_id,
+        "level": prep.level.name,
+        "strategy": notify.strategy(prep.level.name),
+        "inventory": prep.inventory.name,
+        "environment": ", ".join(sorted(prep.inventory.environments)),
+        "hosts": prep.hosts,
+        **auth.as_dict(),
+    }
 
 
 def _run(
@@ -222,6 +243,7 @@ def _run(
         rc=outcome.rc,
         run_dir=str(run_dir),
         authorization=auth.as_dict(),
+        apps={h: prep.apps[h].name for h in prep.hosts},
     )
     return result
 

@@ -101,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("levels", help="list the levels and the seeds they come from")
 
+    p_report = sub.add_parser("report", help="render a run's Rollback Log (seed 002) as Markdown")
+    p_report.add_argument("run_id", metavar="RUN_ID", help="the run id (see `history`)")
+    p_report.add_argument(
+        "--templates",
+        type=Path,
+        metavar="DIR",
+        help="a directory whose report.md.j2 overrides the built-in template",
+    )
+
     p_history = sub.add_parser("history", help="the audit history of runs (seed 003's table)")
     p_history.add_argument("--json", action="store_true", help="print the entries as JSON")
     p_history.add_argument("--last", type=int, default=20, metavar="N", help="the last N runs")
@@ -335,12 +344,20 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from rollback_ops import report
+
+    print(report.render(paths.state_dir(args.state_dir), args.run_id, args.templates), end="")
+    return 0
+
+
 COMMANDS = {
     "apply": cmd_apply,
     "plan": cmd_plan,
     "verify": cmd_verify,
     "levels": cmd_levels,
     "history": cmd_history,
+    "report": cmd_report,
     "demo": cmd_demo,
     "lab": cmd_lab,
 }

@@ -126,6 +126,9 @@ def recap(result: RunResult) -> str:
         lines.append("  backups made (copies taken before the change):")
         lines += [f"    {name}: {b}" for name, b in backups]
     lines += [f"  warning: {w}" for w in result.warnings]
+    for n in result.notifications:
+        state = "sent" if n["ok"] else f"FAILED ({n['error']})"
+        lines.append(f"  notification {n['event']} by {n['channel']}: {state}")
     verdict = "OK" if result.ok else "FAILED"
     lines.append(
         f"  {verdict}: {len(result.hosts)} host(s), {result.changed} change(s), "

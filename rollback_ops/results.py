@@ -75,6 +75,12 @@ class RunResult:
     run_dir: str
     warnings: list[str] = field(default_factory=list)
     authorization: dict[str, Any] = field(default_factory=dict)
+    apps: dict[str, str] = field(default_factory=dict)
+    notifications: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def failed_hosts(self) -> list[HostResult]:
+        return [h for _, h in sorted(self.hosts.items()) if h.status in ("failed", "unreachable")]
 
     @property
     def ok(self) -> bool:
@@ -96,6 +102,7 @@ class RunResult:
             "inventory_path": self.inventory_path,
             "check": self.check,
             "authorization": self.authorization,
+            "apps": self.apps,
             "started": self.started,
             "duration": round(self.duration, 3),
             "result": "ok" if self.ok else "failed",
@@ -108,5 +115,6 @@ class RunResult:
                 for b in h.backups
             ],
             "warnings": self.warnings,
+            "notifications": self.notifications,
             "run_dir": self.run_dir,
         }

@@ -1,0 +1,153 @@
+"""``rollback-ops report RUN_ID``: seed 002's Rollback Log, rendered from a real run.
+
+The receipt gives the hosts, steps, values and backups; the history gives who and why;
+ansible-runner's event files give the timeline with real timestamps. Templates are jinja2
+and can be overridden by a team (see :func:`template_dirs`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from rollback_ops import history
+from rollback_ops.exceptions import ConfigError
+
+BUILTIN_TEMPLATES = Path(__file__).resolve().parent / "templates"
+LEVEL_NAMES = {
+    "flag": "Feature Flag",
+    "emergency": "Emergency Stop",
+    "config": "Configuration",
+    "code": "Code",
+    "full": "Full (Code + Database)",
+    "verify": "Verification only",
+}
+
+
+def template_dirs(state_dir: Path, override: Path | None = None) -> list[Path]:
+    """Where templates are looked up, first match wins: --templates, $ROLLBACK_OPS_TEMPLATES,
+    <state dir>/templates, then the built-in ones."""
+    dirs = [override] if override else []
+    if os.environ.get("ROLLBACK_OPS_TEMPLATES"):
+        dirs.append(Path(os.environ["ROLLBACK_OPS_TEMPLATES"]))
+    dirs += [state_dir / "templates", BUILTIN_TEMPLATES]
+    return [d for d in dirs if d.is_dir()]
+
+
+def environment(state_dir: Path, override: Path | None = None) -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader([str(d) for d in template_dirs(state_dir, override)]),
+        autoescape=False,  # noqa: S701 - Markdown and plain text, never HTML
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+    )
+
+
+def load_receipt(state_dir: Path, run_id: str) -> tuple[dict[str, Any], Path]:
+    run_dir = state_dir / "runs" / run_id
+    receipt = run_dir / "receipt.json"
+    if not receipt.exists():
+        known = sorted(p.name for p in (state_dir / "runs").glob("*") if p.is_dir())[-5:]
+        hint = f" (latest: {', '.join(known)})" if known else ""
+        raise ConfigError(f"no receipt for run {run_id!r} in {state_dir / 'runs'}{hint}")
+    return json.loads(receipt.read_text()), run_dir
+
+
+def timeline(run_dir: Path, receipt: dict[str, Any]) -> list[dict[str, str]]:
+    """One line per step, at the time its first host finished it, from runner's events."""
+    events_dir = run_dir / "artifacts" / "ansible" / "job_events"
+    steps: dict[str, dict[str, Any]] = {}
+    for path in sorted(events_dir.glob("*.json")) if events_dir.is_dir() else []:
+        try:
+            event = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        kind = event.get("event", "")
+        if not kind.startswith("runner_on_") or kind == "runner_on_start":
+            continue
+        data = event.get("event_data") or {}
+        action = str(data.get("task_action", ""))
+        if action.endswith(("validate_argument_spec", "include_role", "include_tasks")):
+            continue
+        status = kind.removeprefix("runner_on_")
+        if status == "ok" and (data.get("res") or {}).get("changed"):
+            status = "changed"
+        if status == "skipped":
+            continue
+        role, task = str(data.get("role", "")), str(data.get("task", ""))
+        name = f"{role}: {task}" if role else task
+        entry = steps.setdefault(name, {"time": event.get("created", ""), "hosts": {}})
+        entry["hosts"].setdefault(status, []).append(str(data.get("host", "")))
+    lines = [
+        {"time": _hms(receipt["started"]), "text": f"rollback initiated (run {receipt['run_id']})"}
+    ]
+    for name, entry in sorted(steps.items(), key=lambda kv: kv[1]["time"]):
+        result = "; ".join(f"{s} on {', '.join(sorted(hs))}" for s, hs in entry["hosts"].items())
+        lines.append({"time": _hms(entry["time"]), "text": f"{name}: {result}"})
+    lines.append({"time": _end(receipt), "text": f"rollback completed: {receipt['result']}"})
+    return lines
+
+
+def _hms(stamp: str) -> str:
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).strftime("%H:%M:%S UTC")
+    except ValueError:
+        return stamp
+
+
+def _end(receipt: dict[str, Any]) -> str:
+    try:
+        start = datetime.fromisoformat(receipt["started"].replace("Z", "+00:00"))
+    except ValueError:
+        return "?"
+    return datetime.fromtimestamp(start.timestamp() + receipt["duration"], start.tzinfo).strftime(
+        "%H:%M:%S UTC"
+    )
+
+
+def context(state_dir: Path, run_id: str) -> dict[str, Any]:
+    receipt, run_dir = load_receipt(state_dir, run_id)
+    row = next((r for r in history.read(state_dir) if r.run_id == run_id), None)
+    auth = receipt.get("authorization") or {}
+    actions: list[str] = []
+    verification: dict[str, dict[str, dict[str, Any]]] = {}
+    failed: dict[str, Any] = {}
+    for host, h in receipt["hosts"].items():
+        for f in h["flags"]:
+            if f["changed"]:
+                actions.append(f"{host}: set {f['key']} from {f['before']} to {f['after']}")
+        for s in h["steps"]:
+            if s["status"] == "changed" and not s["action"].endswith("rollback_envfile"):
+                actions.append(f"{host}: {s['step']}")
+        for s in h["steps"]:
+            verdict = s["action"].endswith("assert") and s["step"].startswith("healthcheck:")
+            explained_skip = s["status"] == "skipped" and s["message"]
+            if verdict or (explained_skip and s["step"].startswith("healthcheck:")):
+                check = verification.setdefault(s["step"].removeprefix("healthcheck: "), {})
+                check[host] = s
+        if h["status"] in ("failed", "unreachable"):
+            failed[host] = h
+    return {
+        "receipt": receipt,
+        "auth": auth,
+        "environment": ", ".join(row.environment) if row and row.environment else "?",
+        "apps": sorted(set((receipt.get("apps") or {}).values())),
+        "level_names": LEVEL_NAMES,
+        "timeline": timeline(run_dir, receipt),
+        "actions": actions,
+        "verification": verification,
+        "failed": failed,
+    }
+
+
+def render(state_dir: Path, run_id: str, templates: Path | None = None) -> str:
+    try:
+        template = environment(state_dir, templates).get_template("report.md.j2")
+        return template.render(**context(state_dir, run_id))
+    except jinja2.TemplateError as exc:
+        raise ConfigError(f"report template: {exc}") from exc
