@@ -110,6 +110,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="a directory whose report.md.j2 overrides the built-in template",
     )
 
+    p_rec = sub.add_parser(
+        "recommend", help="which level, how urgently, approved by whom (the seeds' matrices)"
+    )
+    p_rec.add_argument(
+        "--error-rate", type=float, metavar="PCT", help="percent of requests failing"
+    )
+    p_rec.add_argument("--p95-ms", type=float, metavar="MS", help="p95 response time")
+    p_rec.add_argument(
+        "--for-minutes",
+        type=float,
+        default=0,
+        metavar="N",
+        help="how long the symptoms have lasted",
+    )
+    p_rec.add_argument(
+        "--users-affected",
+        type=float,
+        metavar="PCT",
+        help="percent of users unable to use core features",
+    )
+    p_rec.add_argument("--memory-mb", type=float, metavar="MB", help="memory used by the app")
+    p_rec.add_argument("--data-corruption", action="store_true", help="evidence of data corruption")
+    p_rec.add_argument("--security", action="store_true", help="a security vulnerability")
+    p_rec.add_argument("--service-down", action="store_true", help="the health check fails")
+    p_rec.add_argument("--code-bug", action="store_true", help="a code bug needs reverting")
+    p_rec.add_argument("--inventory", "-i", help="read rollback_thresholds from this inventory")
+    p_rec.add_argument("--json", action="store_true", help="print the recommendation as JSON")
+
     p_history = sub.add_parser("history", help="the audit history of runs (seed 003's table)")
     p_history.add_argument("--json", action="store_true", help="print the entries as JSON")
     p_history.add_argument("--last", type=int, default=20, metavar="N", help="the last N runs")
@@ -351,6 +379,46 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from rollback_ops import inventory, recommend
+
+    thresholds = recommend.Thresholds()
+    if args.inventory:
+        inv = inventory.load(args.inventory, paths.state_dir(args.state_dir))
+        host = next(iter(inv.hosts.values()))
+        thresholds = recommend.Thresholds.from_vars(
+            host.vars.get("rollback_thresholds"), host.origin("rollback_thresholds")
+        )
+    signals = recommend.Signals(
+        error_rate=args.error_rate,
+        p95_ms=args.p95_ms,
+        for_minutes=args.for_minutes,
+        users_affected=args.users_affected,
+        memory_mb=args.memory_mb,
+        data_corruption=args.data_corruption,
+        security=args.security,
+        service_down=args.service_down,
+        code_bug=args.code_bug,
+    )
+    rec = recommend.recommend(signals, thresholds)
+    if args.json:
+        print(json.dumps(rec.as_dict(), indent=2))
+        return 0
+    d = rec.decision
+    print(f"level:    {d.level}")
+    print(f"urgency:  {d.urgency} ({d.severity})")
+    print(f"approval: {d.approval}")
+    print(f"because:  {d.rule} [{d.source}]")
+    for f in rec.fired:
+        if f is not d:
+            print(f"also:     {f.severity}: {f.level}, {f.urgency}: {f.rule} [{f.source}]")
+    if d.level not in ("none",):
+        print(
+            f"next:     rollback-ops plan --level {d.level} --inventory {args.inventory or 'INV'}"
+        )
+    return 0
+
+
 COMMANDS = {
     "apply": cmd_apply,
     "plan": cmd_plan,
@@ -358,6 +426,7 @@ COMMANDS = {
     "levels": cmd_levels,
     "history": cmd_history,
     "report": cmd_report,
+    "recommend": cmd_recommend,
     "demo": cmd_demo,
     "lab": cmd_lab,
 }
