@@ -96,6 +96,7 @@ def test_break_glass_acts_alone_on_flag_levels_only_and_is_marked(lab: LabHosts,
 
 
 def test_two_applies_on_one_inventory_one_is_refused_naming_the_holder(lab: LabHosts):
+    earlier = {r.run_id for r in history.read(lab.state_dir)}
     first = subprocess.Popen(
         lab.argv(
             "apply",
@@ -115,9 +116,7 @@ def test_two_applies_on_one_inventory_one_is_refused_naming_the_holder(lab: LabH
     )
     try:
         deadline = time.monotonic() + 30
-        while not any(
-            r.operator == "carol" and r.result == "unfinished" for r in history.read(lab.state_dir)
-        ):
+        while not any(r.run_id not in earlier for r in history.read(lab.state_dir)):
             assert first.poll() is None, first.communicate()
             assert time.monotonic() < deadline
             time.sleep(0.05)
@@ -129,3 +128,57 @@ def test_two_applies_on_one_inventory_one_is_refused_naming_the_holder(lab: LabH
     assert first.returncode == 0, err
     # once the first run is over, the inventory is free again
     assert lab.cli("apply", "--level", "emergency", "--inventory", lab.inventory, "--yes").code == 0
+
+
+def test_a_run_killed_mid_way_stays_in_history_and_frees_the_lock(lab: LabHosts):
+    earlier = {r.run_id for r in history.read(lab.state_dir)}
+    victim = subprocess.Popen(
+        lab.argv(
+            "apply",
+            "--level",
+            "flag",
+            "--inventory",
+            lab.inventory,
+            "--yes",
+            "--flag",
+            "ENABLE_CONTENT_TYPE_ANALYSIS=false",
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=lab.env(ROLLBACK_OPS_OPERATOR="dave"),
+    )
+    deadline = time.monotonic() + 30
+    while not (new := [r for r in history.read(lab.state_dir) if r.run_id not in earlier]):
+        assert victim.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    victim.kill()  # SIGKILL: no cleanup of any kind runs
+    victim.wait()
+    (killed,) = new
+    assert killed.operator == "dave"
+    assert killed.result == "unfinished"
+    # its ansible-playbook must not outlive it (the pty hangs up): nothing may go on
+    # changing hosts once the lock is free
+    deadline = time.monotonic() + 10
+    while processes_mentioning(killed.run_id):
+        assert time.monotonic() < deadline, processes_mentioning(killed.run_id)
+        time.sleep(0.2)
+    run = lab.cli("apply", "--level", "emergency", "--inventory", lab.inventory, "--yes", "--json")
+    assert run.code == 0, run.stderr  # the dead run's lock did not outlive it...
+    assert any(f"run {killed.run_id} of dave" in w and "died" in w for w in run.receipt["warnings"])
+    rows = {r.run_id: r for r in history.read(lab.state_dir)}
+    assert rows[killed.run_id].result == "unfinished"  # ...and its entry was never rewritten
+    assert rows[run.receipt["run_id"]].result == "ok"
+
+
+def processes_mentioning(text: str) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in args:
+            found.append(args[:200])
+    return found
