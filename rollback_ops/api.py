@@ -93,26 +93,8 @@ def select_hosts(inv: Inventory, limit: str | None) -> list[str]:
     return chosen
 
 
-def plan(
-    level: str,
-    inventory_name: str,
-    *,
-    flags: dict[str, str] | None = None,
-    allow_new_flags: bool = False,
-    verify: bool = True,
-    limit: str | None = None,
-    state_dir: Path | None = None,
-) -> list[HostPlan]:
-    """The ordered steps per host; reads the inventory only, contacts no host."""
-    prep = prepare(
-        level,
-        inventory_name,
-        flags=flags,
-        allow_new_flags=allow_new_flags,
-        verify=verify,
-        limit=limit,
-        state_dir=state_dir,
-    )
+def plan(prep: Prepared) -> list[HostPlan]:
+    """The ordered steps per host of a prepared run; contacts no host."""
     return [
         HostPlan(
             host=h,

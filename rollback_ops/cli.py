@@ -239,13 +239,15 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     plans = api.plan(
-        args.level,
-        args.inventory,
-        flags=levels.parse_flags(args.flag),
-        allow_new_flags=args.allow_new_flag,
-        verify=args.verify,
-        limit=args.limit,
-        state_dir=args.state_dir,
+        api.prepare(
+            args.level,
+            args.inventory,
+            flags=levels.parse_flags(args.flag),
+            allow_new_flags=args.allow_new_flag,
+            verify=args.verify,
+            limit=args.limit,
+            state_dir=args.state_dir,
+        )
     )
     if args.json:
         print(json.dumps([p.__dict__ for p in plans], indent=2))

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from rollback_ops.lab import Lab
 
@@ -105,6 +106,25 @@ class LabHosts:
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k != "ROLLBACK_OPS_STATE_DIR"}
         return {**env, "ROLLBACK_OPS_OPERATOR": "ana", **extra}
+
+    def start(self, *argv: str, operator: str) -> subprocess.Popen[str]:
+        """A CLI run in the background, as OPERATOR (for concurrency and crash tests)."""
+        return subprocess.Popen(
+            self.argv(*argv),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=self.env(ROLLBACK_OPS_OPERATOR=operator),
+        )
+
+    def inventory_with(self, directory: Path, **all_vars: Any) -> str:
+        """A copy of the lab inventory with these group vars set for all hosts."""
+        data = yaml.safe_load(Path(self.inventory).read_text())
+        data["all"]["vars"].update(all_vars)
+        path = directory / "lab-variant.yml"
+        path.write_text(yaml.safe_dump(data))
+        return str(path)
 
     def cli(self, *argv: str, **env: str) -> CliRun:
         proc = subprocess.run(

@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
-
-import yaml
 
 from rollback_ops import history
 from tests.integration.conftest import LabHosts
 
 
-def production_inventory(lab: LabHosts, tmp_path: Path) -> str:
-    """The lab's hosts, described as production."""
-    data = yaml.safe_load(Path(lab.inventory).read_text())
-    data["all"]["vars"]["rollback_environment"] = "production"
-    path = tmp_path / "prod-on-lab.yml"
-    path.write_text(yaml.safe_dump(data))
-    return str(path)
-
-
 def test_production_without_approval_changes_nothing_and_says_why(lab: LabHosts, tmp_path: Path):
-    inv = production_inventory(lab, tmp_path)
+    inv = lab.inventory_with(tmp_path, rollback_environment="production")
     before = {h: lab.fingerprint(h) for h in lab.names}
     run = lab.cli("apply", "--level", "emergency", "--inventory", inv, "--yes")
     assert run.code == 3
@@ -38,7 +26,7 @@ def test_production_without_approval_changes_nothing_and_says_why(lab: LabHosts,
 def test_production_with_another_persons_approval_runs_and_is_recorded(
     lab: LabHosts, tmp_path: Path
 ):
-    inv = production_inventory(lab, tmp_path)
+    inv = lab.inventory_with(tmp_path, rollback_environment="production")
     run = lab.cli(
         "apply",
         "--level",
@@ -70,7 +58,7 @@ def test_production_with_another_persons_approval_runs_and_is_recorded(
 
 
 def test_break_glass_acts_alone_on_flag_levels_only_and_is_marked(lab: LabHosts, tmp_path: Path):
-    inv = production_inventory(lab, tmp_path)
+    inv = lab.inventory_with(tmp_path, rollback_environment="production")
     refused = lab.cli("apply", "--level", "flag", "--inventory", inv, "--yes", "--break-glass")
     assert refused.code == 3 and "--reason" in refused.stderr
     run = lab.cli(
@@ -97,22 +85,16 @@ def test_break_glass_acts_alone_on_flag_levels_only_and_is_marked(lab: LabHosts,
 
 def test_two_applies_on_one_inventory_one_is_refused_naming_the_holder(lab: LabHosts):
     earlier = {r.run_id for r in history.read(lab.state_dir)}
-    first = subprocess.Popen(
-        lab.argv(
-            "apply",
-            "--level",
-            "flag",
-            "--inventory",
-            lab.inventory,
-            "--yes",
-            "--flag",
-            "ENABLE_TIME_WEIGHTING=false",
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=lab.env(ROLLBACK_OPS_OPERATOR="carol"),
+    first = lab.start(
+        "apply",
+        "--level",
+        "flag",
+        "--inventory",
+        lab.inventory,
+        "--yes",
+        "--flag",
+        "ENABLE_TIME_WEIGHTING=false",
+        operator="carol",
     )
     try:
         deadline = time.monotonic() + 30
@@ -132,22 +114,16 @@ def test_two_applies_on_one_inventory_one_is_refused_naming_the_holder(lab: LabH
 
 def test_a_run_killed_mid_way_stays_in_history_and_frees_the_lock(lab: LabHosts):
     earlier = {r.run_id for r in history.read(lab.state_dir)}
-    victim = subprocess.Popen(
-        lab.argv(
-            "apply",
-            "--level",
-            "flag",
-            "--inventory",
-            lab.inventory,
-            "--yes",
-            "--flag",
-            "ENABLE_CONTENT_TYPE_ANALYSIS=false",
-        ),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=lab.env(ROLLBACK_OPS_OPERATOR="dave"),
+    victim = lab.start(
+        "apply",
+        "--level",
+        "flag",
+        "--inventory",
+        lab.inventory,
+        "--yes",
+        "--flag",
+        "ENABLE_CONTENT_TYPE_ANALYSIS=false",
+        operator="dave",
     )
     deadline = time.monotonic() + 30
     while not (new := [r for r in history.read(lab.state_dir) if r.run_id not in earlier]):

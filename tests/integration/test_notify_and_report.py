@@ -4,30 +4,18 @@ not fail the rollback, and `report` renders the run's Rollback Log."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from tests.integration.conftest import LabHosts
 from tests.servers import free_port, smtp_sink, webhook_sink
-
-
-def inventory_with_notify(lab: LabHosts, tmp_path: Path, notify: dict[str, Any]) -> str:
-    data = yaml.safe_load(Path(lab.inventory).read_text())
-    data["all"]["vars"]["rollback_notify"] = notify
-    path = tmp_path / "notify.yml"
-    path.write_text(yaml.safe_dump(data))
-    return str(path)
 
 
 def test_a_rollback_notifies_start_and_success_and_its_report_renders(
     lab: LabHosts, tmp_path: Path
 ):
     with webhook_sink() as (url, bodies), smtp_sink() as (port, mails):
-        inv = inventory_with_notify(
-            lab,
+        inv = lab.inventory_with(
             tmp_path,
-            {
+            rollback_notify={
                 "webhook": {"url_env": "TEST_HOOK_URL"},
                 "email": {"host": "127.0.0.1", "port": port, "to": ["oncall@example.com"]},
             },
@@ -75,8 +63,8 @@ def test_a_rollback_notifies_start_and_success_and_its_report_renders(
 
 
 def test_a_dead_webhook_never_fails_the_rollback(lab: LabHosts, tmp_path: Path):
-    inv = inventory_with_notify(
-        lab, tmp_path, {"webhook": {"url": f"http://127.0.0.1:{free_port()}/x"}}
+    inv = lab.inventory_with(
+        tmp_path, rollback_notify={"webhook": {"url": f"http://127.0.0.1:{free_port()}/x"}}
     )
     run = lab.cli("apply", "--level", "emergency", "--inventory", inv, "--yes", "--json")
     assert run.code == 0, run.stderr
