@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import secrets
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Protocol
 from rollback_ops import appspec, authorization, history, inventory, levels, notify, paths, runner
 from rollback_ops.appspec import AppSpec
 from rollback_ops.authorization import Authorization, current_operator
-from rollback_ops.exceptions import ConfigError
+from rollback_ops.exceptions import ConfigError, RollbackOpsError
 from rollback_ops.inventory import Inventory
 from rollback_ops.levels import Level, Request
 from rollback_ops.lock import InventoryLock
@@ -153,10 +154,26 @@ def execute(
         )
         notifier = Notifier(prep.notify, state)
         alert = _alert_context(prep, run_id, auth)
+        # the start alert goes out while the rollback runs: a slow mail server must not
+        # delay time-to-rollback
+        started = threading.Thread(target=notifier.send, args=("start", {**alert, "result": None}))
         if changes:
-            notifier.send("start", {**alert, "result": None})
-        result = _run(prep, run_id, run_dir, check=check, diff=diff, observer=observer, auth=auth)
+            started.start()
+        try:
+            result = _run(
+                prep, run_id, run_dir, check=check, diff=diff, observer=observer, auth=auth
+            )
+        except RollbackOpsError as exc:
+            if changes:
+                started.join()
+                notifier.send("failure", {**alert, "result": None})
+            history.append(
+                state,
+                {"event": "finished", "run_id": run_id, "result": "error", "error": str(exc)[:500]},
+            )
+            raise
         if changes:
+            started.join()
             notifier.send("success" if result.ok else "failure", {**alert, "result": result})
         result.notifications = [asdict(d) for d in notifier.deliveries]
         if lock.stale_previous:

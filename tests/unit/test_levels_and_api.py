@@ -76,3 +76,21 @@ def test_a_host_that_reported_nothing_is_a_failure_not_a_success(monkeypatch, st
     assert not result.ok
     (row,) = history.read(state_dir)
     assert (row.operator, row.approved_by, row.result) == ("ana", "ben", "failed")
+
+
+def test_a_run_that_could_not_start_is_recorded_as_an_error(monkeypatch, state_dir: Path):
+    from rollback_ops import runner
+    from rollback_ops.authorization import Authorization
+    from rollback_ops.exceptions import RunnerError
+
+    def broken(spec: runner.PlaybookRun, sink: object = None) -> runner.RunnerOutcome:
+        raise RunnerError("ansible-playbook not found")
+
+    monkeypatch.setattr(runner, "run_playbook", broken)
+    prep = api.prepare("emergency", GOOD, limit="web1", state_dir=state_dir)
+    with pytest.raises(RunnerError):
+        api.execute(
+            prep, state_dir=state_dir, auth=Authorization(operator="ana", approved_by="ben")
+        )
+    (row,) = history.read(state_dir)
+    assert row.result == "error"
