@@ -9,6 +9,7 @@ reuses them); its state lives in ROLLBACK_OPS_TEST_STATE (default ~/.cache/rollb
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -17,6 +18,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,11 +145,32 @@ class LabHosts:
 def lab_session() -> Iterator[LabHosts]:
     default = Path.home() / ".cache" / "rollback-ops" / "test-lab"
     state = Path(os.environ.get("ROLLBACK_OPS_TEST_STATE", default))
-    lab = Lab(state, name="test", first_address="127.0.1.11")
-    lab.up(HOSTS, install=True)  # reuses hosts a kept lab left running
-    yield LabHosts(lab, state)
-    if os.environ.get("ROLLBACK_OPS_KEEP_LAB") != "1":
-        lab.down()
+    with exclusive(state / "session.lock"):  # one test session per lab at a time
+        lab = Lab(state, name="test", first_address="127.0.1.11")
+        lab.up(HOSTS, install=True)  # reuses hosts a kept lab left running
+        yield LabHosts(lab, state)
+        if os.environ.get("ROLLBACK_OPS_KEEP_LAB") != "1":
+            lab.down()
+
+
+@contextmanager
+def exclusive(path: Path, wait: float = 1200) -> Iterator[None]:
+    """Hold an flock on path, waiting for another test session to finish with the lab."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + wait
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"another test session has held {path} for {wait:.0f} s")
+                time.sleep(1)
+        yield
+    finally:
+        os.close(fd)
 
 
 @pytest.fixture
