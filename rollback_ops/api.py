@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import secrets
+import socket
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -59,14 +60,20 @@ def prepare(
     verify: bool = True,
     limit: str | None = None,
     state_dir: Path | None = None,
+    unlock_run: str = "",
 ) -> Prepared:
     """Load and validate everything a run needs; raise before any host is touched."""
-    lvl = levels.VERIFY if level == "verify" else levels.get(level)
+    special = {"verify": levels.VERIFY, "unlock": levels.UNLOCK}
+    lvl = special[level] if level in special else levels.get(level)
     inv = inventory.load(inventory_name, paths.state_dir(state_dir))
     apps = appspec.parse_inventory(inv)
     hosts = select_hosts(inv, limit)
     request = Request(
-        level=lvl.name, flags=dict(flags or {}), allow_new_flags=allow_new_flags, verify=verify
+        level=lvl.name,
+        flags=dict(flags or {}),
+        allow_new_flags=allow_new_flags,
+        verify=verify,
+        unlock_run=unlock_run,
     )
     by_problem: dict[str, list[str]] = {}
     for h in hosts:
@@ -223,7 +230,12 @@ def _run(
             playbook=paths.playbook(prep.level.playbook),
             inventory=prep.inventory.path,
             run_dir=run_dir,
-            extravars={**prep.level.extravars(prep.request), "rollback_run_id": run_id},
+            extravars={
+                **prep.level.extravars(prep.request),
+                "rollback_run_id": run_id,
+                "rollback_operator": auth.operator,
+                "rollback_controller": socket.gethostname(),
+            },
             check=check,
             diff=diff,
             limit=",".join(prep.hosts),

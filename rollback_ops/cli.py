@@ -99,6 +99,23 @@ def build_parser() -> argparse.ArgumentParser:
     p_verify = sub.add_parser("verify", help="run only the checks (units, health, log)")
     target(p_verify, with_level=False)
 
+    p_unlock = sub.add_parser(
+        "unlock", help="clear the host locks a dead run left (see the refusal's message)"
+    )
+    p_unlock.add_argument("--inventory", "-i", required=True, help=INVENTORY_HELP)
+    p_unlock.add_argument("--limit", "-l", help="only these hosts")
+    p_unlock.add_argument(
+        "--run",
+        default="",
+        metavar="RUN_ID",
+        help="clear only this run's locks (default: whoever's)",
+    )
+    p_unlock.add_argument("--approved-by", metavar="NAME", help="as for apply (production)")
+    p_unlock.add_argument("--reason", help="why: recorded in the history")
+    p_unlock.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    p_unlock.add_argument("--json", action="store_true", help="print the JSON receipt on stdout")
+    p_unlock.set_defaults(check=False, break_glass=False)
+
     sub.add_parser("levels", help="list the levels and the seeds they come from")
 
     p_report = sub.add_parser("report", help="render a run's Rollback Log (seed 002) as Markdown")
@@ -268,6 +285,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return _finish(result, args, observer)
 
 
+def cmd_unlock(args: argparse.Namespace) -> int:
+    prep = api.prepare(
+        "unlock", args.inventory, limit=args.limit, state_dir=args.state_dir, unlock_run=args.run
+    )
+    auth = _authorize(prep, args)
+    observer = _observer(sys.stderr)
+    result = api.execute(prep, state_dir=args.state_dir, observer=observer, auth=auth)
+    return _finish(result, args, observer)
+
+
 def cmd_levels(args: argparse.Namespace) -> int:
     for name, lv in levels.LEVELS.items():
         print(f"{name:<10} {lv.summary}  [{lv.seeds}]")
@@ -426,6 +453,7 @@ COMMANDS = {
     "plan": cmd_plan,
     "verify": cmd_verify,
     "levels": cmd_levels,
+    "unlock": cmd_unlock,
     "history": cmd_history,
     "report": cmd_report,
     "recommend": cmd_recommend,

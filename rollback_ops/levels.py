@@ -18,6 +18,7 @@ class Request:
     flags: dict[str, str] = field(default_factory=dict)
     allow_new_flags: bool = False
     verify: bool = True
+    unlock_run: str = ""  # unlock: clear only this run's host locks
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class Level:
             steps.append(f"set {settings} in {app.env_file} (atomic write, other bytes kept)")
             if app.units:
                 steps.append(f"restart {', '.join(app.units)} if the file changed")
-        if request.verify or self.name == "verify":
+        if (self.values and request.verify) or self.name == "verify":
             steps += _verify_steps(app, values)
         return steps
 
@@ -75,6 +76,7 @@ class Level:
             "rollback_flags": dict(request.flags),
             "rollback_allow_new_flags": request.allow_new_flags,
             "rollback_verify": request.verify,
+            "rollback_unlock_run_id": request.unlock_run,
         }
 
 
@@ -121,6 +123,7 @@ LEVELS: dict[str, Level] = {
     ),
 }
 VERIFY = Level("verify", "verify", "only the checks", "seed 003 validation after rollback")
+UNLOCK = Level("unlock", "unlock", "clear the host locks a dead run left", "")
 PLANNED = ("config", "code", "full")
 
 

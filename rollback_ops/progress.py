@@ -125,6 +125,7 @@ def recap(result: RunResult) -> str:
     if backups:
         lines.append("  backups made (copies taken before the change):")
         lines += [f"    {name}: {b}" for name, b in backups]
+    lines += [f"  {name}: {note}" for name, h in sorted(result.hosts.items()) for note in h.notes]
     lines += [f"  warning: {w}" for w in result.warnings]
     for n in result.notifications:
         state = "sent" if n["ok"] else f"FAILED ({n['error']})"

@@ -41,6 +41,7 @@ class HostResult:
     backups: list[str] = field(default_factory=list)
     failed_step: str = ""
     message: str = ""
+    notes: list[str] = field(default_factory=list)
     started: float = 0.0
     ended: float = 0.0
 

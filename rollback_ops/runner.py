@@ -144,6 +144,18 @@ class _Collector:
             for key, after in (res.get("after") or {}).items():
                 before = (res.get("before") or {}).get(key)
                 host.flags.append(FlagChange(key, before, str(after), key in changed))
+        taken = res.get("lock_taken_over")
+        if action.endswith("rollback_preflight") and isinstance(taken, dict) and taken:
+            host.notes.append(
+                f"took over the lock left by run {taken.get('run_id')} of {taken.get('operator')} "
+                f"since {taken.get('since')} (older than the lock's maximum age)"
+            )
+        removed = res.get("removed")
+        if action.endswith("rollback_unlock") and status == "changed" and isinstance(removed, dict):
+            host.notes.append(
+                f"cleared the lock of run {removed.get('run_id')} of {removed.get('operator')}"
+            )
+        host.notes += [str(w) for w in res.get("warnings") or [] if isinstance(w, str)]
         backup = res.get("backup_file")
         if isinstance(backup, str) and backup:
             host.backups.append(backup)

@@ -88,7 +88,8 @@ class LabHosts:
             self.sh(
                 host,
                 f"cp /opt/analyticbot/env.production.orig {ENV_FILE} && chmod 0640 {ENV_FILE} "
-                f"&& rm -f {ENV_FILE}.backup.* && systemctl reset-failed analyticbot-api; "
+                f"&& rm -f {ENV_FILE}.backup.* /var/lib/rollback-ops/rollback.lock "
+                "&& systemctl reset-failed analyticbot-api; "
                 "systemctl restart analyticbot-api",
             )
         deadline = time.monotonic() + 30

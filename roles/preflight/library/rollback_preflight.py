@@ -48,6 +48,32 @@ options:
     description: Free space needed on the env file's filesystem, in MiB.
     type: int
     default: 10
+  lock_path:
+    description:
+      - The host's rollback lock file. With I(run_id) set, the lock is taken for this run when
+        every other check passed (never in check mode); a lock held by another live run is a
+        problem naming its holder; one older than I(lock_max_age) was left by a dead run and is
+        taken over (reported in C(lock_taken_over)).
+      - Taking the lock is bookkeeping for the run, not a change to the host's app, so it does
+        not make the task changed.
+    type: str
+    default: /var/lib/rollback-ops/rollback.lock
+  run_id:
+    description: This run's id; empty takes no lock.
+    type: str
+    default: ""
+  operator:
+    description: Who runs the rollback (recorded in the lock).
+    type: str
+    default: ""
+  controller:
+    description: The machine the rollback runs from (recorded in the lock).
+    type: str
+    default: ""
+  lock_max_age:
+    description: Minutes after which a lock is taken as left by a dead run.
+    type: int
+    default: 240
 author: rollback-ops developers
 """
 
@@ -72,10 +98,21 @@ free_mb:
   description: Free MiB on the env file's filesystem.
   type: int
   returned: when env_file is set
+lock:
+  description: The lock this run holds on the host (empty when none was taken).
+  type: dict
+  returned: always
+lock_taken_over:
+  description: A dead run's lock that this run replaced (empty when none).
+  type: dict
+  returned: always
 """
 
+import json
 import os
 import re
+import tempfile
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -153,6 +190,59 @@ def check_units(module, problems, result):
             )
 
 
+def read_lock(path):
+    try:
+        with open(path) as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def check_lock(params, problems, result, check_mode, warn):
+    """Take the host's lock for this run, or say who holds it."""
+    result["lock"], result["lock_taken_over"] = {}, {}
+    path, run_id = params["lock_path"], params["run_id"]
+    if not path or not run_id:
+        return
+    held = read_lock(path)
+    if held and held.get("run_id") != run_id:
+        age = time.time() - float(held.get("epoch", 0))
+        if age < params["lock_max_age"] * 60:
+            holder = "run %s of %s from %s since %s" % (
+                held.get("run_id"),
+                held.get("operator"),
+                held.get("controller"),
+                held.get("since"),
+            )
+            if check_mode:
+                warn("another rollback holds this host: " + holder)
+            else:
+                problems.append(
+                    "host locked by %s; one rollback at a time (a dead run's lock: "
+                    "rollback-ops unlock)" % holder
+                )
+            return
+        result["lock_taken_over"] = held
+    if problems or check_mode:
+        return
+    record = dict(
+        run_id=run_id,
+        operator=params["operator"],
+        controller=params["controller"],
+        since=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        epoch=time.time(),
+    )
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        os.makedirs(directory, 0o700)
+    fd, tmp = tempfile.mkstemp(prefix=".lock.", dir=directory)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(record, handle)
+    os.rename(tmp, path)
+    result["lock"] = record
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -163,6 +253,11 @@ def main():
             units=dict(type="list", elements="str", default=[]),
             log_path=dict(type="str", default=""),
             min_free_mb=dict(type="int", default=10),
+            lock_path=dict(type="str", default="/var/lib/rollback-ops/rollback.lock"),
+            run_id=dict(type="str", default=""),
+            operator=dict(type="str", default=""),
+            controller=dict(type="str", default=""),
+            lock_max_age=dict(type="int", default=240),
         ),
         supports_check_mode=True,
     )
@@ -172,6 +267,7 @@ def main():
     check_units(module, problems, result)
     log_path = module.params["log_path"]
     result["log_offset"] = os.path.getsize(log_path) if log_path and os.path.isfile(log_path) else 0
+    check_lock(module.params, problems, result, module.check_mode, module.warn)
     result["problems"] = problems
     if problems:
         module.fail_json(msg="preflight: " + "; ".join(problems), **result)
