@@ -10,7 +10,8 @@ DOCUMENTATION = r"""
 module: rollback_preflight
 short_description: Check a host can take a rollback, before anything is changed
 description:
-  - Read-only. Checks in one call everything a level needs and reports every problem found,
+  - Read-only but for the host's rollback lock (see I(lock_path)). Checks in one call
+    everything a level needs and reports every problem found,
     not only the first: the env file exists and is a writable regular file, the keys to set
     are declared and present, systemd runs and knows every unit, there is free disk space.
   - Also returns facts later steps use (whether systemd runs, the log's current size).
