@@ -63,8 +63,7 @@ def prepare(
     unlock_run: str = "",
 ) -> Prepared:
     """Load and validate everything a run needs; raise before any host is touched."""
-    special = {"verify": levels.VERIFY, "unlock": levels.UNLOCK}
-    lvl = special[level] if level in special else levels.get(level)
+    lvl = levels.get(level)
     inv = inventory.load(inventory_name, paths.state_dir(state_dir))
     apps = appspec.parse_inventory(inv)
     hosts = select_hosts(inv, limit)
@@ -145,22 +144,24 @@ def execute(
         lock.acquire(run_id, auth.operator)
     try:
         run_dir.mkdir(parents=True)
+        meta = {
+            "run_id": run_id,
+            **auth.as_dict(),
+            "level": prep.level.name,
+            "inventory": prep.inventory.name,
+            "environment": sorted(prep.inventory.environments),
+            "hosts": prep.hosts,
+        }
         history.append(
             state,
-            {
-                "event": "started",
-                "run_id": run_id,
-                **auth.as_dict(),
-                "level": prep.level.name,
-                "inventory": prep.inventory.name,
-                "environment": sorted(prep.inventory.environments),
-                "check": check,
-                "hosts": prep.hosts,
-                "receipt": str(run_dir / "receipt.json"),
-            },
+            {"event": "started", **meta, "check": check, "receipt": str(run_dir / "receipt.json")},
         )
         notifier = Notifier(prep.notify, state)
-        alert = _alert_context(prep, run_id, auth)
+        alert = {
+            **meta,
+            "strategy": notify.strategy(prep.level.name),
+            "environment": ", ".join(meta["environment"]),
+        }
         # the start alert goes out while the rollback runs: a slow mail server must not
         # delay time-to-rollback
         started = threading.Thread(target=notifier.send, args=("start", {**alert, "result": None}))
@@ -198,18 +199,6 @@ def execute(
         lock.release()
     (run_dir / "receipt.json").write_text(json.dumps(result.receipt(), indent=2) + "\n")
     return result
-
-
-def _alert_context(prep: Prepared, run_id: str, auth: Authorization) -> dict[str, object]:
-    return {
-        "run_id": run_id,
-        "level": prep.level.name,
-        "strategy": notify.strategy(prep.level.name),
-        "inventory": prep.inventory.name,
-        "environment": ", ".join(sorted(prep.inventory.environments)),
-        "hosts": prep.hosts,
-        **auth.as_dict(),
-    }
 
 
 def _run(

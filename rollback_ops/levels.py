@@ -128,8 +128,11 @@ PLANNED = ("config", "code", "full")
 
 
 def get(name: str) -> Level:
+    """A rollback level by name, or one of the runs that are not levels (verify, unlock)."""
     if name in LEVELS:
         return LEVELS[name]
+    if name in (VERIFY.name, UNLOCK.name):
+        return VERIFY if name == VERIFY.name else UNLOCK
     if name in PLANNED:
         raise ConfigError(f"level {name!r} is not built yet; available: {', '.join(LEVELS)}")
     raise ConfigError(f"unknown level {name!r}; choose one of {', '.join(LEVELS)}")

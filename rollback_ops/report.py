@@ -15,7 +15,7 @@ from typing import Any
 
 import jinja2
 
-from rollback_ops import history
+from rollback_ops import history, runner
 from rollback_ops.exceptions import ConfigError
 
 BUILTIN_TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -68,20 +68,15 @@ def timeline(run_dir: Path, receipt: dict[str, Any]) -> list[dict[str, str]]:
         except (OSError, ValueError):
             continue
         kind = event.get("event", "")
-        if not kind.startswith("runner_on_") or kind == "runner_on_start":
-            continue
         data = event.get("event_data") or {}
-        action = str(data.get("task_action", ""))
-        if action.endswith(("validate_argument_spec", "include_role", "include_tasks")):
+        if kind not in runner.RESULT_EVENTS or runner.is_hidden(str(data.get("task_action", ""))):
             continue
-        status = kind.removeprefix("runner_on_")
-        if status == "ok" and (data.get("res") or {}).get("changed"):
-            status = "changed"
+        status, _message = runner.classify(kind, data)
         if status == "skipped":
             continue
-        role, task = str(data.get("role", "")), str(data.get("task", ""))
-        name = f"{role}: {task}" if role else task
-        entry = steps.setdefault(name, {"time": event.get("created", ""), "hosts": {}})
+        entry = steps.setdefault(
+            runner.step_name(data), {"time": event.get("created", ""), "hosts": {}}
+        )
         entry["hosts"].setdefault(status, []).append(str(data.get("host", "")))
     lines = [
         {"time": _hms(receipt["started"]), "text": f"rollback initiated (run {receipt['run_id']})"}

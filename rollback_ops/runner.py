@@ -25,14 +25,8 @@ from rollback_ops.exceptions import RunnerError
 from rollback_ops.results import SKIP_PREFIX, FlagChange, HostResult, StepEvent, StepStatus
 
 EventSink = Callable[[StepEvent], None]
-HIDDEN_ACTIONS = {
-    "ansible.builtin.validate_argument_spec",
-    "validate_argument_spec",
-    "ansible.builtin.include_role",
-    "include_role",
-    "ansible.builtin.include_tasks",
-    "include_tasks",
-}
+# bookkeeping tasks: recorded in the receipt, not shown as steps (unless they fail)
+HIDDEN_ACTIONS = ("validate_argument_spec", "include_role", "include_tasks")
 RESULT_EVENTS: dict[str, StepStatus] = {
     "runner_on_ok": "ok",
     "runner_on_failed": "failed",
@@ -117,19 +111,12 @@ class _Collector:
         host = self.host(host_name)
         res = data.get("res") or {}
         action = str(data.get("task_action", ""))
-        status: StepStatus = RESULT_EVENTS[kind]
-        if status == "ok" and res.get("changed"):
-            status = "changed"
-        if data.get("ignore_errors") and status == "failed":
-            status = "ok"
-        message = _message(res) if status in ("failed", "unreachable") else ""
-        if action.endswith("debug") and str(res.get("msg", "")).startswith(SKIP_PREFIX):
-            status, message = "skipped", str(res["msg"])[len(SKIP_PREFIX) :]
+        status, message = classify(kind, data)
         now = time.time()
         start = self.started.pop((host_name, data.get("task_uuid", "")), now)
         step = StepEvent(
             host=host_name,
-            step=_step_name(data),
+            step=step_name(data),
             status=status,
             duration=round(now - start, 3),
             message=message,
@@ -164,12 +151,35 @@ class _Collector:
             host.failed_step, host.message = step.step, message
         elif status == "changed" and host.status == "ok":
             host.status = "changed"
-        hidden = action in HIDDEN_ACTIONS and status != "failed"
+        hidden = is_hidden(action) and status != "failed"
         if self.sink and not hidden and not (status == "skipped" and not message):
             self.sink(step)
 
 
-def _step_name(data: dict[str, Any]) -> str:
+def classify(kind: str, data: dict[str, Any]) -> tuple[StepStatus, str]:
+    """A result event's step status and message (``kind`` is one of RESULT_EVENTS).
+
+    ok with changed is "changed"; an ignored failure is "ok"; a debug task whose msg starts
+    with SKIP_PREFIX explains a step that did not run and is "skipped" with that reason.
+    """
+    res = data.get("res") or {}
+    status: StepStatus = RESULT_EVENTS[kind]
+    if status == "ok" and res.get("changed"):
+        status = "changed"
+    if data.get("ignore_errors") and status == "failed":
+        status = "ok"
+    message = _message(res) if status in ("failed", "unreachable") else ""
+    action = str(data.get("task_action", ""))
+    if action.endswith("debug") and str(res.get("msg", "")).startswith(SKIP_PREFIX):
+        status, message = "skipped", str(res["msg"])[len(SKIP_PREFIX) :]
+    return status, message
+
+
+def is_hidden(action: str) -> bool:
+    return action.endswith(HIDDEN_ACTIONS)
+
+
+def step_name(data: dict[str, Any]) -> str:
     task = str(data.get("task", "")).strip()
     role = str(data.get("role", "")).strip()
     return f"{role}: {task}" if role else task
