@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rollback_ops import api, authorization, history, levels, paths
+from rollback_ops import api, authorization, history, levels, paths, progress
 from rollback_ops.authorization import Authorization, current_operator
 from rollback_ops.exceptions import Refused, RollbackOpsError
 from rollback_ops.progress import LiveProgress, PlainProgress, recap
@@ -374,12 +374,12 @@ def cmd_history(args: argparse.Namespace) -> int:
         )
     ]
     for r in rows:
-        approver = (
-            "BREAK-GLASS"
-            if r.break_glass
-            else r.approved_by
-            or ("typed confirmation" if r.environment == ["production"] and not r.check else "-")
-        )
+        if r.break_glass:
+            approver = "BREAK-GLASS"
+        elif r.confirmed_by_typing:
+            approver = "typed confirmation"
+        else:
+            approver = r.approved_by or "-"
         outcome = r.result + (" (check)" if r.check else "")
         duration = f"{r.duration:.1f}s" if r.duration is not None else "-"
         table.append(
@@ -395,9 +395,7 @@ def cmd_history(args: argparse.Namespace) -> int:
                 r.run_id,
             )
         )
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    for row in table:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    print("\n".join(progress.table(table)))
     return 0
 
 

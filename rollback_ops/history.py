@@ -38,6 +38,7 @@ class HistoryRow:
     operator: str = ""
     approved_by: str = ""
     break_glass: bool = False
+    confirmed_by_typing: bool = False
     reason: str = ""
     level: str = ""
     inventory: str = ""
@@ -70,6 +71,7 @@ def read(state_dir: Path) -> list[HistoryRow]:
                 "operator",
                 "approved_by",
                 "break_glass",
+                "confirmed_by_typing",
                 "reason",
                 "level",
                 "inventory",

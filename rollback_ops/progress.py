@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 from typing import TextIO
 
 from rollback_ops.results import RunResult, StepEvent
@@ -107,16 +108,12 @@ def recap(result: RunResult) -> str:
                 f"{host.failed_step}: {host.message}" if host.failed_step else "",
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = [
         "",
         f"RECAP run {result.run_id} level {result.level} on {result.inventory}"
         + (" (check mode: nothing was changed)" if result.check else ""),
     ]
-    lines += [
-        "  " + "  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4]
-        for r in rows
-    ]
+    lines += ["  " + line for line in table(rows)]
     flags = [(name, f) for name, h in sorted(result.hosts.items()) for f in h.flags if f.changed]
     if flags:
         lines.append("  values " + ("that would change:" if result.check else "changed:"))
@@ -136,6 +133,15 @@ def recap(result: RunResult) -> str:
         f"{result.duration:.1f}s; receipt: {result.run_dir}/receipt.json"
     )
     return "\n".join(lines)
+
+
+def table(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Rows as lines with aligned columns (the last column, often long, is not padded)."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return [
+        "  ".join([*(c.ljust(w) for c, w in zip(r, widths, strict=False)), r[-1]]).rstrip()
+        for r in rows
+    ]
 
 
 def _indent(text: str, prefix: str) -> str:

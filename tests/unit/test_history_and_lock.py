@@ -99,3 +99,11 @@ def test_a_lock_left_by_a_dead_run_is_detected_and_taken(state_dir: Path):
     again.acquire("run-C", "ben")
     assert again.stale_previous == ""  # a released lock leaves no record behind
     again.release()
+
+
+def test_history_records_how_production_was_authorized(state_dir: Path):
+    history.append(state_dir, {"event": "started", "run_id": "t", "confirmed_by_typing": True})
+    history.append(state_dir, {"event": "started", "run_id": "v", "environment": ["production"]})
+    typed, verify_run = history.read(state_dir)
+    assert typed.confirmed_by_typing is True
+    assert verify_run.confirmed_by_typing is False  # read from the entry, never inferred
