@@ -16,7 +16,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from rollback_ops import appspec, authorization, history, inventory, levels, notify, paths, runner
+from rollback_ops import (
+    appspec,
+    authorization,
+    history,
+    inventory,
+    levels,
+    notify,
+    paths,
+    receipts,
+    runner,
+)
 from rollback_ops.appspec import AppSpec
 from rollback_ops.authorization import Authorization, current_operator
 from rollback_ops.exceptions import ConfigError, RollbackOpsError
@@ -61,6 +71,11 @@ def prepare(
     limit: str | None = None,
     state_dir: Path | None = None,
     unlock_run: str = "",
+    to_ref: str = "",
+    backup_stamp: str = "",
+    force: bool = False,
+    targets: dict[str, str] | None = None,
+    resumes: str = "",
 ) -> Prepared:
     """Load and validate everything a run needs; raise before any host is touched."""
     lvl = levels.get(level)
@@ -73,6 +88,11 @@ def prepare(
         allow_new_flags=allow_new_flags,
         verify=verify,
         unlock_run=unlock_run,
+        to_ref=to_ref,
+        backup_stamp=backup_stamp,
+        force=force,
+        targets=dict(targets or {}),
+        resumes=resumes,
     )
     by_problem: dict[str, list[str]] = {}
     for h in hosts:
@@ -84,6 +104,61 @@ def prepare(
             f"cannot run level {lvl.name} on inventory {inv.name}:\n  " + "\n  ".join(lines)
         )
     return Prepared(inv, apps, hosts, lvl, request, notify.config_from(inv))
+
+
+RESUMABLE = ("code",)
+
+
+def prepare_resume(
+    run_id: str,
+    *,
+    inventory_name: str | None = None,
+    verify: bool = True,
+    state_dir: Path | None = None,
+) -> Prepared:
+    """A run that continues RUN_ID on the hosts where it did not finish.
+
+    The level, inventory and options come from RUN_ID's receipt, and each host's code target
+    is pinned to the one RUN_ID resolved, so "the previous release" cannot move in between.
+    Steps RUN_ID completed are idempotent: they find their work done and change nothing.
+    """
+    state = paths.state_dir(state_dir)
+    receipt, _ = receipts.load(state, run_id)
+    level = str(receipt.get("level", ""))
+    if level not in RESUMABLE:
+        raise ConfigError(f"run {run_id} is level {level!r}; only {', '.join(RESUMABLE)} resume")
+    if receipt.get("check"):
+        raise ConfigError(f"run {run_id} was a check-mode run: it changed nothing to resume")
+    if receipt.get("result") == "ok":
+        raise ConfigError(f"run {run_id} finished on every host; nothing to resume")
+    inventory_path = str(receipt.get("inventory_path", ""))
+    if inventory_name is not None:
+        given = inventory.resolve(inventory_name, state)[1]
+        if given.resolve() != Path(inventory_path).resolve():
+            raise ConfigError(
+                f"run {run_id} ran against {inventory_path}, not {given}; "
+                "leave --inventory out to resume it"
+            )
+    hosts = receipt.get("hosts") or {}
+    unfinished = sorted(h for h, r in hosts.items() if r.get("status") not in ("ok", "changed"))
+    request = receipt.get("request") or {}
+    targets = {
+        h: str(sha)
+        for h in unfinished
+        if (sha := ((hosts[h].get("code") or {}).get("target") or {}).get("sha"))
+    }
+    return prepare(
+        level,
+        inventory_path,
+        verify=verify,
+        limit=",".join(unfinished) or None,
+        state_dir=state_dir,
+        to_ref=str(request.get("to_ref", "")),
+        backup_stamp=str(request.get("backup_stamp", "")),
+        force=bool(request.get("force", False)),
+        targets=targets,
+        resumes=run_id,
+    )
 
 
 def select_hosts(inv: Inventory, limit: str | None) -> list[str]:
@@ -151,6 +226,7 @@ def execute(
             "inventory": prep.inventory.name,
             "environment": sorted(prep.inventory.environments),
             "hosts": prep.hosts,
+            **({"resumes": prep.request.resumes} if prep.request.resumes else {}),
         }
         history.append(
             state,
@@ -244,6 +320,8 @@ def _run(
         run_dir=str(run_dir),
         authorization=auth.as_dict(),
         apps={h: prep.apps[h].name for h in prep.hosts},
+        request=asdict(prep.request),
+        resumes=prep.request.resumes,
     )
     return result
 
@@ -271,6 +349,9 @@ def apply(
     state_dir: Path | None = None,
     observer: Observer | None = None,
     auth: Authorization | None = None,
+    to_ref: str = "",
+    backup_stamp: str = "",
+    force: bool = False,
 ) -> RunResult:
     """Apply a rollback level to an inventory (see :func:`prepare` and :func:`execute`)."""
     prep = prepare(
@@ -281,6 +362,9 @@ def apply(
         verify=verify,
         limit=limit,
         state_dir=state_dir,
+        to_ref=to_ref,
+        backup_stamp=backup_stamp,
+        force=force,
     )
     return execute(
         prep,

@@ -34,6 +34,50 @@ class LogSpec:
 
 
 @dataclass(frozen=True)
+class CodeSpec:
+    """How the code level reverts the app's code (``rollback_app.code``)."""
+
+    path: str = ""
+    method: str = ""  # git | files | "" (not configured)
+    git_mode: str = "checkout"
+    release_tags: str = "*"
+    restore: tuple[str, ...] = ()
+    remove: tuple[str, ...] = ()
+    requirements: str = ""
+    venv: str = ""
+
+
+@dataclass(frozen=True)
+class MaintenanceSpec:
+    file: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    env_off: dict[str, str] = field(default_factory=dict)
+    enable_command: tuple[str, ...] = ()
+    disable_command: tuple[str, ...] = ()
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.file or self.env or self.enable_command)
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    context: str
+    tag: str
+    dockerfile: str = "Dockerfile"
+    nocache: bool = False
+
+
+@dataclass(frozen=True)
+class DockerSpec:
+    images: tuple[ImageSpec, ...] = ()
+    project_dir: str = ""
+    services: tuple[str, ...] = ()
+    settle: int = 5
+    log_error_pattern: str = ""
+
+
+@dataclass(frozen=True)
 class AppSpec:
     name: str
     env_file: str = ""
@@ -44,6 +88,10 @@ class AppSpec:
     units: tuple[str, ...] = ()
     health: HealthSpec = field(default_factory=HealthSpec)
     log: LogSpec = field(default_factory=LogSpec)
+    code: CodeSpec = field(default_factory=CodeSpec)
+    maintenance: MaintenanceSpec = field(default_factory=MaintenanceSpec)
+    docker: DockerSpec = field(default_factory=DockerSpec)
+    drain_timeout: int = 0
 
     @property
     def declared_keys(self) -> list[str]:
@@ -82,6 +130,47 @@ class _Checker:
             return ""
         return str(value)
 
+    def pattern(self, data: dict[str, Any], key: str, path: str) -> str:
+        value = self.string(data, key, path)
+        if value:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                self.error(path, f"not a valid regular expression: {exc}")
+        return value
+
+    def strings(self, data: dict[str, Any], key: str, path: str) -> tuple[str, ...]:
+        value = data.get(key)
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            self.error(path, "must be a list of non-empty strings")
+            return ()
+        return tuple(value)
+
+    def relative(self, values: tuple[str, ...], path: str) -> tuple[str, ...]:
+        for i, value in enumerate(values):
+            if value.startswith("/") or ".." in value.split("/"):
+                self.error(f"{path}[{i}]", f"{value!r} must be relative to code.path, inside it")
+        return values
+
+    def absolute(self, data: dict[str, Any], key: str, path: str, required: bool = False) -> str:
+        value = self.string(data, key, path, required)
+        if value and not (value.startswith("/") or value.startswith("{{")):
+            self.error(path, f"must be an absolute path, not {value!r}")
+        return value
+
+    def env_values(self, data: dict[str, Any], key: str, path: str) -> dict[str, str]:
+        value = data.get(key) or {}
+        if not isinstance(value, dict):
+            self.error(path, "must be a mapping of env keys to values")
+            return {}
+        return {
+            k: str(v).lower() if isinstance(v, bool) else str(v)
+            for k, v in value.items()
+            if self.env_key(k, f"{path}.{k}")
+        }
+
     def env_key(self, value: Any, path: str) -> str:
         if not isinstance(value, str) or not ENV_KEY.match(value):
             self.error(path, f"{value!r} is not a valid env key (letters, digits, _)")
@@ -106,7 +195,105 @@ APP_KEYS = {
     "units",
     "health",
     "log",
+    "code",
+    "maintenance",
+    "docker",
+    "drain_timeout",
 }
+
+
+def parse_code(check: _Checker, raw: dict[str, Any]) -> CodeSpec:
+    code = check.mapping(raw, "code", {"path", "git", "files", "deps"})
+    if not code:
+        return CodeSpec()
+    path = check.absolute(code, "path", "code.path", required=True)
+    git = check.mapping(code, "code.git", {"mode", "release_tags"})
+    files = check.mapping(code, "code.files", {"restore", "remove"})
+    deps = check.mapping(code, "code.deps", {"requirements", "venv", "pip_args"})
+    if ("git" in code) == ("files" in code):
+        check.error("code", "needs exactly one of git (a work tree) or files (backup files)")
+    mode = check.string(git, "mode", "code.git.mode") or "checkout"
+    if mode not in ("checkout", "revert"):
+        check.error("code.git.mode", f"must be checkout or revert, not {mode!r}")
+    restore = check.relative(
+        check.strings(files, "restore", "code.files.restore"), "code.files.restore"
+    )
+    remove = check.relative(
+        check.strings(files, "remove", "code.files.remove"), "code.files.remove"
+    )
+    if "files" in code and not restore and not remove:
+        check.error("code.files", "lists nothing to restore or remove")
+    return CodeSpec(
+        path=path,
+        method="git" if "git" in code else "files",
+        git_mode=mode,
+        release_tags=check.string(git, "release_tags", "code.git.release_tags") or "*",
+        restore=restore,
+        remove=remove,
+        requirements=check.string(deps, "requirements", "code.deps.requirements"),
+        venv=check.absolute(deps, "venv", "code.deps.venv"),
+    )
+
+
+def parse_maintenance(check: _Checker, raw: dict[str, Any], env_file: str) -> MaintenanceSpec:
+    spec = check.mapping(
+        raw, "maintenance", {"file", "env", "env_off", "enable_command", "disable_command"}
+    )
+    env = check.env_values(spec, "env", "maintenance.env")
+    env_off = check.env_values(spec, "env_off", "maintenance.env_off")
+    if env and not env_file:
+        check.error("maintenance.env", "needs rollback_app.env_file to set the values in")
+    if set(env) != set(env_off):
+        check.error("maintenance.env_off", "must set the same keys as maintenance.env")
+    enable = check.strings(spec, "enable_command", "maintenance.enable_command")
+    disable = check.strings(spec, "disable_command", "maintenance.disable_command")
+    if bool(enable) != bool(disable):
+        check.error("maintenance", "enable_command and disable_command go together")
+    return MaintenanceSpec(
+        file=check.absolute(spec, "file", "maintenance.file"),
+        env=env,
+        env_off=env_off,
+        enable_command=enable,
+        disable_command=disable,
+    )
+
+
+def parse_docker(check: _Checker, raw: dict[str, Any]) -> DockerSpec:
+    spec = check.mapping(raw, "docker", {"images", "compose", "settle", "log_error_pattern"})
+    images: list[ImageSpec] = []
+    images_raw = spec.get("images") or []
+    if not isinstance(images_raw, list):
+        check.error("docker.images", "must be a list of {context, tag, dockerfile, nocache}")
+        images_raw = []
+    for i, item in enumerate(images_raw):
+        where = f"docker.images[{i}]"
+        if not isinstance(item, dict):
+            check.error(where, "must be a mapping {context, tag, dockerfile, nocache}")
+            continue
+        for unknown in sorted(
+            set(map(str, item)) - {"context", "tag", "dockerfile", "nocache", "buildargs"}
+        ):
+            check.error(f"{where}.{unknown}", "unknown key")
+        nocache = item.get("nocache", False)
+        if not isinstance(nocache, bool):
+            check.error(f"{where}.nocache", "must be true or false")
+        images.append(
+            ImageSpec(
+                context=check.absolute(item, "context", f"{where}.context", required=True),
+                tag=check.string(item, "tag", f"{where}.tag", required=True),
+                dockerfile=check.string(item, "dockerfile", f"{where}.dockerfile") or "Dockerfile",
+                nocache=bool(nocache),
+            )
+        )
+    compose = check.mapping(spec, "docker.compose", {"project_dir", "services"})
+    pattern = check.pattern(spec, "log_error_pattern", "docker.log_error_pattern")
+    return DockerSpec(
+        images=tuple(images),
+        project_dir=check.absolute(compose, "project_dir", "docker.compose.project_dir"),
+        services=check.strings(compose, "services", "docker.compose.services"),
+        settle=check.integer(spec, "settle", "docker.settle", 5),
+        log_error_pattern=pattern,
+    )
 
 
 def parse_app(host: Host) -> tuple[AppSpec | None, list[str]]:
@@ -168,13 +355,12 @@ def parse_app(host: Host) -> tuple[AppSpec | None, list[str]]:
         delay=check.integer(health_raw, "delay", "health.delay", 1),
     )
     log_raw = check.mapping(raw, "log", {"path", "error_pattern"})
-    pattern = check.string(log_raw, "error_pattern", "log.error_pattern")
-    if pattern:
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            check.error("log.error_pattern", f"not a valid regular expression: {exc}")
+    pattern = check.pattern(log_raw, "error_pattern", "log.error_pattern")
     log = LogSpec(path=check.string(log_raw, "path", "log.path"), error_pattern=pattern)
+    code = parse_code(check, raw)
+    maintenance = parse_maintenance(check, raw, env_file)
+    docker = parse_docker(check, raw)
+    drain_timeout = check.integer(raw, "drain_timeout", "drain_timeout", 0)
     off = raw.get("master_switch_off", "false")
     spec = AppSpec(
         name=name,
@@ -186,6 +372,10 @@ def parse_app(host: Host) -> tuple[AppSpec | None, list[str]]:
         units=tuple(units_raw),
         health=health,
         log=log,
+        code=code,
+        maintenance=maintenance,
+        docker=docker,
+        drain_timeout=drain_timeout,
     )
     return spec, check.errors
 

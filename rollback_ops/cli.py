@@ -39,10 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def target(p: argparse.ArgumentParser, with_level: bool = True) -> None:
+    def target(p: argparse.ArgumentParser, with_level: bool = True, required: bool = True) -> None:
         if with_level:
             p.add_argument(
-                "--level", "-L", required=True, choices=[*levels.LEVELS], help="rollback level"
+                "--level", "-L", required=required, choices=[*levels.LEVELS], help="rollback level"
             )
             p.add_argument(
                 "--flag",
@@ -64,12 +64,38 @@ def build_parser() -> argparse.ArgumentParser:
                 action="store_false",
                 help="skip the checks after the change (health, units, log)",
             )
-        p.add_argument("--inventory", "-i", required=True, help=INVENTORY_HELP)
+            p.add_argument(
+                "--to",
+                metavar="REF",
+                default="",
+                help="code level, git: the commit, tag or branch to go back to "
+                "(default: the previous release, the second newest release tag)",
+            )
+            p.add_argument(
+                "--backup-stamp",
+                metavar="STAMP",
+                default="",
+                help="code level, backup files: restore <file>.backup.STAMP "
+                "(default: each file's newest backup)",
+            )
+            p.add_argument(
+                "--force",
+                action="store_true",
+                help="code level: revert even with uncommitted changes to tracked files "
+                "(they are recorded first)",
+            )
+        p.add_argument("--inventory", "-i", required=required, help=INVENTORY_HELP)
         p.add_argument("--limit", "-l", help="only these hosts (comma-separated names or patterns)")
         p.add_argument("--json", action="store_true", help="print the JSON receipt on stdout")
 
     p_apply = sub.add_parser("apply", help="run a rollback level against an inventory")
-    target(p_apply)
+    target(p_apply, required=False)
+    p_apply.add_argument(
+        "--resume",
+        metavar="RUN_ID",
+        help="continue RUN_ID (code level) on the hosts where it did not finish, with its "
+        "level, inventory, options and targets; the steps it completed change nothing",
+    )
     p_apply.add_argument(
         "--check", action="store_true", help="check mode: change nothing on any host"
     )
@@ -229,18 +255,25 @@ def _finish(result: RunResult, args: argparse.Namespace, observer: PlainProgress
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    flags = levels.parse_flags(args.flag)
-    if flags and args.level != "flag":
-        raise RollbackOpsError("--flag goes with --level flag")
-    prep = api.prepare(
-        args.level,
-        args.inventory,
-        flags=flags,
-        allow_new_flags=args.allow_new_flag,
-        verify=args.verify,
-        limit=args.limit,
-        state_dir=args.state_dir,
-    )
+    if args.resume:
+        given = [o for o, v in (("--level", args.level), ("--limit", args.limit)) if v]
+        given += [o for o, v in (("--flag", args.flag), ("--to", args.to)) if v]
+        given += ["--backup-stamp"] * bool(args.backup_stamp) + ["--force"] * args.force
+        if given:
+            raise RollbackOpsError(
+                f"--resume takes the run's own options; leave out {', '.join(given)}"
+            )
+        prep = api.prepare_resume(
+            args.resume, inventory_name=args.inventory, verify=args.verify, state_dir=args.state_dir
+        )
+    else:
+        missing = [
+            o for o, v in (("--level", args.level), ("--inventory", args.inventory)) if not v
+        ]
+        if missing:
+            raise RollbackOpsError(f"apply needs {' and '.join(missing)} (or --resume RUN_ID)")
+        prep = _prepare(args)
+
     auth = _authorize(prep, args)
     observer = _observer(sys.stderr)
     result = api.execute(
@@ -254,18 +287,30 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return _finish(result, args, observer)
 
 
-def cmd_plan(args: argparse.Namespace) -> int:
-    plans = api.plan(
-        api.prepare(
-            args.level,
-            args.inventory,
-            flags=levels.parse_flags(args.flag),
-            allow_new_flags=args.allow_new_flag,
-            verify=args.verify,
-            limit=args.limit,
-            state_dir=args.state_dir,
-        )
+def _prepare(args: argparse.Namespace) -> api.Prepared:
+    flags = levels.parse_flags(args.flag)
+    if flags and args.level != "flag":
+        raise RollbackOpsError("--flag goes with --level flag")
+    code_options = [o for o, v in (("--to", args.to), ("--backup-stamp", args.backup_stamp)) if v]
+    code_options += ["--force"] * args.force
+    if code_options and args.level not in ("code", "full"):
+        raise RollbackOpsError(f"{', '.join(code_options)}: only with --level code or full")
+    return api.prepare(
+        args.level,
+        args.inventory,
+        flags=flags,
+        allow_new_flags=args.allow_new_flag,
+        verify=args.verify,
+        limit=args.limit,
+        state_dir=args.state_dir,
+        to_ref=args.to,
+        backup_stamp=args.backup_stamp,
+        force=args.force,
     )
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    plans = api.plan(_prepare(args))
     if args.json:
         print(json.dumps([p.__dict__ for p in plans], indent=2))
         return 0

@@ -19,6 +19,11 @@ class Request:
     allow_new_flags: bool = False
     verify: bool = True
     unlock_run: str = ""  # unlock: clear only this run's host locks
+    to_ref: str = ""  # code: the git ref to go back to (default: the previous release)
+    backup_stamp: str = ""  # code: the backups to restore (default: each file's newest)
+    force: bool = False  # code: revert despite uncommitted changes (recorded first)
+    targets: dict[str, str] = field(default_factory=dict)  # code: pinned per host (--resume)
+    resumes: str = ""  # the run this one resumes
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,8 @@ class Level:
     def check(self, app: AppSpec, request: Request) -> list[str]:
         """Problems that make this level impossible for this host's app."""
         problems: list[str] = []
+        if self.name == "code":
+            return _code_problems(app, request)
         if self.values is None:
             return problems
         if not app.env_file:
@@ -53,6 +60,8 @@ class Level:
         return problems
 
     def plan(self, host: str, app: AppSpec, request: Request) -> list[str]:
+        if self.name == "code":
+            return _code_plan(host, app, request)
         values = self.values(app, request) if self.values else {}
         steps: list[str] = []
         if values:
@@ -77,6 +86,10 @@ class Level:
             "rollback_allow_new_flags": request.allow_new_flags,
             "rollback_verify": request.verify,
             "rollback_unlock_run_id": request.unlock_run,
+            "rollback_code_to": request.to_ref,
+            "rollback_backup_stamp": request.backup_stamp,
+            "rollback_force": request.force,
+            "rollback_code_targets": dict(request.targets),
         }
 
 
@@ -94,6 +107,104 @@ def _verify_steps(app: AppSpec, values: dict[str, str]) -> list[str]:
     if app.log.path and app.log.error_pattern:
         steps.append(f"verify no new lines matching /{app.log.error_pattern}/ in {app.log.path}")
     return steps
+
+
+def _code_problems(app: AppSpec, request: Request) -> list[str]:
+    problems = []
+    if not app.code.method:
+        problems.append(f"app {app.name} has no rollback_app.code (git or files) to revert")
+    elif app.code.method == "git" and request.backup_stamp:
+        problems.append(f"--backup-stamp is for backup files; app {app.name} reverts with git")
+    elif app.code.method == "files" and request.to_ref:
+        problems.append(f"--to is for git; app {app.name} restores backup files")
+    return problems
+
+
+def _code_plan(host: str, app: AppSpec, request: Request) -> list[str]:
+    code, docker, maint = app.code, app.docker, app.maintenance
+    checks = []
+    if code.method == "git":
+        target = request.targets.get(host) or request.to_ref
+        target = target or f"the previous release (second newest tag {code.release_tags!r})"
+        checks.append(f"{target} exists in {code.path}")
+        checks.append(
+            "no uncommitted change to tracked files" + (" (--force)" if request.force else "")
+        )
+    else:
+        stamp = request.backup_stamp or "<newest>"
+        checks.append(f"{code.path}/<file>.backup.{stamp} exists for {', '.join(code.restore)}")
+    if docker.images or docker.project_dir:
+        checks.append(
+            "the Docker engine answers" + (", compose is installed" if docker.project_dir else "")
+        )
+    if app.units:
+        checks.append(f"systemd knows {', '.join(app.units)}")
+    steps = [
+        "preflight (every host, all or nothing): "
+        + "; ".join(checks)
+        + "; free disk; then take the host's lock",
+        "if the code, images, containers and units already match the target: nothing to do",
+    ]
+    if maint.configured:
+        steps.append(f"maintenance on ({_maintenance_how(app)})")
+    if app.units:
+        drain = f", up to {app.drain_timeout} s to drain" if app.drain_timeout else ""
+        steps.append(f"stop {', '.join(app.units)}{drain}")
+    if docker.project_dir:
+        steps.append(
+            f"stop compose services {', '.join(docker.services) or '(all)'} in {docker.project_dir}"
+        )
+    if code.method == "git":
+        how = (
+            "check out the target (detached HEAD)"
+            if code.git_mode == "checkout"
+            else "commit the target's tree on top of HEAD (history kept)"
+        )
+        steps.append(f"record HEAD as refs/rollback-ops/<run id>, then {how} in {code.path}")
+    else:
+        restore = f"restore {', '.join(code.restore)} from their backups" if code.restore else ""
+        remove = f"remove {', '.join(code.remove)}" if code.remove else ""
+        what = "; ".join(x for x in (restore, remove) if x)
+        steps.append(f"tar the current files to /var/lib/rollback-ops/code/, then {what}")
+    if code.requirements:
+        venv = f" into {code.venv}" if code.venv else ""
+        steps.append(f"pip install -r {code.path}/{code.requirements}{venv}")
+    for image in docker.images:
+        nocache = ", no cache" if image.nocache else ""
+        steps.append(
+            f"rebuild image {image.tag} from {image.context}{nocache} (when its context changed)"
+        )
+    if docker.project_dir:
+        steps.append(
+            f"compose up -d {', '.join(docker.services) or '(all)'}; containers must run "
+            f"{docker.settle} s without restarting"
+            + (
+                f" and log nothing matching /{docker.log_error_pattern}/"
+                if docker.log_error_pattern
+                else ""
+            )
+        )
+    if app.units:
+        steps.append(f"start {', '.join(app.units)}")
+    if request.verify:
+        steps += _verify_steps(app, {})
+    if maint.configured:
+        steps.append("maintenance off (left on if a step fails: apply --resume RUN_ID continues)")
+    return steps
+
+
+def _maintenance_how(app: AppSpec) -> str:
+    maint = app.maintenance
+    parts = []
+    if maint.file:
+        parts.append(f"create {maint.file}")
+    if maint.env:
+        parts.append(
+            "set " + ", ".join(f"{k}={v}" for k, v in maint.env.items()) + f" in {app.env_file}"
+        )
+    if maint.enable_command:
+        parts.append("run " + " ".join(maint.enable_command))
+    return "; ".join(parts)
 
 
 def _flag_values(app: AppSpec, request: Request) -> dict[str, str]:
@@ -122,9 +233,15 @@ LEVELS: dict[str, Level] = {
         _emergency_values,
     ),
 }
+LEVELS["code"] = Level(
+    "code",
+    "code",
+    "maintenance on, stop, revert code (git or backup files), rebuild images, start, verify",
+    "seed 002 strategy 3; seed 003 full code rollback; seed 004 phase 1 rollback",
+)
 VERIFY = Level("verify", "verify", "only the checks", "seed 003 validation after rollback")
 UNLOCK = Level("unlock", "unlock", "clear the host locks a dead run left", "")
-PLANNED = ("config", "code", "full")
+PLANNED = ("config", "full")
 
 
 def get(name: str) -> Level:

@@ -15,7 +15,7 @@ from typing import Any
 
 import jinja2
 
-from rollback_ops import history, runner
+from rollback_ops import history, receipts, runner
 from rollback_ops.exceptions import ConfigError
 
 BUILTIN_TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -46,16 +46,6 @@ def environment(state_dir: Path, override: Path | None = None) -> jinja2.Environ
         keep_trailing_newline=True,
         undefined=jinja2.StrictUndefined,
     )
-
-
-def load_receipt(state_dir: Path, run_id: str) -> tuple[dict[str, Any], Path]:
-    run_dir = state_dir / "runs" / run_id
-    receipt = run_dir / "receipt.json"
-    if not receipt.exists():
-        known = sorted(p.name for p in (state_dir / "runs").glob("*") if p.is_dir())[-5:]
-        hint = f" (latest: {', '.join(known)})" if known else ""
-        raise ConfigError(f"no receipt for run {run_id!r} in {state_dir / 'runs'}{hint}")
-    return json.loads(receipt.read_text()), run_dir
 
 
 def timeline(run_dir: Path, receipt: dict[str, Any]) -> list[dict[str, str]]:
@@ -106,7 +96,7 @@ def _end(receipt: dict[str, Any]) -> str:
 
 
 def context(state_dir: Path, run_id: str) -> dict[str, Any]:
-    receipt, run_dir = load_receipt(state_dir, run_id)
+    receipt, run_dir = receipts.load(state_dir, run_id)
     row = next((r for r in history.read(state_dir) if r.run_id == run_id), None)
     auth = receipt.get("authorization") or {}
     actions: list[str] = []

@@ -42,6 +42,8 @@ class HostResult:
     failed_step: str = ""
     message: str = ""
     notes: list[str] = field(default_factory=list)
+    # code level: current and target code, the record of the code before (snapshot), images
+    code: dict[str, Any] = field(default_factory=dict)
     started: float = 0.0
     ended: float = 0.0
 
@@ -78,6 +80,8 @@ class RunResult:
     authorization: dict[str, Any] = field(default_factory=dict)
     apps: dict[str, str] = field(default_factory=dict)
     notifications: list[dict[str, Any]] = field(default_factory=list)
+    request: dict[str, Any] = field(default_factory=dict)
+    resumes: str = ""
 
     @property
     def failed_hosts(self) -> list[HostResult]:
@@ -104,6 +108,8 @@ class RunResult:
             "check": self.check,
             "authorization": self.authorization,
             "apps": self.apps,
+            "request": self.request,
+            "resumes": self.resumes,
             "started": self.started,
             "duration": round(self.duration, 3),
             "result": "ok" if self.ok else "failed",

@@ -143,6 +143,15 @@ class _Collector:
                 f"cleared the lock of run {removed.get('run_id')} of {removed.get('operator')}"
             )
         host.notes += [str(w) for w in res.get("warnings") or [] if isinstance(w, str)]
+        if action.endswith("rollback_code") and status in ("ok", "changed"):
+            for key in ("current", "target", "needed", "snapshot", "head_after", "revert_commit"):
+                if key in res:
+                    host.code[key] = res[key]
+        if action.endswith("rollback_containers") and status in ("ok", "changed"):
+            if res.get("images"):
+                host.code["images"] = res["images"]
+            if res.get("containers"):
+                host.code["containers"] = res["containers"]
         backup = res.get("backup_file")
         if isinstance(backup, str) and backup:
             host.backups.append(backup)

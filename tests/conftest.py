@@ -25,3 +25,26 @@ def load_module(relative: str) -> ModuleType:
 @pytest.fixture
 def state_dir(tmp_path: Path) -> Path:
     return tmp_path / "state"
+
+
+def run_module(relative: str, args: dict[str, object], check_mode: bool = False) -> dict:
+    """Run a role's module as Ansible does (own process, JSON args); return its result."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    payload = {"ANSIBLE_MODULE_ARGS": {**args, "_ansible_check_mode": check_mode}}
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(payload, handle)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / relative), handle.name],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    Path(handle.name).unlink()
+    try:
+        return json.loads(proc.stdout)
+    except ValueError as exc:
+        raise AssertionError(f"module output is not JSON: {proc.stdout}{proc.stderr}") from exc

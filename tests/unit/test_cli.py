@@ -18,10 +18,23 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_level_is_required_and_checked(capsys):
+def test_level_is_required_and_checked(capsys, tmp_path: Path):
     with pytest.raises(SystemExit) as exc:
-        cli.build_parser().parse_args(["apply", "--inventory", "staging"])
+        cli.build_parser().parse_args(["plan", "--inventory", "staging"])
     assert exc.value.code == 2
+    # apply takes them from the receipt with --resume, so it checks them itself
+    code, _out, err = run(capsys, "--state-dir", str(tmp_path), "apply", "--inventory", "staging")
+    assert code == 2 and "apply needs --level (or --resume RUN_ID)" in err
+    code, _out, err = run(
+        capsys, "--state-dir", str(tmp_path), "apply", "--resume", "R1", "-L", "code", "--to", "v1"
+    )
+    assert code == 2 and "leave out --level, --to" in err
+    code, _out, err = run(capsys, "--state-dir", str(tmp_path), "apply", "--resume", "R1")
+    assert code == 2 and "no receipt for run 'R1'" in err
+    code, _out, err = run(
+        capsys, "--state-dir", str(tmp_path), "plan", "-L", "flag", "-i", GOOD, "--to", "v1"
+    )
+    assert code == 2 and "--to: only with --level code or full" in err
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["apply", "--level", "nope", "--inventory", "staging"])
 

@@ -28,6 +28,13 @@ options:
     type: str
     choices: [restarted, started, stopped]
     default: restarted
+  drain_timeout:
+    description:
+      - C(stopped) only. Seconds to wait for the units to stop on their own (workers finishing
+        their tasks) before killing them with SIGKILL; 0 leaves it to systemd's TimeoutStopSec.
+      - Units that had to be killed are named in a warning.
+    type: int
+    default: 0
 author: rollback-ops developers
 """
 
@@ -38,6 +45,8 @@ units:
   type: dict
   returned: always
 """
+
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -65,6 +74,21 @@ def show(module, systemctl, units):
     return states
 
 
+def wait_stopped(module, systemctl, units, timeout):
+    """Wait until the units are inactive; SIGKILL those still running after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = show(module, systemctl, units)
+        running = [u for u in units if states[u]["active_state"] in ("active", "deactivating")]
+        if not running:
+            return []
+        if time.monotonic() >= deadline:
+            module.run_command([systemctl, "kill", "--signal=SIGKILL", "--"] + running)
+            module.run_command([systemctl, "stop", "--"] + running)
+            return running
+        time.sleep(0.5)
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -72,6 +96,7 @@ def main():
             state=dict(
                 type="str", choices=["restarted", "started", "stopped"], default="restarted"
             ),
+            drain_timeout=dict(type="int", default=0),
         ),
         supports_check_mode=True,
     )
@@ -94,7 +119,15 @@ def main():
             # A unit that crash-looped before the rollback may be in the failed state or over
             # its start limit; the rollback must still be able to start it.
             module.run_command([systemctl, "reset-failed", "--"] + targets)
-        rc, _out, err = module.run_command([systemctl, verb, "--"] + targets)
+        drain = module.params["drain_timeout"] if state == "stopped" else 0
+        argv = [systemctl, verb] + (["--no-block"] if drain else []) + ["--"] + targets
+        rc, _out, err = module.run_command(argv)
+        if rc == 0 and drain:
+            killed = wait_stopped(module, systemctl, targets, drain)
+            if killed:
+                module.warn(
+                    "%s did not stop within %d s and were killed" % (", ".join(killed), drain)
+                )
         if rc != 0:
             module.fail_json(
                 msg="systemctl %s %s failed: %s" % (verb, " ".join(targets), err.strip()),

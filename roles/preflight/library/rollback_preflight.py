@@ -45,6 +45,11 @@ options:
     description: Log file whose current size is returned as log_offset.
     type: str
     default: ""
+  paths:
+    description: Paths whose existence is returned in C(paths) (e.g. a maintenance flag file).
+    type: list
+    elements: str
+    default: []
   min_free_mb:
     description: Free space needed on the env file's filesystem, in MiB.
     type: int
@@ -94,6 +99,10 @@ units:
 log_offset:
   description: Current size of log_path in bytes (0 when absent).
   type: int
+  returned: always
+paths:
+  description: For each of I(paths), whether it exists.
+  type: dict
   returned: always
 free_mb:
   description: Free MiB on the env file's filesystem.
@@ -253,6 +262,7 @@ def main():
             allow_new_keys=dict(type="bool", default=False),
             units=dict(type="list", elements="str", default=[]),
             log_path=dict(type="str", default=""),
+            paths=dict(type="list", elements="str", default=[]),
             min_free_mb=dict(type="int", default=10),
             lock_path=dict(type="str", default="/var/lib/rollback-ops/rollback.lock"),
             run_id=dict(type="str", default=""),
@@ -268,6 +278,7 @@ def main():
     check_units(module, problems, result)
     log_path = module.params["log_path"]
     result["log_offset"] = os.path.getsize(log_path) if log_path and os.path.isfile(log_path) else 0
+    result["paths"] = dict((p, os.path.lexists(p)) for p in module.params["paths"])
     check_lock(module.params, problems, result, module.check_mode, module.warn)
     result["problems"] = problems
     if problems:

@@ -1,0 +1,458 @@
+#!/usr/bin/python
+"""Inspect or revert an app's code: a git work tree, or files restored from their backups."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: rollback_code
+short_description: Check and revert an app's code (git ref or .backup.<stamp> files)
+description:
+  - C(state=checked) is read-only. It resolves the target (a git commit, or the backup of each
+    listed file), checks it exists and that the work tree has no uncommitted change to tracked
+    files (unless I(force)), and says whether the code differs from the target (C(needed)).
+    Every problem is reported at once; the module fails when there is any.
+  - C(state=reverted) records the current code first, so the rollback itself can be undone,
+    then reverts. git, C(checkout) mode puts the work tree on the target commit (detached HEAD);
+    C(revert) mode keeps history, adding one commit on top of HEAD whose tree is the target's.
+    files, each listed file gets its backup's bytes (atomic replace, the current file's mode
+    and owner kept) and each path the release added is removed.
+  - The record is a ref C(refs/rollback-ops/<run_id>) on the old HEAD (plus
+    C(refs/rollback-ops/<run_id>-worktree) holding uncommitted changes when forced), or a
+    tarball of the listed files and added paths under I(snapshot_dir), mode 0600.
+  - Idempotent; supports check and diff mode.
+options:
+  path:
+    description: The app's code directory (the git work tree, or the base of the listed files).
+    type: path
+    required: true
+  method:
+    description: How the code is reverted.
+    type: str
+    choices: [git, files]
+    required: true
+  state:
+    description: C(checked) inspects only; C(reverted) reverts.
+    type: str
+    choices: [checked, reverted]
+    default: checked
+  ref:
+    description:
+      - git, the commit to go back to (a sha, tag or branch). Empty means the previous
+        release, the second newest tag matching I(release_tags) in version order.
+    type: str
+    default: ""
+  release_tags:
+    description: git, the tags that mark releases (a C(git for-each-ref) pattern).
+    type: str
+    default: "*"
+  git_mode:
+    description: git, C(checkout) (detached HEAD on the target) or C(revert) (a new commit).
+    type: str
+    choices: [checkout, revert]
+    default: checkout
+  restore:
+    description: files, paths relative to I(path) restored from C(<file>.backup.<stamp>).
+    type: list
+    elements: str
+    default: []
+  remove:
+    description: files, paths relative to I(path) that the release added, removed.
+    type: list
+    elements: str
+    default: []
+  backup_stamp:
+    description: files, the stamp of the backups to restore; empty means each file's newest.
+    type: str
+    default: ""
+  force:
+    description: Revert even though tracked files have uncommitted changes (they are recorded).
+    type: bool
+    default: false
+  run_id:
+    description: The run's id, naming the record of the current code.
+    type: str
+    default: ""
+  app:
+    description: The app's name, naming the tarball.
+    type: str
+    default: app
+  operator:
+    description: Who runs the rollback (in the revert commit's message).
+    type: str
+    default: ""
+  snapshot_dir:
+    description: Where tarballs of the current files are kept.
+    type: path
+    default: /var/lib/rollback-ops/code
+  min_free_mb:
+    description: Free space needed in I(snapshot_dir)'s filesystem beyond the tarball's size.
+    type: int
+    default: 10
+author: rollback-ops developers
+"""
+
+RETURN = r"""
+needed:
+  description: Whether the code differs from the target.
+  type: bool
+  returned: always
+reasons:
+  description: What differs, one line each.
+  type: list
+  returned: always
+problems:
+  description: Every problem found by C(checked) (the module fails when there is any).
+  type: list
+  returned: always
+current:
+  description: The code before; git, C(head), C(branch), C(dirty); files, the sha256 per file.
+  type: dict
+  returned: always
+target:
+  description: git, C(sha), C(ref), C(description); files, C(backups) (file to backup path).
+  type: dict
+  returned: always
+snapshot:
+  description: The record of the code before the revert (C(kind) git-ref or tarball, C(path)).
+  type: dict
+  returned: when state is reverted and something changed
+backup_file:
+  description: Where the record is (tarball path, or C(<path>#<ref>) for git).
+  type: str
+  returned: when state is reverted and something changed
+"""
+
+import hashlib
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+
+class Git:
+    def __init__(self, module, path):
+        self.module = module
+        self.path = path
+        self.bin = module.get_bin_path("git", required=True)
+
+    def run(self, *args, **kwargs):
+        check = kwargs.pop("check", True)
+        rc, out, err = self.module.run_command(
+            [self.bin, "-c", "safe.directory=*", "-C", self.path] + list(args), **kwargs
+        )
+        if check and rc != 0:
+            self.module.fail_json(msg="git %s failed: %s" % (" ".join(args), err.strip() or out))
+        return rc, out.strip(), err.strip()
+
+    def commit(self, ref):
+        rc, out, _ = self.run("rev-parse", "--verify", "--quiet", ref + "^{commit}", check=False)
+        return out if rc == 0 else ""
+
+    def tree(self, ref):
+        return self.run("rev-parse", ref + "^{tree}")[1]
+
+
+def sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def inside(base, rel):
+    """rel as an absolute path under base, or None if it is absolute or escapes base."""
+    if not rel or os.path.isabs(rel):
+        return None
+    full = os.path.normpath(os.path.join(base, rel))
+    return full if full.startswith(base.rstrip("/") + "/") else None
+
+
+def stamp_key(path, stamp):
+    return (re.sub(r"\D", "", stamp), os.path.getmtime(path))
+
+
+def newest_backup(full, wanted):
+    prefix = os.path.basename(full) + ".backup."
+    directory = os.path.dirname(full)
+    if wanted:
+        candidate = os.path.join(directory, prefix + wanted)
+        return candidate if os.path.isfile(candidate) else ""
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(prefix)]
+    except OSError:
+        return ""
+    found = [os.path.join(directory, n) for n in names]
+    found = [p for p in found if os.path.isfile(p)]
+    if not found:
+        return ""
+    return max(found, key=lambda p: stamp_key(p, p[len(full) + len(".backup.") :]))
+
+
+def free_mb(path):
+    while path and not os.path.isdir(path):
+        path = os.path.dirname(path)
+    stat = os.statvfs(path or "/")
+    return int(stat.f_bavail * stat.f_frsize // (1024 * 1024))
+
+
+def inspect_git(module, params, result, problems):
+    git = Git(module, params["path"])
+    rc, _, err = git.run("rev-parse", "--is-inside-work-tree", check=False)
+    if rc != 0:
+        problems.append("%s is not a git work tree: %s" % (params["path"], err))
+        return None
+    head = git.commit("HEAD")
+    _, branch, _ = git.run("symbolic-ref", "-q", "--short", "HEAD", check=False)
+    _, status, _ = git.run("status", "--porcelain", "--untracked-files=no")
+    result["current"] = dict(head=head, branch=branch, dirty=bool(status))
+    if status and not params["force"]:
+        problems.append(
+            "%s has uncommitted changes to tracked files (--force records and discards them): %s"
+            % (params["path"], "; ".join(status.splitlines()[:5]))
+        )
+    ref = params["ref"]
+    if not ref:
+        _, out, _ = git.run(
+            "for-each-ref",
+            "--sort=-v:refname",
+            "--format=%(refname:short)",
+            "refs/tags/" + params["release_tags"],
+        )
+        tags = [t for t in out.splitlines() if t]
+        if len(tags) < 2:
+            problems.append(
+                "no previous release: %d tag(s) match %r in %s (give --to REF)"
+                % (len(tags), params["release_tags"], params["path"])
+            )
+            return None
+        ref = tags[1]
+    sha = git.commit(ref)
+    if not sha:
+        problems.append("git ref %r not found in %s" % (ref, params["path"]))
+        return None
+    _, described, _ = git.run("describe", "--tags", "--always", sha, check=False)
+    result["target"] = dict(sha=sha, ref=ref, description=described or sha[:12])
+    if git.tree("HEAD") != git.tree(sha):
+        _, log, _ = git.run("log", "--oneline", "--no-decorate", "-n", "20", sha + "..HEAD")
+        result["reasons"].append(
+            "HEAD %s is not the tree of %s (%s); commits since: %s"
+            % (head[:12], ref, sha[:12], "; ".join(log.splitlines()) or "none")
+        )
+    elif status:
+        result["reasons"].append("tracked files have uncommitted changes")
+    return git
+
+
+def inspect_files(params, result, problems):
+    base = os.path.realpath(params["path"])
+    if not os.path.isdir(base):
+        problems.append("code directory %s not found" % params["path"])
+        return None
+    plan = dict(restore=[], remove=[])
+    current, backups = {}, {}
+    for rel in params["restore"]:
+        full = inside(base, rel)
+        if full is None:
+            problems.append("restore path %r must be relative to %s, inside it" % (rel, base))
+            continue
+        backup = newest_backup(full, params["backup_stamp"])
+        if not backup:
+            problems.append(
+                "no backup file found for %s (checked %s.backup.%s)"
+                % (full, full, params["backup_stamp"] or "*")
+            )
+            continue
+        backups[rel] = backup
+        now = sha256(full) if os.path.isfile(full) else ""
+        current[rel] = now
+        if now != sha256(backup):
+            plan["restore"].append((rel, full, backup))
+            result["reasons"].append("%s differs from %s" % (full, backup))
+    for rel in params["remove"]:
+        full = inside(base, rel)
+        if full is None:
+            problems.append("remove path %r must be relative to %s, inside it" % (rel, base))
+            continue
+        if os.path.lexists(full):
+            plan["remove"].append((rel, full))
+            result["reasons"].append("%s was added by the release" % full)
+    result["current"] = dict(files=current)
+    result["target"] = dict(backups=backups, stamp=params["backup_stamp"])
+    return plan
+
+
+def size_of(paths):
+    total = 0
+    for path in paths:
+        if os.path.isdir(path) and not os.path.islink(path):
+            for root, _dirs, files in os.walk(path):
+                total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
+        elif os.path.isfile(path):
+            total += os.path.getsize(path)
+    return total
+
+
+def snapshot_files(params, plan):
+    """A tarball of the files about to be replaced or removed, mode 0600."""
+    directory = params["snapshot_dir"]
+    if not os.path.isdir(directory):
+        os.makedirs(directory, 0o700)
+    name = "%s-%s.tar.gz" % (params["app"], params["run_id"] or time.strftime("%Y%m%dT%H%M%SZ"))
+    target = os.path.join(directory, name)
+    fd, tmp = tempfile.mkstemp(prefix=".snapshot.", dir=directory)
+    os.close(fd)
+    with tarfile.open(tmp, "w:gz") as tar:
+        for rel, full, _backup in plan["restore"]:
+            if os.path.lexists(full):
+                tar.add(full, arcname=rel)
+        for rel, full in plan["remove"]:
+            tar.add(full, arcname=rel)
+    os.chmod(tmp, 0o600)
+    os.rename(tmp, target)
+    return dict(kind="tarball", path=target, base=params["path"])
+
+
+def restore_file(full, backup):
+    reference = full if os.path.exists(full) else backup
+    stat = os.stat(reference)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(full) + ".", dir=os.path.dirname(full))
+    try:
+        with os.fdopen(fd, "wb") as out, open(backup, "rb") as src:
+            shutil.copyfileobj(src, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, stat.st_mode & 0o7777)
+        os.chown(tmp, stat.st_uid, stat.st_gid)
+        os.rename(tmp, full)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def revert_files(params, plan):
+    for _rel, full, backup in plan["restore"]:
+        restore_file(full, backup)
+    for _rel, full in plan["remove"]:
+        if os.path.isdir(full) and not os.path.islink(full):
+            shutil.rmtree(full)
+        else:
+            os.unlink(full)
+
+
+def revert_git(module, git, params, result):
+    """Record HEAD (and uncommitted changes) under refs/rollback-ops/, then move to the target."""
+    run_id = params["run_id"] or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    ref = "refs/rollback-ops/" + run_id
+    head, target = result["current"]["head"], result["target"]["sha"]
+    git.run("update-ref", ref, head)
+    snapshot = dict(kind="git-ref", path=params["path"], ref=ref, head=head)
+    snapshot["branch"] = result["current"]["branch"]
+    if result["current"]["dirty"]:
+        _, stash, _ = git.run("stash", "create", "rollback-ops run " + run_id)
+        if stash:
+            git.run("update-ref", ref + "-worktree", stash)
+            snapshot["worktree_ref"] = ref + "-worktree"
+    how = "--hard" if result["current"]["dirty"] else "--keep"
+    if params["git_mode"] == "checkout":
+        args = ["checkout", "--detach"] + (["--force"] if how == "--hard" else []) + [target]
+        git.run(*args)
+    else:
+        _, log, _ = git.run("log", "--oneline", "--no-decorate", target + "..HEAD")
+        message = "Roll back to %s (%s)\n\nReverts:\n%s\n\nrollback-ops run %s%s\n" % (
+            result["target"]["ref"],
+            target[:12],
+            "\n".join("  " + line for line in log.splitlines()) or "  (no commits)",
+            run_id,
+            (", operator " + params["operator"]) if params["operator"] else "",
+        )
+        who = params["operator"] or "rollback-ops"
+        env = dict(
+            GIT_AUTHOR_NAME=who,
+            GIT_AUTHOR_EMAIL="rollback-ops@localhost",
+            GIT_COMMITTER_NAME=who,
+            GIT_COMMITTER_EMAIL="rollback-ops@localhost",
+        )
+        _, commit, _ = git.run(
+            "commit-tree", target + "^{tree}", "-p", "HEAD", "-m", message, environ_update=env
+        )
+        git.run("reset", how, commit)
+        result["revert_commit"] = commit
+    _, now, _ = git.run("rev-parse", "HEAD")
+    result["head_after"] = now
+    return snapshot
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            path=dict(type="path", required=True),
+            method=dict(type="str", choices=["git", "files"], required=True),
+            state=dict(type="str", choices=["checked", "reverted"], default="checked"),
+            ref=dict(type="str", default=""),
+            release_tags=dict(type="str", default="*"),
+            git_mode=dict(type="str", choices=["checkout", "revert"], default="checkout"),
+            restore=dict(type="list", elements="str", default=[]),
+            remove=dict(type="list", elements="str", default=[]),
+            backup_stamp=dict(type="str", default=""),
+            force=dict(type="bool", default=False),
+            run_id=dict(type="str", default=""),
+            app=dict(type="str", default="app"),
+            operator=dict(type="str", default=""),
+            snapshot_dir=dict(type="path", default="/var/lib/rollback-ops/code"),
+            min_free_mb=dict(type="int", default=10),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    problems = []
+    result = dict(changed=False, reasons=[], current={}, target={}, method=params["method"])
+    if params["method"] == "git":
+        handle = inspect_git(module, params, result, problems)
+    else:
+        handle = inspect_files(params, result, problems)
+    if params["method"] == "files" and handle is not None:
+        needed_mb = size_of([p[1] for p in handle["restore"]] + [p[1] for p in handle["remove"]])
+        needed_mb = needed_mb // (1024 * 1024) + params["min_free_mb"]
+        if free_mb(params["snapshot_dir"]) < needed_mb:
+            problems.append(
+                "only %d MiB free for the snapshot in %s (need %d)"
+                % (free_mb(params["snapshot_dir"]), params["snapshot_dir"], needed_mb)
+            )
+    result["needed"] = bool(result["reasons"])
+    result["problems"] = problems
+    if problems:
+        module.fail_json(msg="code: " + "; ".join(problems), **result)
+    if params["state"] == "checked" or not result["needed"]:
+        module.exit_json(**result)
+    before = "\n".join(result["reasons"]) + "\n"
+    if params["method"] == "git":
+        after = "%s at %s\n" % (result["target"]["ref"], result["target"]["sha"])
+    else:
+        after = "".join("restore %s from %s\n" % (p[1], p[2]) for p in handle["restore"])
+        after += "".join("remove %s\n" % p[1] for p in handle["remove"])
+    result["diff"] = dict(before=before, after=after, before_header=params["path"])
+    result["changed"] = True
+    if module.check_mode:
+        module.exit_json(**result)
+    if params["method"] == "git":
+        snapshot = revert_git(module, handle, params, result)
+        result["backup_file"] = "%s#%s" % (snapshot["path"], snapshot["ref"])
+    else:
+        snapshot = snapshot_files(params, handle)
+        revert_files(params, handle)
+        result["backup_file"] = snapshot["path"]
+    result["snapshot"] = snapshot
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
