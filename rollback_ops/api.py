@@ -76,6 +76,12 @@ def prepare(
     force: bool = False,
     targets: dict[str, str] | None = None,
     resumes: str = "",
+    backup_id: str = "",
+    backup_kind: str = "manual",
+    restore_test: bool = False,
+    keep: int | None = None,
+    max_age_days: int | None = None,
+    app: str | None = None,
 ) -> Prepared:
     """Load and validate everything a run needs; raise before any host is touched."""
     lvl = levels.get(level)
@@ -93,7 +99,19 @@ def prepare(
         force=force,
         targets=dict(targets or {}),
         resumes=resumes,
+        backup_id=backup_id,
+        backup_kind=backup_kind,
+        restore_test=restore_test,
+        keep=keep,
+        max_age_days=max_age_days,
     )
+    if app is not None:
+        hosts = [h for h in hosts if apps[h].name == app]
+        if not hosts:
+            names = sorted({a.name for a in apps.values()})
+            raise ConfigError(
+                f"no host of inventory {inv.name} runs app {app!r} ({', '.join(names)})"
+            )
     by_problem: dict[str, list[str]] = {}
     for h in hosts:
         for problem in lvl.check(apps[h], request):
@@ -104,9 +122,6 @@ def prepare(
             f"cannot run level {lvl.name} on inventory {inv.name}:\n  " + "\n  ".join(lines)
         )
     return Prepared(inv, apps, hosts, lvl, request, notify.config_from(inv))
-
-
-RESUMABLE = ("code",)
 
 
 def prepare_resume(
@@ -125,8 +140,10 @@ def prepare_resume(
     state = paths.state_dir(state_dir)
     receipt, _ = receipts.load(state, run_id)
     level = str(receipt.get("level", ""))
-    if level not in RESUMABLE:
-        raise ConfigError(f"run {run_id} is level {level!r}; only {', '.join(RESUMABLE)} resume")
+    if level not in levels.RESUMABLE:
+        raise ConfigError(
+            f"run {run_id} is level {level!r}; only {', '.join(levels.RESUMABLE)} resume"
+        )
     if receipt.get("check"):
         raise ConfigError(f"run {run_id} was a check-mode run: it changed nothing to resume")
     if receipt.get("result") == "ok":
@@ -207,7 +224,9 @@ def execute(
     every run is recorded in the audit history before it starts and after it ends.
     """
     auth = auth or Authorization(operator=current_operator())
-    changes = not check and prep.level.name != "verify"
+    kind = prep.level.kind
+    changes = not check and kind == "rollback"  # guarded, locked, notified
+    locked = not check and kind in ("rollback", "locked")
     authorization.check(
         auth, level=prep.level.name, production=prep.inventory.is_production, check_mode=not changes
     )
@@ -215,7 +234,7 @@ def execute(
     state = paths.state_dir(state_dir)
     run_dir = state / "runs" / run_id
     lock = InventoryLock(state, prep.inventory.path, prep.inventory.name)
-    if changes:
+    if locked:
         lock.acquire(run_id, auth.operator)
     try:
         run_dir.mkdir(parents=True)

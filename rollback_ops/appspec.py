@@ -77,6 +77,66 @@ class DockerSpec:
     log_error_pattern: str = ""
 
 
+ENGINES = ("postgresql", "sqlite", "mysql")
+DATABASE_KEYS = {
+    "name",
+    "engine",
+    "database",
+    "path",
+    "host",
+    "port",
+    "user",
+    "password",
+    "password_env",
+    "os_user",
+    "compression",
+    "tables",
+    "schema_version_query",
+    "integrity_checks",
+    "data_loss_tables",
+    "migrations_rollback",
+}
+
+
+@dataclass(frozen=True)
+class DatabaseSpec:
+    """One of the app's databases (``rollback_app.databases[]``); passwords stay in Ansible."""
+
+    name: str
+    engine: str
+    database: str = ""
+    path: str = ""
+    password_env: str = ""
+    has_password: bool = False
+    integrity_checks: tuple[str, ...] = ()
+    data_loss_tables: tuple[str, ...] = ()
+    migrations_rollback: tuple[str, ...] = ()
+
+    @property
+    def target(self) -> str:
+        return self.path if self.engine == "sqlite" else self.database
+
+
+@dataclass(frozen=True)
+class BackupSpec:
+    root: str = "/var/backups/rollback-ops"
+    files: tuple[str, ...] = ()
+    keep: int = 0
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    kind: str  # redis | command
+    description: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ConfigSpec:
+    files: tuple[str, ...] = ()
+    caches: tuple[CacheSpec, ...] = ()
+
+
 @dataclass(frozen=True)
 class AppSpec:
     name: str
@@ -92,6 +152,9 @@ class AppSpec:
     maintenance: MaintenanceSpec = field(default_factory=MaintenanceSpec)
     docker: DockerSpec = field(default_factory=DockerSpec)
     drain_timeout: int = 0
+    databases: tuple[DatabaseSpec, ...] = ()
+    backup: BackupSpec = field(default_factory=BackupSpec)
+    config: ConfigSpec = field(default_factory=ConfigSpec)
 
     @property
     def declared_keys(self) -> list[str]:
@@ -199,7 +262,124 @@ APP_KEYS = {
     "maintenance",
     "docker",
     "drain_timeout",
+    "databases",
+    "backup",
+    "config",
 }
+
+
+def parse_databases(check: _Checker, raw: dict[str, Any]) -> tuple[DatabaseSpec, ...]:
+    items = raw.get("databases") or []
+    if not isinstance(items, list):
+        check.error("databases", "must be a list of databases")
+        return ()
+    specs: list[DatabaseSpec] = []
+    names: set[str] = set()
+    for i, item in enumerate(items):
+        where = f"databases[{i}]"
+        if not isinstance(item, dict):
+            check.error(where, "must be a mapping {name, engine, ...}")
+            continue
+        for unknown in sorted(set(map(str, item)) - DATABASE_KEYS):
+            check.error(f"{where}.{unknown}", "unknown key")
+        name = check.string(item, "name", f"{where}.name", required=True)
+        if name and (not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in names):
+            check.error(f"{where}.name", f"{name!r} must be unique and a simple name")
+        names.add(name)
+        engine = check.string(item, "engine", f"{where}.engine", required=True)
+        if engine and engine not in ENGINES:
+            check.error(f"{where}.engine", f"must be one of {', '.join(ENGINES)}, not {engine!r}")
+        database = check.string(item, "database", f"{where}.database")
+        path = check.absolute(item, "path", f"{where}.path")
+        if engine == "sqlite" and not path:
+            check.error(f"{where}.path", "is required for sqlite (the database file)")
+        if engine in ("postgresql", "mysql") and not database:
+            check.error(f"{where}.database", f"is required for {engine}")
+        password_env = check.string(item, "password_env", f"{where}.password_env")
+        if password_env and not ENV_KEY.match(password_env):
+            check.error(f"{where}.password_env", f"{password_env!r} is not an env variable name")
+        if "password" in item and password_env:
+            check.error(where, "give password (vault) or password_env, not both")
+        checks = item.get("integrity_checks") or []
+        if not isinstance(checks, list) or not all(
+            isinstance(c, dict) and c.get("name") and c.get("sql") for c in checks
+        ):
+            check.error(f"{where}.integrity_checks", "must be a list of {name, sql}")
+            checks = []
+        losses = item.get("data_loss_tables") or []
+        if not isinstance(losses, list) or not all(
+            isinstance(t, dict) and t.get("table") and t.get("key") for t in losses
+        ):
+            check.error(f"{where}.data_loss_tables", "must be a list of {table, key}")
+            losses = []
+        migrations = check.strings(item, "migrations_rollback", f"{where}.migrations_rollback")
+        for j, m in enumerate(migrations):
+            if not m.startswith("/"):
+                check.error(f"{where}.migrations_rollback[{j}]", f"must be absolute, not {m!r}")
+        specs.append(
+            DatabaseSpec(
+                name=name,
+                engine=engine,
+                database=database,
+                path=path,
+                password_env=password_env,
+                has_password="password" in item,
+                integrity_checks=tuple(str(c["name"]) for c in checks),
+                data_loss_tables=tuple(str(t["table"]) for t in losses),
+                migrations_rollback=migrations,
+            )
+        )
+    return tuple(specs)
+
+
+def parse_backup(check: _Checker, raw: dict[str, Any]) -> BackupSpec:
+    spec = check.mapping(raw, "backup", {"root", "files", "keep"})
+    files = check.strings(spec, "files", "backup.files")
+    for i, f in enumerate(files):
+        if not f.startswith("/"):
+            check.error(f"backup.files[{i}]", f"must be an absolute path, not {f!r}")
+    return BackupSpec(
+        root=check.absolute(spec, "root", "backup.root") or BackupSpec.root,
+        files=files,
+        keep=check.integer(spec, "keep", "backup.keep", 0),
+    )
+
+
+def parse_config(check: _Checker, raw: dict[str, Any], backup: BackupSpec) -> ConfigSpec:
+    spec = check.mapping(raw, "config", {"files", "caches"})
+    files = check.strings(spec, "files", "config.files")
+    for i, f in enumerate(files):
+        if not f.startswith("/"):
+            check.error(f"config.files[{i}]", f"must be an absolute path, not {f!r}")
+        elif f not in backup.files:
+            check.error(f"config.files[{i}]", f"{f} is not in backup.files, so no set holds it")
+    caches: list[CacheSpec] = []
+    items = spec.get("caches") or []
+    if not isinstance(items, list):
+        check.error("config.caches", "must be a list of {redis: {...}} or {command: [...]}")
+        items = []
+    for i, item in enumerate(items):
+        where = f"config.caches[{i}]"
+        if isinstance(item, dict) and set(item) == {"redis"} and isinstance(item["redis"], dict):
+            redis = item["redis"]
+            for unknown in sorted(set(map(str, redis)) - {"socket", "host", "port", "db"}):
+                check.error(f"{where}.redis.{unknown}", "unknown key")
+            db = redis.get("db", 0)
+            if isinstance(db, bool) or not isinstance(db, int) or db < 0:
+                check.error(f"{where}.redis.db", f"must be a database number, not {db!r}")
+            target = (
+                redis.get("socket") or f"{redis.get('host', '127.0.0.1')}:{redis.get('port', 6379)}"
+            )
+            caches.append(CacheSpec("redis", f"redis FLUSHDB {db} on {target}", dict(redis)))
+        elif isinstance(item, dict) and set(item) == {"command"}:
+            argv = item["command"]
+            if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+                check.error(f"{where}.command", "must be a non-empty argv list")
+                continue
+            caches.append(CacheSpec("command", "run " + " ".join(argv), {"argv": argv}))
+        else:
+            check.error(where, "must be {redis: {socket|host, port, db}} or {command: [argv]}")
+    return ConfigSpec(files=files, caches=tuple(caches))
 
 
 def parse_code(check: _Checker, raw: dict[str, Any]) -> CodeSpec:
@@ -361,6 +541,9 @@ def parse_app(host: Host) -> tuple[AppSpec | None, list[str]]:
     maintenance = parse_maintenance(check, raw, env_file)
     docker = parse_docker(check, raw)
     drain_timeout = check.integer(raw, "drain_timeout", "drain_timeout", 0)
+    databases = parse_databases(check, raw)
+    backup = parse_backup(check, raw)
+    config = parse_config(check, raw, backup)
     off = raw.get("master_switch_off", "false")
     spec = AppSpec(
         name=name,
@@ -376,6 +559,9 @@ def parse_app(host: Host) -> tuple[AppSpec | None, list[str]]:
         maintenance=maintenance,
         docker=docker,
         drain_timeout=drain_timeout,
+        databases=databases,
+        backup=backup,
+        config=config,
     )
     return spec, check.errors
 

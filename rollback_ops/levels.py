@@ -24,6 +24,11 @@ class Request:
     force: bool = False  # code: revert despite uncommitted changes (recorded first)
     targets: dict[str, str] = field(default_factory=dict)  # code: pinned per host (--resume)
     resumes: str = ""  # the run this one resumes
+    backup_id: str = ""  # full, config, backup verify: the set (default: newest verified)
+    backup_kind: str = "manual"  # backup create: predeploy, scheduled, manual
+    restore_test: bool = False  # backup create/verify: restore into a throwaway database
+    keep: int | None = None  # backup prune
+    max_age_days: int | None = None  # backup prune
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,9 @@ class Level:
     summary: str
     seeds: str
     values: Callable[[AppSpec, Request], dict[str, str]] | None = None
+    # rollback: production guard, inventory lock, notifications; locked: the lock only
+    # (backup jobs); readonly: none (checks, listings)
+    kind: str = "rollback"
 
     def check(self, app: AppSpec, request: Request) -> list[str]:
         """Problems that make this level impossible for this host's app."""
@@ -90,6 +98,15 @@ class Level:
             "rollback_backup_stamp": request.backup_stamp,
             "rollback_force": request.force,
             "rollback_code_targets": dict(request.targets),
+            "rollback_backup_id": request.backup_id,
+            "rollback_backup_kind": request.backup_kind,
+            "rollback_restore_test": request.restore_test,
+            **({"rollback_keep": request.keep} if request.keep is not None else {}),
+            **(
+                {"rollback_max_age_days": request.max_age_days}
+                if request.max_age_days is not None
+                else {}
+            ),
         }
 
 
@@ -239,9 +256,28 @@ LEVELS["code"] = Level(
     "maintenance on, stop, revert code (git or backup files), rebuild images, start, verify",
     "seed 002 strategy 3; seed 003 full code rollback; seed 004 phase 1 rollback",
 )
-VERIFY = Level("verify", "verify", "only the checks", "seed 003 validation after rollback")
+VERIFY = Level(
+    "verify", "verify", "only the checks", "seed 003 validation after rollback", kind="readonly"
+)
+BACKUP = {
+    "backup-create": Level(
+        "backup-create",
+        "backup_create",
+        "take a verified backup set: databases, env and config files, code ref",
+        "every seed's 'backup before deployment'",
+        kind="locked",
+    ),
+    "backup-list": Level("backup-list", "backup_list", "list the backup sets", "", kind="readonly"),
+    "backup-verify": Level(
+        "backup-verify", "backup_verify", "verify a backup set", "", kind="readonly"
+    ),
+    "backup-prune": Level(
+        "backup-prune", "backup_prune", "prune old backup sets", "", kind="locked"
+    ),
+}
 UNLOCK = Level("unlock", "unlock", "clear the host locks a dead run left", "")
 PLANNED = ("config", "full")
+RESUMABLE = ("code",)  # levels whose failed runs `apply --resume RUN_ID` continues
 
 
 def get(name: str) -> Level:
@@ -250,6 +286,8 @@ def get(name: str) -> Level:
         return LEVELS[name]
     if name in (VERIFY.name, UNLOCK.name):
         return VERIFY if name == VERIFY.name else UNLOCK
+    if name in BACKUP:
+        return BACKUP[name]
     if name in PLANNED:
         raise ConfigError(f"level {name!r} is not built yet; available: {', '.join(LEVELS)}")
     raise ConfigError(f"unknown level {name!r}; choose one of {', '.join(LEVELS)}")

@@ -12,7 +12,8 @@ import time
 from collections.abc import Sequence
 from typing import TextIO
 
-from rollback_ops.results import RunResult, StepEvent
+from rollback_ops.levels import RESUMABLE
+from rollback_ops.results import HostResult, RunResult, StepEvent
 
 MARK = {
     "ok": "ok",
@@ -118,6 +119,9 @@ def recap(result: RunResult) -> str:
     if flags:
         lines.append("  values " + ("that would change:" if result.check else "changed:"))
         lines += [f"    {name}: {f.key} {f.before} -> {f.after}" for name, f in flags]
+    code = [f"    {name}: {line}" for name, h in sorted(result.hosts.items()) if (line := _code(h))]
+    if code:
+        lines += ["  code " + ("that would be reverted:" if result.check else "reverted:"), *code]
     backups = [(name, b) for name, h in sorted(result.hosts.items()) for b in h.backups]
     if backups:
         lines.append("  backups made (copies taken before the change):")
@@ -127,12 +131,30 @@ def recap(result: RunResult) -> str:
     for n in result.notifications:
         state = "sent" if n["ok"] else f"FAILED ({n['error']})"
         lines.append(f"  notification {n['event']} by {n['channel']}: {state}")
+    if not result.ok and not result.check and result.level in RESUMABLE:
+        lines.append(
+            "  where a host stopped, it stays in maintenance; once the cause is fixed, continue "
+            f"with: rollback-ops apply --resume {result.run_id}"
+        )
     verdict = "OK" if result.ok else "FAILED"
     lines.append(
         f"  {verdict}: {len(result.hosts)} host(s), {result.changed} change(s), "
         f"{result.duration:.1f}s; receipt: {result.run_dir}/receipt.json"
     )
     return "\n".join(lines)
+
+
+def _code(host: HostResult) -> str:
+    """The code a host went from and to (code level), for the recap."""
+    code = host.code
+    target = code.get("target") or {}
+    if not target or not code.get("needed"):
+        return ""
+    if "sha" in target:
+        head = str((code.get("current") or {}).get("head", ""))[:12]
+        return f"{head} -> {target.get('ref')} ({str(target['sha'])[:12]})"
+    backups = target.get("backups") or {}
+    return "restored from " + ", ".join(str(b) for b in backups.values())
 
 
 def table(rows: Sequence[Sequence[str]]) -> list[str]:

@@ -3,15 +3,24 @@
 ``Lab.up(n)`` makes exactly n hosts (``web1``..``webN``) and writes an Ansible inventory
 that targets them; running it again keeps hosts that are running. See shared LAB-NOTES for
 the container options (no --privileged; SYS_ADMIN, host cgroup namespace, tmpfs /run).
+
+Each host also gets the outer engine's socket: the app's worker
+(``/opt/analyticbot/app/worker``) is built and run by docker-compose on the host, as the
+container ``rollback-ops-<lab>-<host>-worker`` from the image
+``analyticbot-worker:<lab>-<host>`` (names per host, as every host drives the same engine).
+``up`` puts every host's app back on the good release (``lab-release reset``); ``down``
+removes the workers and their images with the hosts.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import shlex
 import shutil
 import socket
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +33,11 @@ from rollback_ops.lab import engine, image
 
 APP_PORT = 10300
 LABEL = "rollback-ops.lab"
+DOCKER_SOCKET = "/var/run/docker.sock"
+WORKER_DIR = "/opt/analyticbot/app/worker"
+WORKER_REPOSITORY = "analyticbot-worker"
+WORKER_LABEL = "rollback-ops.worker"  # on every layer of a worker image: <lab>-<host>
+COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
 
 
 @dataclass(frozen=True)
@@ -56,6 +70,32 @@ def lab_app_vars() -> dict[str, Any]:
             "path": "/var/log/analyticbot/production.log",
             "error_pattern": r"\[(ERROR|CRITICAL)\]|Traceback",
         },
+        # code level: the app's git work tree (release tags), its worker image and service
+        "code": {
+            "path": "/opt/analyticbot/app",
+            "git": {"mode": "revert", "release_tags": "release-*"},
+            "deps": {
+                "requirements": "requirements.txt",
+                "venv": "/opt/analyticbot/venv",
+                "pip_args": "--no-index",
+            },
+        },
+        "maintenance": {"file": "/srv/analyticbot/MAINTENANCE"},
+        "drain_timeout": 30,
+        "docker": {
+            "images": [
+                {
+                    "context": WORKER_DIR,
+                    "tag": f"{WORKER_REPOSITORY}:{{{{ lab_worker_tag }}}}",
+                    "nocache": True,
+                    # labels every layer, so `lab down` finds the untagged ones too
+                    "buildargs": {"LAB_TAG": "{{ lab_worker_tag }}"},
+                }
+            ],
+            "compose": {"project_dir": WORKER_DIR, "services": ["worker"]},
+            "settle": 3,
+            "log_error_pattern": "Traceback|ERROR",
+        },
     }
 
 
@@ -84,6 +124,14 @@ class Lab:
     def address(self, index: int) -> str:
         return str(self.first_address + index - 1)
 
+    def worker_tag(self, hostname: str) -> str:
+        """The tag of a host's worker image (``analyticbot-worker:<tag>``) and its LAB_TAG."""
+        return f"{self.name}-{hostname}"
+
+    def worker_project(self, hostname: str) -> str:
+        """A host's compose project, also its worker container's name (compose lowercases)."""
+        return f"{self.prefix}{hostname}-worker".lower()
+
     # -- lifecycle ---------------------------------------------------------------------
     def up(self, hosts: int = 3, *, install: bool = False, timeout: float = 120) -> list[LabHost]:
         if not 1 <= hosts <= 20:
@@ -98,6 +146,8 @@ class Lab:
         existing = {c.name: c for c in self._containers(client)}
         for cname, container in existing.items():
             hostname = cname.removeprefix(self.prefix)
+            if hostname not in wanted:
+                self._remove_workers(client, hostname)
             if hostname not in wanted or tag not in container.image.tags:
                 container.remove(force=True)
         for hostname, address in wanted.items():
@@ -105,6 +155,8 @@ class Lab:
         deadline = time.monotonic() + timeout
         for hostname, address in wanted.items():
             self._wait_ready(client, hostname, address, deadline)
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(lambda hostname: self._reset_release(client, hostname), wanted))
         self._write_inventory(wanted)
         return self.status()
 
@@ -113,6 +165,7 @@ class Lab:
             return 0
         client = engine.client()
         removed = 0
+        self._remove_workers(client)
         for container in self._containers(client):
             container.remove(force=True)
             removed += 1
@@ -192,6 +245,7 @@ class Lab:
                 },
                 str(host_dir / "host.env"): {"bind": "/etc/analyticbot/host.env", "mode": "ro"},
                 str(self.key_path) + ".pub": {"bind": "/root/.ssh/authorized_keys", "mode": "ro"},
+                DOCKER_SOCKET: {"bind": DOCKER_SOCKET, "mode": "rw"},
             },
             labels={LABEL: self.name, "rollback-ops.address": address},
         )
@@ -212,6 +266,63 @@ class Lab:
             f"see `docker logs {self.prefix + hostname}`"
         )
 
+    def _reset_release(self, client: Any, hostname: str) -> None:
+        """Write the worker's .env and busybox, then put the good release back on the host."""
+        env = (
+            f"COMPOSE_PROJECT_NAME={self.worker_project(hostname)}\n"
+            f"LAB_TAG={self.worker_tag(hostname)}\n"
+            # docker-compose 1.29 builds with the docker CLI unless told not to (none here)
+            "COMPOSE_DOCKER_CLI_BUILD=0\nDOCKER_BUILDKIT=0\n"
+        )
+        script = (
+            f"set -e; cd {WORKER_DIR}; printf %s {shlex.quote(env)} > .env; "
+            "cmp -s /bin/busybox busybox || cp /bin/busybox busybox; "
+            "lab-release reset"
+        )
+        container = client.containers.get(self.prefix + hostname)
+        result = container.exec_run(["sh", "-c", script])
+        if result.exit_code != 0:
+            raise LabError(
+                f"lab host {hostname}: `lab-release reset` failed: "
+                f"{result.output.decode(errors='replace').strip()[-1500:]}"
+            )
+
+    def _remove_workers(self, client: Any, hostname: str | None = None) -> None:
+        """Remove the worker containers and images of one host, or of every host of the lab."""
+        if hostname is None:
+            project, worker_tag = self.prefix.lower(), f"{self.name}-"
+        else:
+            project, worker_tag = self.worker_project(hostname), self.worker_tag(hostname)
+        # The workers, and the containers of builds that failed (they carry the image's label).
+        for container in client.containers.list(all=True):
+            labels = container.labels
+            if _matches(labels.get(COMPOSE_PROJECT_LABEL, ""), project, hostname) or _matches(
+                labels.get(WORKER_LABEL, ""), worker_tag, hostname
+            ):
+                container.remove(force=True)
+        # Tagged images, and the untagged ones (build cache, the release replaced last).
+        pending = {
+            i.id
+            for i in client.images.list(all=True, filters={"label": WORKER_LABEL})
+            if _matches(i.labels.get(WORKER_LABEL, ""), worker_tag, hostname)
+        }
+        for i in client.images.list(name=WORKER_REPOSITORY):
+            if any(_matches(t.partition(":")[2], worker_tag, hostname) for t in i.tags):
+                pending.add(i.id)
+        while pending:  # children before parents: an image with children cannot be removed
+            removed = set()
+            for image_id in pending:
+                try:
+                    client.images.remove(image_id, force=True)
+                except docker.errors.NotFound:
+                    pass  # went with its child
+                except docker.errors.APIError:
+                    continue
+                removed.add(image_id)
+            if not removed:
+                break
+            pending -= removed
+
     def _write_inventory(self, hosts: dict[str, str]) -> None:
         ssh_args = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
         inventory = {
@@ -224,13 +335,21 @@ class Lab:
                     "ansible_python_interpreter": "/usr/bin/python3",
                     "rollback_app": lab_app_vars(),
                 },
-                "hosts": {name: {"ansible_host": address} for name, address in hosts.items()},
+                "hosts": {
+                    name: {"ansible_host": address, "lab_worker_tag": self.worker_tag(name)}
+                    for name, address in hosts.items()
+                },
             }
         }
         header = (
             f"# Written by `rollback-ops lab up` for lab {self.name!r}; rewritten on each run.\n"
         )
         self.inventory_path.write_text(header + yaml.safe_dump(inventory, sort_keys=False))
+
+
+def _matches(value: str, wanted: str, hostname: str | None) -> bool:
+    """One host's name is matched exactly; the whole lab's (hostname None) as a prefix."""
+    return bool(value) and (value == wanted or (hostname is None and value.startswith(wanted)))
 
 
 def _port_open(address: str, port: int) -> bool:

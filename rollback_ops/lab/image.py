@@ -5,7 +5,10 @@ only what it touches:
 
 * base: ``debootstrap --variant=minbase`` of the machine's own Debian release from the
   mirror apt already uses, imported with ``docker import`` (systemd, sshd, python3, ...);
-* app: a Dockerfile (``files/Dockerfile``) adding the seed-003 demo app to the base.
+* app: a Dockerfile (``files/Dockerfile``) adding the demo app to the base: its git work
+  tree ``/opt/analyticbot/app`` with releases 1.4.0 (deployed) and 1.5.0 (the bad one,
+  ``files/make-releases.sh``), the worker that docker-compose builds and runs, and
+  ``/usr/local/sbin/lab-release`` (``files/lab-release``) that resets or breaks a host.
 """
 
 from __future__ import annotations
@@ -39,6 +42,14 @@ BASE_PACKAGES = [
     "sqlite3",
     "procps",
     "iproute2",
+    # for the code level: the app's worker is built and run with docker-compose against the
+    # outer engine (its socket is mounted into each host), its dependencies go in a venv
+    "python3-docker",
+    "docker-compose",
+    "python3-venv",
+    "busybox-static",
+    # for the full level (each host's PostgreSQL listens on a unix socket only: see Dockerfile)
+    "postgresql",
 ]
 
 
@@ -80,7 +91,9 @@ def base_tag() -> str:
 
 
 def app_tag() -> str:
-    parts = [p.name.encode() + p.read_bytes() for p in sorted(FILES.iterdir()) if p.is_file()]
+    """Hashed from every file under files/ (releases/ included): its path and content."""
+    files = sorted(p for p in FILES.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    parts = [str(p.relative_to(FILES)).encode() + b"\0" + p.read_bytes() for p in files]
     return f"{APP_REPOSITORY}:{_digest(base_tag().encode(), *parts)}"
 
 

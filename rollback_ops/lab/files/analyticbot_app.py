@@ -8,6 +8,11 @@ verified against the running process rather than the file on disk.
 
 Fault injection for tests: FAULT_INJECTION=log_error logs an ERROR line at start;
 FAULT_INJECTION=unhealthy makes /health answer 503.
+
+This file is release 1.4.0 (the good one) of the git work tree /opt/analyticbot/app that
+make-releases.sh builds in the lab image; release 1.5.0 (the bad one) is this file with
+VERSION = "1.5.0" and BROKEN = True. /health reports "maintenance": whether the maintenance
+flag file exists (a code-level rollback turns it on first).
 """
 
 import json
@@ -19,6 +24,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 FLAGS = ("ENABLE_ADVANCED_RECOMMENDATIONS", "ENABLE_TIME_WEIGHTING", "ENABLE_CONTENT_TYPE_ANALYSIS")
 LOG_FILE = os.environ.get("LOG_FILE", "/var/log/analyticbot/production.log")
 STARTED_AT = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+MAINTENANCE_FILE = "/srv/analyticbot/MAINTENANCE"
+VERSION = "1.4.0"
+BROKEN = False  # 1.5.0: logs an ERROR at start and /health says "degraded" (still 200)
 
 
 def flag(name: str) -> bool:
@@ -39,9 +47,10 @@ class Handler(BaseHTTPRequestHandler):
         unhealthy = os.environ.get("FAULT_INJECTION") == "unhealthy"
         body = json.dumps(
             {
-                "status": "degraded" if unhealthy else "healthy",
+                "status": "degraded" if unhealthy or BROKEN else "healthy",
                 "service": "analyticbot",
-                "version": os.environ.get("APP_VERSION", "7.5.0"),
+                "version": VERSION,
+                "maintenance": os.path.exists(MAINTENANCE_FILE),
                 "started_at": STARTED_AT,
                 "pid": os.getpid(),
                 "config": config(),
@@ -73,6 +82,9 @@ def main() -> None:
     log.info("App mode: %s", values["APP_MODE"])
     if not values["ENABLE_ADVANCED_RECOMMENDATIONS"]:
         log.info("Using SIMPLE query (legacy mode)")
+    log.info("AnalyticBot %s starting", VERSION)
+    if BROKEN:
+        log.error("Recommendation engine %s: content-type model failed to load", VERSION)
     if os.environ.get("FAULT_INJECTION") == "log_error":
         log.error("Injected fault: recommendation engine failed to start")
     address = os.environ.get("BIND_ADDRESS", "127.0.0.1")
