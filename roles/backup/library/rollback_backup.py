@@ -1,0 +1,262 @@
+#!/usr/bin/python
+"""Create, list, verify and prune an app's backup sets (databases and files) on a host."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: rollback_backup
+short_description: Create, list, verify and prune backup sets of an app's databases and files
+description:
+  - A backup set is C(<root>/<app>/<set_id>/) (directories 0700, files 0600) holding
+    C(manifest.json), C(db/<name>.dump) (PostgreSQL custom format), C(db/<name>.sqlite3) or
+    C(db/<name>.sql.gz) (MySQL), and C(files/<absolute path>) copies of the app's files.
+    I(set_id) is C(<UTC %Y%m%dT%H%M%SZ>-<kind>).
+  - C(state=created) dumps each database with its engine's own tool (PostgreSQL, pg_dump in
+    the snapshot of a REPEATABLE READ session that takes each table's row count and checksum
+    in that same snapshot; SQLite, the online backup API; MySQL, mysqldump
+    --single-transaction, gzip), copies the files, records the code's git ref, verifies the
+    set at once and writes the manifest atomically. It fails when the verification fails
+    (the set is kept, its manifest says why).
+  - C(state=listed) returns the sets, newest first. C(state=verified) checks every file's
+    sha256 and every dump (pg_restore --list, PRAGMA integrity_check) and, with
+    I(restore_test), restores into a throwaway database and compares each table's rows and
+    checksum with the manifest; the outcome is recorded in the manifest. C(state=pruned)
+    removes the sets beyond the newest I(keep) or older than I(max_age_days), never the
+    newest verified set nor a forensic set.
+  - Passwords go in I(passwords) (name to password, never logged), never in I(databases),
+    so the databases and the results stay visible. They reach the client tools through the
+    environment only (PGPASSWORD, MYSQL_PWD).
+  - Supports check mode (nothing is written; pruned reports what it would remove).
+options:
+  state:
+    description: What to do.
+    type: str
+    choices: [created, listed, verified, pruned]
+    default: created
+  root:
+    description: Where the sets are kept.
+    type: path
+    default: /var/backups/rollback-ops
+  app:
+    description: The app's name (a directory under I(root)).
+    type: str
+    required: true
+  kind:
+    description: created, why the set is made.
+    type: str
+    choices: [predeploy, scheduled, manual, forensic]
+    default: manual
+  databases:
+    description:
+      - The databases, as the inventory gives them; each a dict with C(name), C(engine)
+        (postgresql, sqlite, mysql), C(database) (PostgreSQL, MySQL) or C(path) (SQLite),
+        and optionally C(host), C(port), C(user), C(os_user), C(compression), C(tables),
+        C(schema_version_query), C(integrity_checks), C(data_loss_tables),
+        C(migrations_rollback), C(lock_wait_timeout), C(password_env). No C(password).
+    type: list
+    elements: dict
+    default: []
+  passwords:
+    description: Database name to password.
+    type: dict
+    default: {}
+  files:
+    description: created, absolute paths of files to copy (the app's env and config files).
+    type: list
+    elements: path
+    default: []
+  code_path:
+    description: created, the app's code directory; its git HEAD and describe are recorded.
+    type: path
+    default: ""
+  run_id:
+    description: created, the run that made the set (recorded in the manifest).
+    type: str
+    default: ""
+  set_id:
+    description: verified, the set to verify; empty means the newest.
+    type: str
+    default: ""
+  restore_test:
+    description: created and verified, also restore into a throwaway database and compare.
+    type: bool
+    default: false
+  keep:
+    description: pruned, how many of the newest sets to keep (forensic sets not counted).
+    type: int
+  max_age_days:
+    description: pruned, remove the sets older than this many days.
+    type: float
+author: rollback-ops developers
+"""
+
+RETURN = r"""
+manifest:
+  description: created, the set's manifest.
+  type: dict
+  returned: when state is created and not in check mode
+set_id:
+  description: The set created or verified.
+  type: str
+  returned: when state is created or verified
+backup_file:
+  description: created, the set's directory.
+  type: str
+  returned: when state is created and not in check mode
+sets:
+  description: listed, the sets newest first (set_id, kind, created, run_id, size, verified,
+    describe, databases).
+  type: list
+  returned: when state is listed
+verification:
+  description: ok, at, checks, problems.
+  type: dict
+  returned: when state is created or verified
+restore_test:
+  description: ok, at, tables (per database, each table's rows and checksum), problems.
+  type: dict
+  returned: when state is created or verified
+removed:
+  description: pruned, the sets removed (or that would be, in check mode), with the reasons.
+  type: list
+  returned: when state is pruned
+kept:
+  description: pruned, the set ids kept.
+  type: list
+  returned: when state is pruned
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.rollback_backupset import (
+    BackupError,
+    create_set,
+    list_sets,
+    prune,
+    set_path,
+    verify_set,
+)
+
+
+def with_passwords(module):
+    """The database specs with their passwords merged in (never returned)."""
+    databases = []
+    for spec in module.params["databases"]:
+        if "password" in spec:
+            module.fail_json(
+                msg="database %s: put its password in the passwords option, not in databases"
+                % spec.get("name")
+            )
+        spec = dict(spec)
+        password = module.params["passwords"].get(spec.get("name"))
+        if password:
+            spec["password"] = password
+        databases.append(spec)
+    return databases
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            state=dict(
+                type="str", choices=["created", "listed", "verified", "pruned"], default="created"
+            ),
+            root=dict(type="path", default="/var/backups/rollback-ops"),
+            app=dict(type="str", required=True),
+            kind=dict(
+                type="str",
+                choices=["predeploy", "scheduled", "manual", "forensic"],
+                default="manual",
+            ),
+            databases=dict(type="list", elements="dict", default=[]),
+            passwords=dict(type="dict", default={}, no_log=True),
+            files=dict(type="list", elements="path", default=[]),
+            code_path=dict(type="path", default=""),
+            run_id=dict(type="str", default=""),
+            set_id=dict(type="str", default=""),
+            restore_test=dict(type="bool", default=False),
+            keep=dict(type="int"),
+            max_age_days=dict(type="float"),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    state = params["state"]
+    databases = with_passwords(module)
+    result = dict(changed=False, state=state)
+    try:
+        if state == "created":
+            result["changed"] = True
+            if module.check_mode:
+                result["msg"] = "would create a %s set of %s" % (params["kind"], params["app"])
+                module.exit_json(**result)
+            manifest = create_set(
+                params["root"],
+                params["app"],
+                params["kind"],
+                databases,
+                params["files"],
+                params["code_path"] or "",
+                params["run_id"],
+                params["restore_test"],
+            )
+            result.update(
+                manifest=manifest,
+                set_id=manifest["set_id"],
+                backup_file=str(set_path(params["root"], params["app"], manifest["set_id"])),
+                verification=manifest["verification"],
+                restore_test=manifest["restore_test"],
+            )
+            if not manifest["verification"]["ok"]:
+                module.fail_json(
+                    msg="backup set %s failed its verification: %s"
+                    % (manifest["set_id"], "; ".join(manifest["verification"]["problems"])),
+                    **result,
+                )
+        elif state == "listed":
+            result["sets"] = list_sets(params["root"], params["app"])
+        elif state == "verified":
+            set_id = params["set_id"]
+            if not set_id:
+                sets = list_sets(params["root"], params["app"])
+                if not sets:
+                    module.fail_json(
+                        msg="no backup set of %s under %s" % (params["app"], params["root"]),
+                        **result,
+                    )
+                set_id = sets[0]["set_id"]
+            outcome = verify_set(
+                params["root"],
+                params["app"],
+                set_id,
+                databases,
+                params["restore_test"],
+                record=not module.check_mode,
+            )
+            result.update(outcome)
+            if not outcome["verification"]["ok"]:
+                module.fail_json(
+                    msg="backup set %s failed its verification: %s"
+                    % (set_id, "; ".join(outcome["verification"]["problems"])),
+                    **result,
+                )
+        else:
+            outcome = prune(
+                params["root"],
+                params["app"],
+                params["keep"],
+                params["max_age_days"],
+                dry_run=module.check_mode,
+            )
+            result.update(outcome)
+            result["changed"] = bool(outcome["removed"])
+    except BackupError as exc:
+        result.update(exc.result)
+        module.fail_json(msg="backup: %s" % exc, **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,288 @@
+#!/usr/bin/python
+"""Check, take a forensic copy of, and restore an app's databases from a backup set."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: rollback_dbrestore
+short_description: Restore an app's databases from a backup set, with a forensic copy first
+description:
+  - The set restored is I(set_id), or the newest set under C(<root>/<app>/) whose
+    verification passed and which is not forensic.
+  - C(state=checked) is read-only, for before anything is stopped. The set must be this
+    app's, verified, hold every database of I(databases) with the same engine and database,
+    every file must match its sha256 and every dump must read (pg_restore --list, PRAGMA
+    integrity_check). Reports the set, its code ref and each database's schema version;
+    fails listing every problem.
+  - C(state=forensic) makes a forensic set (never pruned) of the live databases, and saves
+    in it C(keys.json), each data_loss_tables row's key and md5 over the columns the live
+    table shares with the set to restore. Once per I(run_id), a second call finds it made.
+  - C(state=restored) checks the set again, restores each database (PostgreSQL, pg_restore
+    --clean --if-exists --single-transaction, owners kept when the user may; SQLite, atomic
+    replace), runs its migrations_rollback files (each in one transaction), its
+    integrity_checks, and compares the data_loss_tables with the forensic keys. Fails (after
+    restoring) when an integrity check fails. Refuses, before touching anything, without a
+    forensic set of the run unless I(require_forensic) is false.
+  - Passwords go in I(passwords) (name to password, never logged), never in I(databases).
+  - Supports check mode (forensic and restored report what they would do).
+options:
+  state:
+    description: What to do.
+    type: str
+    choices: [checked, forensic, restored]
+    default: checked
+  root:
+    description: Where the sets are kept.
+    type: path
+    default: /var/backups/rollback-ops
+  app:
+    description: The app's name.
+    type: str
+    required: true
+  databases:
+    description: The databases, as for M(rollback_backup); no C(password) in them.
+    type: list
+    elements: dict
+    required: true
+  passwords:
+    description: Database name to password.
+    type: dict
+    default: {}
+  set_id:
+    description: The set to restore; empty means the newest verified non-forensic set.
+    type: str
+    default: ""
+  kinds:
+    description: Without I(set_id), choose only among sets of these kinds (e.g. predeploy).
+    type: list
+    elements: str
+    default: []
+  run_id:
+    description: The rollback run (names the forensic set; restored looks for that run's).
+    type: str
+    default: ""
+  forensic_set_id:
+    description: restored, the forensic set to compare with; empty means the run's newest.
+    type: str
+    default: ""
+  require_forensic:
+    description: restored, refuse to restore without a forensic set to compare with.
+    type: bool
+    default: true
+  files:
+    description: forensic, files to copy into the forensic set too.
+    type: list
+    elements: path
+    default: []
+  code_path:
+    description: forensic, the code directory whose git ref is recorded.
+    type: path
+    default: ""
+author: rollback-ops developers
+"""
+
+RETURN = r"""
+set_id:
+  description: The set chosen to restore.
+  type: str
+  returned: always
+code:
+  description: The chosen set's code (path, ref, describe), or {} when it was not git.
+  type: dict
+  returned: always
+schema_versions:
+  description: Database name to the chosen set's schema version.
+  type: dict
+  returned: always
+live_differences:
+  description: checked, per database, how the live one differs from the set ([] when equal).
+  type: dict
+  returned: when state is checked
+needed:
+  description: checked, whether any live database differs from the set.
+  type: bool
+  returned: when state is checked
+problems:
+  description: What makes the set unfit to restore (the module fails when there is any).
+  type: list
+  returned: always
+forensic_set_id:
+  description: forensic and restored, the forensic set.
+  type: str
+  returned: when state is forensic or restored
+backup_file:
+  description: forensic, the forensic set's directory.
+  type: str
+  returned: when state is forensic
+keys:
+  description: forensic, database to table to the number of row keys saved.
+  type: dict
+  returned: when state is forensic
+restored:
+  description: restored, what was done for each database.
+  type: list
+  returned: when state is restored
+migrations:
+  description: restored, database name to the migration files run.
+  type: dict
+  returned: when state is restored
+integrity:
+  description: restored, database name to ok, passed, failures (name, count, rows).
+  type: dict
+  returned: when state is restored
+data_loss:
+  description: restored, database to table to missing, changed (first 20 keys), missing_count,
+    changed_count, dropped_columns.
+  type: dict
+  returned: when state is restored
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.rollback_backupset import (
+    BackupError,
+    check_restorable,
+    choose_set,
+    live_differences,
+    create_forensic,
+    find_forensic,
+    restore_set,
+    set_path,
+)
+
+
+def with_passwords(module):
+    """The database specs with their passwords merged in (never returned)."""
+    databases = []
+    for spec in module.params["databases"]:
+        if "password" in spec:
+            module.fail_json(
+                msg="database %s: put its password in the passwords option, not in databases"
+                % spec.get("name")
+            )
+        spec = dict(spec)
+        password = module.params["passwords"].get(spec.get("name"))
+        if password:
+            spec["password"] = password
+        databases.append(spec)
+    return databases
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            state=dict(type="str", choices=["checked", "forensic", "restored"], default="checked"),
+            root=dict(type="path", default="/var/backups/rollback-ops"),
+            app=dict(type="str", required=True),
+            databases=dict(type="list", elements="dict", required=True),
+            passwords=dict(type="dict", default={}, no_log=True),
+            set_id=dict(type="str", default=""),
+            kinds=dict(type="list", elements="str", default=[]),
+            run_id=dict(type="str", default=""),
+            forensic_set_id=dict(type="str", default=""),
+            require_forensic=dict(type="bool", default=True),
+            files=dict(type="list", elements="path", default=[]),
+            code_path=dict(type="path", default=""),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    state = params["state"]
+    root, app = params["root"], params["app"]
+    databases = with_passwords(module)
+    result = dict(changed=False, state=state, set_id="", code={}, schema_versions={}, problems=[])
+    try:
+        set_dir, manifest = choose_set(root, app, params["set_id"], tuple(params["kinds"]))
+        check = check_restorable(set_dir, app, databases)
+        result.update(
+            set_id=manifest["set_id"],
+            kind=manifest.get("kind"),
+            created=manifest.get("created"),
+            code=check.get("code", {}),
+            schema_versions=check.get("schema_versions", {}),
+            problems=check["problems"],
+            checks=check["checks"],
+        )
+        if check["problems"]:
+            module.fail_json(
+                msg="backup set %s cannot be restored: %s"
+                % (manifest["set_id"], "; ".join(check["problems"])),
+                **result,
+            )
+        if state == "checked":
+            differences = live_differences(manifest, databases)
+            result["live_differences"] = differences
+            result["needed"] = any(differences.values())
+            module.exit_json(**result)
+
+        forensic = None
+        if params["forensic_set_id"] or params["run_id"]:
+            forensic = find_forensic(root, app, params["run_id"], params["forensic_set_id"])
+
+        if state == "forensic":
+            if forensic is not None:
+                result.update(
+                    forensic_set_id=forensic[1]["set_id"],
+                    backup_file=str(forensic[0]),
+                    msg="the forensic set of run %s exists" % params["run_id"],
+                )
+                module.exit_json(**result)
+            result["changed"] = True
+            if module.check_mode:
+                module.exit_json(msg="would make a forensic set", **result)
+            made = create_forensic(
+                root,
+                app,
+                databases,
+                params["files"],
+                params["code_path"] or "",
+                params["run_id"],
+                target=manifest,
+            )
+            forensic_id = made["manifest"]["set_id"]
+            result.update(
+                forensic_set_id=forensic_id,
+                backup_file=str(set_path(root, app, forensic_id)),
+                keys=made["keys"],
+                verification=made["manifest"]["verification"],
+            )
+            if not made["manifest"]["verification"]["ok"]:
+                module.fail_json(
+                    msg="the forensic set %s failed its verification" % forensic_id, **result
+                )
+            module.exit_json(**result)
+
+        # restored
+        if forensic is None and params["require_forensic"]:
+            module.fail_json(
+                msg="no forensic set of run %r to compare with: make one first (state=forensic) "
+                "or set require_forensic=false" % params["run_id"],
+                **result,
+            )
+        result["forensic_set_id"] = forensic[1]["set_id"] if forensic else ""
+        result["changed"] = True
+        if module.check_mode:
+            module.exit_json(msg="would restore from %s" % manifest["set_id"], **result)
+        outcome = restore_set(set_dir, databases, forensic[0] if forensic else None)
+        result.update(outcome)
+        if not outcome["ok"]:
+            failed = [
+                "%s: %s" % (name, ", ".join(f["name"] for f in check_["failures"]))
+                for name, check_ in outcome["integrity"].items()
+                if not check_["ok"]
+            ]
+            module.fail_json(
+                msg="restored from %s, but integrity checks fail: %s"
+                % (manifest["set_id"], "; ".join(failed)),
+                **result,
+            )
+    except BackupError as exc:
+        result.update(exc.result)
+        module.fail_json(msg="dbrestore: %s" % exc, **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
