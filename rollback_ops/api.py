@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import secrets
 import socket
 import threading
@@ -114,7 +115,7 @@ def prepare(
             )
     by_problem: dict[str, list[str]] = {}
     for h in hosts:
-        for problem in lvl.check(apps[h], request):
+        for problem in lvl.check(apps[h], request) + _password_problems(lvl, apps[h]):
             by_problem.setdefault(problem, []).append(h)
     if by_problem:
         lines = [f"{', '.join(hs)}: {problem}" for problem, hs in by_problem.items()]
@@ -122,6 +123,18 @@ def prepare(
             f"cannot run level {lvl.name} on inventory {inv.name}:\n  " + "\n  ".join(lines)
         )
     return Prepared(inv, apps, hosts, lvl, request, notify.config_from(inv))
+
+
+def _password_problems(level: Level, app: AppSpec) -> list[str]:
+    """Database passwords named by password_env must be in this controller's environment."""
+    if level.name not in ("full", "backup-create", "backup-verify"):
+        return []
+    return [
+        f"database {db.name} of app {app.name}: its password variable {db.password_env} is not "
+        "set in this environment"
+        for db in app.databases
+        if db.password_env and not os.environ.get(db.password_env)
+    ]
 
 
 def prepare_resume(

@@ -17,7 +17,7 @@ from typing import Any
 from rollback_ops import api, authorization, history, levels, paths, progress
 from rollback_ops.authorization import Authorization, current_operator
 from rollback_ops.exceptions import Refused, RollbackOpsError
-from rollback_ops.progress import LiveProgress, PlainProgress, recap
+from rollback_ops.progress import LiveProgress, PlainProgress, backup_table, recap
 from rollback_ops.results import RunResult
 
 INVENTORY_HELP = "staging, prod|production, lab, local (the demo's), or a path to a YAML inventory"
@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
                 default="",
                 help="code level, backup files: restore <file>.backup.STAMP "
                 "(default: each file's newest backup)",
+            )
+            p.add_argument(
+                "--backup-id",
+                metavar="SET_ID",
+                default="",
+                help="full level: the backup set to restore (default: the newest verified "
+                "pre-deployment set; see `backup list`)",
             )
             p.add_argument(
                 "--force",
@@ -180,6 +187,51 @@ def build_parser() -> argparse.ArgumentParser:
     p_rec.add_argument("--code-bug", action="store_true", help="a code bug needs reverting")
     p_rec.add_argument("--inventory", "-i", help="read rollback_thresholds from this inventory")
     p_rec.add_argument("--json", action="store_true", help="print the recommendation as JSON")
+
+    p_backup = sub.add_parser(
+        "backup", help="backup sets of the apps' databases, env and config files, and code ref"
+    )
+    backup_sub = p_backup.add_subparsers(dest="backup_command", required=True, metavar="ACTION")
+
+    def backup_target(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--inventory", "-i", required=True, help=INVENTORY_HELP)
+        p.add_argument("--limit", "-l", help="only these hosts (comma-separated names or patterns)")
+        p.add_argument("--app", help="only the hosts of this app (rollback_app.name)")
+        p.add_argument("--json", action="store_true", help="print the JSON receipt on stdout")
+
+    p_bcreate = backup_sub.add_parser(
+        "create", help="take a backup set on each host and verify it right away"
+    )
+    backup_target(p_bcreate)
+    p_bcreate.add_argument(
+        "--kind",
+        choices=["predeploy", "manual"],
+        default="predeploy",
+        help="predeploy (default; what the full level restores) or manual",
+    )
+    p_bcreate.add_argument(
+        "--restore-test",
+        action="store_true",
+        help="also restore into a throwaway database and compare every table",
+    )
+    p_blist = backup_sub.add_parser("list", help="the backup sets per host, newest first")
+    backup_target(p_blist)
+    p_bverify = backup_sub.add_parser("verify", help="verify a backup set again")
+    backup_target(p_bverify)
+    p_bverify.add_argument("--backup-id", metavar="SET_ID", default="", help="default: newest")
+    p_bverify.add_argument(
+        "--restore-test",
+        action="store_true",
+        help="restore into a throwaway database and compare rows and checksums with the manifest",
+    )
+    p_bprune = backup_sub.add_parser(
+        "prune", help="remove old sets (never the newest verified one, never forensic sets)"
+    )
+    backup_target(p_bprune)
+    p_bprune.add_argument("--keep", type=int, metavar="N", help="keep the newest N sets")
+    p_bprune.add_argument(
+        "--max-age", type=int, metavar="DAYS", help="remove the sets older than DAYS days"
+    )
 
     p_history = sub.add_parser("history", help="the audit history of runs (seed 003's table)")
     p_history.add_argument("--json", action="store_true", help="print the entries as JSON")
@@ -295,6 +347,8 @@ def _prepare(args: argparse.Namespace) -> api.Prepared:
     code_options += ["--force"] * args.force
     if code_options and args.level not in ("code", "full"):
         raise RollbackOpsError(f"{', '.join(code_options)}: only with --level code or full")
+    if args.backup_id and args.level not in ("full",):
+        raise RollbackOpsError("--backup-id: only with --level full")
     return api.prepare(
         args.level,
         args.inventory,
@@ -306,6 +360,7 @@ def _prepare(args: argparse.Namespace) -> api.Prepared:
         to_ref=args.to,
         backup_stamp=args.backup_stamp,
         force=args.force,
+        backup_id=args.backup_id,
     )
 
 
@@ -338,6 +393,29 @@ def cmd_unlock(args: argparse.Namespace) -> int:
     observer = _observer(sys.stderr)
     result = api.execute(prep, state_dir=args.state_dir, observer=observer, auth=auth)
     return _finish(result, args, observer)
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    action = args.backup_command
+    if action == "prune" and args.keep is None and args.max_age is None:
+        raise RollbackOpsError("backup prune needs --keep N and/or --max-age DAYS")
+    prep = api.prepare(
+        f"backup-{action}",
+        args.inventory,
+        limit=args.limit,
+        app=args.app,
+        state_dir=args.state_dir,
+        backup_id=getattr(args, "backup_id", ""),
+        backup_kind=getattr(args, "kind", "manual"),
+        restore_test=getattr(args, "restore_test", False),
+        keep=getattr(args, "keep", None),
+        max_age_days=getattr(args, "max_age", None),
+    )
+    observer = _observer(sys.stderr)
+    result = api.execute(prep, state_dir=args.state_dir, observer=observer)
+    code = _finish(result, args, observer)
+    print(backup_table(result), file=sys.stderr)
+    return code
 
 
 def cmd_levels(args: argparse.Namespace) -> int:
@@ -498,6 +576,7 @@ COMMANDS = {
     "levels": cmd_levels,
     "unlock": cmd_unlock,
     "history": cmd_history,
+    "backup": cmd_backup,
     "report": cmd_report,
     "recommend": cmd_recommend,
     "demo": cmd_demo,

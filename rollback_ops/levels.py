@@ -45,8 +45,8 @@ class Level:
     def check(self, app: AppSpec, request: Request) -> list[str]:
         """Problems that make this level impossible for this host's app."""
         problems: list[str] = []
-        if self.name == "code":
-            return _code_problems(app, request)
+        if self.name in ("code", "full"):
+            return _code_problems(app, request, full=self.name == "full")
         if self.values is None:
             return problems
         if not app.env_file:
@@ -68,8 +68,8 @@ class Level:
         return problems
 
     def plan(self, host: str, app: AppSpec, request: Request) -> list[str]:
-        if self.name == "code":
-            return _code_plan(host, app, request)
+        if self.name in ("code", "full"):
+            return _code_plan(host, app, request, full=self.name == "full")
         values = self.values(app, request) if self.values else {}
         steps: list[str] = []
         if values:
@@ -126,8 +126,10 @@ def _verify_steps(app: AppSpec, values: dict[str, str]) -> list[str]:
     return steps
 
 
-def _code_problems(app: AppSpec, request: Request) -> list[str]:
+def _code_problems(app: AppSpec, request: Request, full: bool = False) -> list[str]:
     problems = []
+    if full and not app.databases:
+        problems.append(f"app {app.name} has no rollback_app.databases to restore")
     if not app.code.method:
         problems.append(f"app {app.name} has no rollback_app.code (git or files) to revert")
     elif app.code.method == "git" and request.backup_stamp:
@@ -137,11 +139,20 @@ def _code_problems(app: AppSpec, request: Request) -> list[str]:
     return problems
 
 
-def _code_plan(host: str, app: AppSpec, request: Request) -> list[str]:
+def _code_plan(host: str, app: AppSpec, request: Request, full: bool = False) -> list[str]:
     code, docker, maint = app.code, app.docker, app.maintenance
     checks = []
+    backup_set = request.backup_id or "the newest verified predeploy backup set"
+    if full:
+        dbs = ", ".join(f"{d.name} ({d.engine})" for d in app.databases)
+        checks.append(
+            f"{backup_set} under {app.backup.root}/{app.name} is this app's, verified, holds "
+            f"{dbs}, its checksums match and its dumps read"
+        )
     if code.method == "git":
         target = request.targets.get(host) or request.to_ref
+        if full and not target:
+            target = "the release the set was taken with"
         target = target or f"the previous release (second newest tag {code.release_tags!r})"
         checks.append(f"{target} exists in {code.path}")
         checks.append(
@@ -160,7 +171,9 @@ def _code_plan(host: str, app: AppSpec, request: Request) -> list[str]:
         "preflight (every host, all or nothing): "
         + "; ".join(checks)
         + "; free disk; then take the host's lock",
-        "if the code, images, containers and units already match the target: nothing to do",
+        "if the code, images, containers and units already match the target"
+        + (" and the databases equal the set" if full else "")
+        + ": nothing to do",
     ]
     if maint.configured:
         steps.append(f"maintenance on ({_maintenance_how(app)})")
@@ -170,6 +183,11 @@ def _code_plan(host: str, app: AppSpec, request: Request) -> list[str]:
     if docker.project_dir:
         steps.append(
             f"stop compose services {', '.join(docker.services) or '(all)'} in {docker.project_dir}"
+        )
+    if full:
+        steps.append(
+            f"forensic set of the live databases ({', '.join(d.name for d in app.databases)}) "
+            f"in {app.backup.root}/{app.name}/<stamp>-forensic, with the data-loss tables' keys"
         )
     if code.method == "git":
         how = (
@@ -183,6 +201,25 @@ def _code_plan(host: str, app: AppSpec, request: Request) -> list[str]:
         remove = f"remove {', '.join(code.remove)}" if code.remove else ""
         what = "; ".join(x for x in (restore, remove) if x)
         steps.append(f"tar the current files to /var/lib/rollback-ops/code/, then {what}")
+    if full:
+        for db in app.databases:
+            how = (
+                "pg_restore --clean --if-exists --single-transaction"
+                if db.engine == "postgresql"
+                else "atomic replace of the file"
+                if db.engine == "sqlite"
+                else "mysql < dump"
+            )
+            extra = [f"run {', '.join(db.migrations_rollback)}"] if db.migrations_rollback else []
+            if db.integrity_checks:
+                extra.append(f"integrity checks: {', '.join(db.integrity_checks)}")
+            if db.data_loss_tables:
+                extra.append(f"data-loss report for {', '.join(db.data_loss_tables)}")
+            steps.append(
+                f"restore {db.name} ({db.target}) from {backup_set}: {how}"
+                + (f"; {'; '.join(extra)}" if extra else "")
+                + " (unless it already equals the set)"
+            )
     if code.requirements:
         venv = f" into {code.venv}" if code.venv else ""
         steps.append(f"pip install -r {code.path}/{code.requirements}{venv}")
@@ -256,6 +293,13 @@ LEVELS["code"] = Level(
     "maintenance on, stop, revert code (git or backup files), rebuild images, start, verify",
     "seed 002 strategy 3; seed 003 full code rollback; seed 004 phase 1 rollback",
 )
+LEVELS["full"] = Level(
+    "full",
+    "full",
+    "code + forensic dump of the live databases + restore of the pre-deployment backup + "
+    "migration rollback SQL + integrity checks + data-loss report",
+    "seed 002 strategy 4; seed 001; seed 003 step 4",
+)
 VERIFY = Level(
     "verify", "verify", "only the checks", "seed 003 validation after rollback", kind="readonly"
 )
@@ -276,8 +320,8 @@ BACKUP = {
     ),
 }
 UNLOCK = Level("unlock", "unlock", "clear the host locks a dead run left", "")
-PLANNED = ("config", "full")
-RESUMABLE = ("code",)  # levels whose failed runs `apply --resume RUN_ID` continues
+PLANNED = ("config",)
+RESUMABLE = ("code", "full")  # levels whose failed runs `apply --resume RUN_ID` continues
 
 
 def get(name: str) -> Level:

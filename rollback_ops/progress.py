@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from rollback_ops.levels import RESUMABLE
 from rollback_ops.results import HostResult, RunResult, StepEvent
@@ -122,6 +122,8 @@ def recap(result: RunResult) -> str:
     code = [f"    {name}: {line}" for name, h in sorted(result.hosts.items()) if (line := _code(h))]
     if code:
         lines += ["  code " + ("that would be reverted:" if result.check else "reverted:"), *code]
+    for name, h in sorted(result.hosts.items()):
+        lines += [f"  {name}: {line}" for line in _restore(h)]
     backups = [(name, b) for name, h in sorted(result.hosts.items()) for b in h.backups]
     if backups:
         lines.append("  backups made (copies taken before the change):")
@@ -155,6 +157,94 @@ def _code(host: HostResult) -> str:
         return f"{head} -> {target.get('ref')} ({str(target['sha'])[:12]})"
     backups = target.get("backups") or {}
     return "restored from " + ", ".join(str(b) for b in backups.values())
+
+
+def _restore(host: HostResult) -> list[str]:
+    """The full level's database restore on a host: set, migrations, integrity, data loss."""
+    data = host.data
+    if "restored" not in data:
+        return []
+    lines = [f"databases restored from backup set {data.get('set_id')}"]
+    for name, files in (data.get("migrations") or {}).items():
+        if files:
+            lines.append(f"  {name}: migration rollback ran: {', '.join(map(str, files))}")
+    for name, check in (data.get("integrity") or {}).items():
+        state = "ok" if check.get("ok") else "FAILED"
+        lines.append(f"  {name}: integrity checks {state}")
+    for table, loss in (data.get("data_loss") or {}).items():
+        lines.append(
+            f"  data loss in {table}: {loss.get('missing_count', 0)} row(s) written since the "
+            f"backup, {loss.get('changed_count', 0)} changed (kept in forensic set "
+            f"{data.get('forensic_set_id')})"
+        )
+    return lines
+
+
+def backup_table(result: RunResult) -> str:
+    """What a backup command found or made, per host."""
+    rows = [("HOST", "SET", "KIND", "CREATED", "SIZE", "VERIFIED", "CODE")]
+    for name, host in sorted(result.hosts.items()):
+        data = host.data
+        sets = data.get("sets")
+        if sets is None and data.get("manifest"):
+            sets = [_summary(data["manifest"])]
+        for item in sets or []:
+            verified = item.get("verified")
+            rows.append(
+                (
+                    name,
+                    str(item.get("set_id", "")),
+                    str(item.get("kind", "")),
+                    str(item.get("created", "")),
+                    _size(int(item.get("size") or 0)),
+                    "yes" if verified else "NO" if verified is False else "?",
+                    str(item.get("describe", "")),
+                )
+            )
+        if "verification" in data and "manifest" not in data:
+            v = data["verification"] or {}
+            problems = "; ".join(v.get("problems") or [])
+            rows.append(
+                (
+                    name,
+                    str(data.get("set_id", "")),
+                    "",
+                    "",
+                    "",
+                    "yes" if v.get("ok") else "NO",
+                    problems,
+                )
+            )
+        for removed in data.get("removed") or []:
+            what = removed if isinstance(removed, str) else removed.get("set_id", "")
+            rows.append((name, str(what), "", "", "", "", "removed"))
+    if len(rows) == 1:
+        return ""
+    return "\n".join(["", *table(rows)])
+
+
+def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
+    size = sum(int(d.get("size") or 0) for d in manifest.get("databases", []))
+    size += sum(int(f.get("size") or 0) for f in manifest.get("files", []))
+    return {
+        "set_id": manifest.get("set_id"),
+        "kind": manifest.get("kind"),
+        "created": manifest.get("created"),
+        "size": size,
+        "verified": (manifest.get("verification") or {}).get("ok"),
+        "describe": (manifest.get("code") or {}).get("describe", ""),
+    }
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    value = n / 1024
+    for unit in ("KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
 
 
 def table(rows: Sequence[Sequence[str]]) -> list[str]:

@@ -44,6 +44,8 @@ class HostResult:
     notes: list[str] = field(default_factory=list)
     # code level: current and target code, the record of the code before (snapshot), images
     code: dict[str, Any] = field(default_factory=dict)
+    # full level and backup jobs: backup set chosen, forensic set, restore, data loss, sets
+    data: dict[str, Any] = field(default_factory=dict)
     started: float = 0.0
     ended: float = 0.0
 

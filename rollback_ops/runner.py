@@ -27,6 +27,21 @@ from rollback_ops.results import SKIP_PREFIX, FlagChange, HostResult, StepEvent,
 EventSink = Callable[[StepEvent], None]
 # bookkeeping tasks: recorded in the receipt, not shown as steps (unless they fail)
 HIDDEN_ACTIONS = ("validate_argument_spec", "include_role", "include_tasks")
+# what the backup modules return that goes into the receipt (HostResult.data)
+DATA_KEYS = (
+    "set_id",
+    "live_differences",
+    "forensic_set_id",
+    "restored",
+    "migrations",
+    "integrity",
+    "data_loss",
+    "manifest",
+    "sets",
+    "verification",
+    "restore_test",
+    "removed",
+)
 RESULT_EVENTS: dict[str, StepStatus] = {
     "runner_on_ok": "ok",
     "runner_on_failed": "failed",
@@ -152,6 +167,13 @@ class _Collector:
                 host.code["images"] = res["images"]
             if res.get("containers"):
                 host.code["containers"] = res["containers"]
+        if action.endswith(("rollback_dbrestore", "rollback_backup")) and status in (
+            "ok",
+            "changed",
+        ):
+            for key in DATA_KEYS:
+                if key in res:
+                    host.data[key] = res[key]
         backup = res.get("backup_file")
         if isinstance(backup, str) and backup:
             host.backups.append(backup)

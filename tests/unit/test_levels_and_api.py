@@ -24,7 +24,7 @@ def test_unknown_levels_and_unbuilt_levels_are_refused():
     with pytest.raises(ConfigError, match="unknown level"):
         levels.get("nope")
     with pytest.raises(ConfigError, match="not built yet"):
-        levels.get("full")
+        levels.get("config")
 
 
 def test_flag_without_flags_turns_the_master_switch_off(state_dir: Path):
