@@ -82,6 +82,7 @@ def prepare(
     restore_test: bool = False,
     keep: int | None = None,
     max_age_days: int | None = None,
+    schedule_at: str = "",
     app: str | None = None,
 ) -> Prepared:
     """Load and validate everything a run needs; raise before any host is touched."""
@@ -105,6 +106,7 @@ def prepare(
         restore_test=restore_test,
         keep=keep,
         max_age_days=max_age_days,
+        schedule_at=schedule_at,
     )
     if app is not None:
         hosts = [h for h in hosts if apps[h].name == app]
@@ -127,7 +129,7 @@ def prepare(
 
 def _password_problems(level: Level, app: AppSpec) -> list[str]:
     """Database passwords named by password_env must be in this controller's environment."""
-    if level.name not in ("full", "backup-create", "backup-verify"):
+    if level.name not in ("full", "backup-create", "backup-verify", "backup-schedule"):
         return []
     return [
         f"database {db.name} of app {app.name}: its password variable {db.password_env} is not "

@@ -82,8 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                 "--backup-id",
                 metavar="SET_ID",
                 default="",
-                help="full level: the backup set to restore (default: the newest verified "
-                "pre-deployment set; see `backup list`)",
+                help="full and config levels: the backup set to restore (default: the newest "
+                "verified pre-deployment set; config: the newest verified set holding the files; "
+                "see `backup list`)",
             )
             p.add_argument(
                 "--force",
@@ -233,6 +234,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-age", type=int, metavar="DAYS", help="remove the sets older than DAYS days"
     )
 
+    p_bsched = backup_sub.add_parser(
+        "schedule",
+        help="install a systemd timer on the hosts that takes a backup set (same engine)",
+    )
+    backup_target(p_bsched)
+    p_bsched.add_argument(
+        "--at",
+        required=True,
+        metavar="CALENDAR",
+        help='systemd calendar spec, e.g. "*-*-* 02:00:00" or daily (systemd.time(7))',
+    )
+    p_bsched.add_argument(
+        "--keep", type=int, metavar="N", help="prune to the newest N sets after each one"
+    )
+    p_bunsched = backup_sub.add_parser("unschedule", help="remove the backup timer")
+    backup_target(p_bunsched)
+
     p_history = sub.add_parser("history", help="the audit history of runs (seed 003's table)")
     p_history.add_argument("--json", action="store_true", help="print the entries as JSON")
     p_history.add_argument("--last", type=int, default=20, metavar="N", help="the last N runs")
@@ -347,8 +365,8 @@ def _prepare(args: argparse.Namespace) -> api.Prepared:
     code_options += ["--force"] * args.force
     if code_options and args.level not in ("code", "full"):
         raise RollbackOpsError(f"{', '.join(code_options)}: only with --level code or full")
-    if args.backup_id and args.level not in ("full",):
-        raise RollbackOpsError("--backup-id: only with --level full")
+    if args.backup_id and args.level not in ("full", "config"):
+        raise RollbackOpsError("--backup-id: only with --level full or config")
     return api.prepare(
         args.level,
         args.inventory,
@@ -410,6 +428,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
         restore_test=getattr(args, "restore_test", False),
         keep=getattr(args, "keep", None),
         max_age_days=getattr(args, "max_age", None),
+        schedule_at=getattr(args, "at", ""),
     )
     observer = _observer(sys.stderr)
     result = api.execute(prep, state_dir=args.state_dir, observer=observer)
@@ -421,8 +440,6 @@ def cmd_backup(args: argparse.Namespace) -> int:
 def cmd_levels(args: argparse.Namespace) -> int:
     for name, lv in levels.LEVELS.items():
         print(f"{name:<10} {lv.summary}  [{lv.seeds}]")
-    for name in levels.PLANNED:
-        print(f"{name:<10} (not built yet)")
     return 0
 
 

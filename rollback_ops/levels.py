@@ -29,6 +29,7 @@ class Request:
     restore_test: bool = False  # backup create/verify: restore into a throwaway database
     keep: int | None = None  # backup prune
     max_age_days: int | None = None  # backup prune
+    schedule_at: str = ""  # backup schedule: systemd calendar spec
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,10 @@ class Level:
         problems: list[str] = []
         if self.name in ("code", "full"):
             return _code_problems(app, request, full=self.name == "full")
+        if self.name == "config":
+            if not app.config.files:
+                return [f"app {app.name} has no rollback_app.config.files to restore"]
+            return []
         if self.values is None:
             return problems
         if not app.env_file:
@@ -70,6 +75,8 @@ class Level:
     def plan(self, host: str, app: AppSpec, request: Request) -> list[str]:
         if self.name in ("code", "full"):
             return _code_plan(host, app, request, full=self.name == "full")
+        if self.name == "config":
+            return _config_plan(app, request)
         values = self.values(app, request) if self.values else {}
         steps: list[str] = []
         if values:
@@ -101,6 +108,7 @@ class Level:
             "rollback_backup_id": request.backup_id,
             "rollback_backup_kind": request.backup_kind,
             "rollback_restore_test": request.restore_test,
+            **({"rollback_schedule_at": request.schedule_at} if request.schedule_at else {}),
             **({"rollback_keep": request.keep} if request.keep is not None else {}),
             **(
                 {"rollback_max_age_days": request.max_age_days}
@@ -247,6 +255,24 @@ def _code_plan(host: str, app: AppSpec, request: Request, full: bool = False) ->
     return steps
 
 
+def _config_plan(app: AppSpec, request: Request) -> list[str]:
+    backup_set = request.backup_id or "the newest verified backup set holding them"
+    files = ", ".join(app.config.files)
+    steps = [
+        f"preflight (every host, all or nothing): {backup_set} under "
+        f"{app.backup.root}/{app.name} holds {files} with matching sha256; take the host's lock",
+        "if the files already equal the set's: nothing to do",
+        f"copy each differing file to <file>.backup.<UTC stamp>, then put back the set's copy "
+        f"(atomic, the recorded mode and owner): {files}",
+    ]
+    steps += [f"clear the cache: {cache.description}" for cache in app.config.caches]
+    if app.units:
+        steps.append(f"restart {', '.join(app.units)}")
+    if request.verify:
+        steps += _verify_steps(app, {})
+    return steps
+
+
 def _maintenance_how(app: AppSpec) -> str:
     maint = app.maintenance
     parts = []
@@ -287,6 +313,12 @@ LEVELS: dict[str, Level] = {
         _emergency_values,
     ),
 }
+LEVELS["config"] = Level(
+    "config",
+    "config",
+    "restore the previous config files from a backup set, clear caches, restart, verify",
+    "seed 002 strategy 2",
+)
 LEVELS["code"] = Level(
     "code",
     "code",
@@ -315,12 +347,21 @@ BACKUP = {
     "backup-verify": Level(
         "backup-verify", "backup_verify", "verify a backup set", "", kind="readonly"
     ),
+    "backup-schedule": Level(
+        "backup-schedule",
+        "backup_schedule",
+        "install a systemd timer taking backup sets",
+        "",
+        kind="locked",
+    ),
+    "backup-unschedule": Level(
+        "backup-unschedule", "backup_unschedule", "remove the backup timer", "", kind="locked"
+    ),
     "backup-prune": Level(
         "backup-prune", "backup_prune", "prune old backup sets", "", kind="locked"
     ),
 }
 UNLOCK = Level("unlock", "unlock", "clear the host locks a dead run left", "")
-PLANNED = ("config",)
 RESUMABLE = ("code", "full")  # levels whose failed runs `apply --resume RUN_ID` continues
 
 
@@ -332,8 +373,6 @@ def get(name: str) -> Level:
         return VERIFY if name == VERIFY.name else UNLOCK
     if name in BACKUP:
         return BACKUP[name]
-    if name in PLANNED:
-        raise ConfigError(f"level {name!r} is not built yet; available: {', '.join(LEVELS)}")
     raise ConfigError(f"unknown level {name!r}; choose one of {', '.join(LEVELS)}")
 
 

@@ -41,6 +41,7 @@ DATA_KEYS = (
     "verification",
     "restore_test",
     "removed",
+    "differs",
 )
 RESULT_EVENTS: dict[str, StepStatus] = {
     "runner_on_ok": "ok",
@@ -174,6 +175,8 @@ class _Collector:
             for key in DATA_KEYS:
                 if key in res:
                     host.data[key] = res[key]
+        if status == "changed":
+            host.backups += [str(b) for b in res.get("backup_files") or [] if isinstance(b, str)]
         backup = res.get("backup_file")
         if isinstance(backup, str) and backup:
             host.backups.append(backup)

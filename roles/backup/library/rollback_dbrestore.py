@@ -145,9 +145,9 @@ from ansible.module_utils.rollback_backupset import (
     BackupError,
     check_restorable,
     choose_set,
-    live_differences,
     create_forensic,
     find_forensic,
+    live_differences,
     restore_set,
     set_path,
 )
