@@ -1057,6 +1057,57 @@ def choose_set(
     )
 
 
+def live_schema_version(spec: Json) -> str:
+    """The live database's schema version (its schema_version_query), or ""."""
+    query = spec["schema_version_query"]
+    if not query:
+        return ""
+    if spec["engine"] == "postgresql":
+        with _PgSession(spec) as session:
+            return session.value(query)
+    if spec["engine"] == "sqlite":
+        con = _sqlite_ro(Path(spec["path"]))
+        try:
+            return _sqlite_value(con, query)
+        finally:
+            con.close()
+    rows = _mysql(spec, query)
+    return rows[0][0] if rows and rows[0] else ""
+
+
+def schema_check(root: str, app: str, databases: list[Json], code_ref: str) -> Json:
+    """The schema versions recorded with release code_ref (in the newest verified set taken
+    with it) against the live ones: a code rollback to an older schema needs the full level
+    unless the app has migration rollback files."""
+    specs = _specs(databases)
+    found = next(
+        (
+            m
+            for _p, m in _manifests(root, app)
+            if m.get("kind") != "forensic"
+            and (m.get("code") or {}).get("ref") == code_ref
+            and (m.get("verification") or {}).get("ok")
+        ),
+        None,
+    )
+    out: Json = {"set_id": found["set_id"] if found else "", "databases": {}}
+    if found is None:
+        return out
+    recorded = {d["name"]: str(d.get("schema_version") or "") for d in found["databases"]}
+    for spec in specs:
+        then = recorded.get(spec["name"], "")
+        if not then or not spec["schema_version_query"]:
+            continue
+        now = live_schema_version(spec)
+        out["databases"][spec["name"]] = {
+            "recorded": then,
+            "live": now,
+            "older": bool(now) and _natural(then) < _natural(now),
+            "migrations_rollback": bool(spec["migrations_rollback"]),
+        }
+    return out
+
+
 def live_differences(manifest: Json, databases: list[Json] | tuple[Json, ...]) -> Json:
     """Per database of the set, how the live one differs from it: tables missing or added,
     rows, checksums or columns that differ ([] when the live database equals the set)."""

@@ -1,0 +1,93 @@
+#!/usr/bin/python
+"""Warn when a code rollback goes back to a release whose schema is older than the live one."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: rollback_schemacheck
+short_description: Compare the schema recorded with a release to the live databases' schema
+description:
+  - Finds the newest verified backup set taken with the code at I(code_ref) and compares
+    each database's recorded schema version (its schema_version_query) with the live one.
+  - Warns, naming the versions, when the live schema is newer and the database has no
+    migrations_rollback files: the old code would run against the new schema, and the full
+    level (restore, or migration rollback) is the way back. Read-only; never fails on this.
+options:
+  root:
+    type: path
+    default: /var/backups/rollback-ops
+    description: Where the sets are kept.
+  app:
+    type: str
+    required: true
+    description: The app's name.
+  databases:
+    type: list
+    elements: dict
+    required: true
+    description: The database specs, without passwords.
+  passwords:
+    type: dict
+    default: {}
+    description: Database name to password (never logged).
+  code_ref:
+    type: str
+    required: true
+    description: The git commit the code rollback goes back to.
+author: rollback-ops developers
+"""
+
+RETURN = r"""
+set_id:
+  description: The set the recorded versions come from ("" when no set was taken with code_ref).
+  type: str
+  returned: always
+databases:
+  description: Per database, C(recorded), C(live), C(older), C(migrations_rollback).
+  type: dict
+  returned: always
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.rollback_backupset import BackupError, schema_check
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            root=dict(type="path", default="/var/backups/rollback-ops"),
+            app=dict(type="str", required=True),
+            databases=dict(type="list", elements="dict", required=True),
+            passwords=dict(type="dict", default={}, no_log=True),
+            code_ref=dict(type="str", required=True),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    databases = []
+    for spec in params["databases"]:
+        spec = dict(spec)
+        if params["passwords"].get(spec.get("name")):
+            spec["password"] = params["passwords"][spec["name"]]
+        databases.append(spec)
+    try:
+        result = schema_check(params["root"], params["app"], databases, params["code_ref"])
+    except BackupError as exc:
+        module.warn("could not compare the database schema with the target release: %s" % exc)
+        module.exit_json(changed=False, set_id="", databases={})
+    for name, db in result["databases"].items():
+        if db["older"] and not db["migrations_rollback"]:
+            module.warn(
+                "database %s: the target release ran with schema version %s (backup set %s), "
+                "the live database is at %s and the app has no migrations_rollback: the old "
+                "code would meet the new schema; use --level full to restore the database too"
+                % (name, db["recorded"], result["set_id"], db["live"])
+            )
+    module.exit_json(changed=False, **result)
+
+
+if __name__ == "__main__":
+    main()
