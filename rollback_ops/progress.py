@@ -171,12 +171,13 @@ def _restore(host: HostResult) -> list[str]:
     for name, check in (data.get("integrity") or {}).items():
         state = "ok" if check.get("ok") else "FAILED"
         lines.append(f"  {name}: integrity checks {state}")
-    for table, loss in (data.get("data_loss") or {}).items():
-        lines.append(
-            f"  data loss in {table}: {loss.get('missing_count', 0)} row(s) written since the "
-            f"backup, {loss.get('changed_count', 0)} changed (kept in forensic set "
-            f"{data.get('forensic_set_id')})"
-        )
+    for database, tables in (data.get("data_loss") or {}).items():
+        for table, loss in tables.items():
+            lines.append(
+                f"  data loss in {database}.{table}: {loss.get('missing_count', 0)} row(s) "
+                f"written since the backup, {loss.get('changed_count', 0)} changed (kept in "
+                f"forensic set {data.get('forensic_set_id')})"
+            )
     return lines
 
 

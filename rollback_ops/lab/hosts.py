@@ -10,11 +10,30 @@ container ``rollback-ops-<lab>-<host>-worker`` from the image
 ``analyticbot-worker:<lab>-<host>`` (names per host, as every host drives the same engine).
 ``up`` puts every host's app back on the good release (``lab-release reset``); ``down``
 removes the workers and their images with the hosts.
+
+Databases: each host runs PostgreSQL, listening on the host's own address (port 5432) and
+its unix socket, with a role ``analyticbot`` owning the database ``analyticbot`` (pgbench
+tables, ``orders``, ``schema_migrations``), and a SQLite database
+``/srv/analyticbot/analytics.db``; ``lab-release reset`` puts both back to their baselines,
+``lab-db-traffic N`` writes to them (see ``files/lab-db``). The role's password is one per
+lab, made at the first ``up`` and kept in ``<state>/labs/<name>/db_password`` (mode 0600):
+the hosts only get its SCRAM verifier, and the inventory only names the controller's
+environment variable that must hold it (``password_env``), so it is never in the inventory,
+argv or the hosts' files. Before a run that touches the databases::
+
+    export ROLLBACK_OPS_LAB_DB_PASSWORD="$(cat ~/.local/state/rollback-ops/labs/lab/db_password)"
+
+or in Python ``os.environ.update(lab.db_env())``.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import ipaddress
+import os
+import secrets
 import shlex
 import shutil
 import socket
@@ -38,6 +57,9 @@ WORKER_DIR = "/opt/analyticbot/app/worker"
 WORKER_REPOSITORY = "analyticbot-worker"
 WORKER_LABEL = "rollback-ops.worker"  # on every layer of a worker image: <lab>-<host>
 COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
+DB_PASSWORD_ENV = "ROLLBACK_OPS_LAB_DB_PASSWORD"  # noqa: S105 (the name of the variable)
+DB_NAME = "analyticbot"  # the PostgreSQL role and database on every host
+DB_PORT = 5432
 
 
 @dataclass(frozen=True)
@@ -82,6 +104,49 @@ def lab_app_vars() -> dict[str, Any]:
         },
         "maintenance": {"file": "/srv/analyticbot/MAINTENANCE"},
         "drain_timeout": 30,
+        # full level: the host's PostgreSQL, reached over TCP on the host's own address, and
+        # a SQLite file; migration 004's rollback SQL lives outside the work tree (the code
+        # rollback reverts the tree), where `lab-release deploy-bad` puts it
+        "databases": [
+            {
+                "name": "main",
+                "engine": "postgresql",
+                "database": DB_NAME,
+                "host": "{{ ansible_host }}",
+                "port": DB_PORT,
+                "user": DB_NAME,
+                "password_env": DB_PASSWORD_ENV,
+                "compression": 6,
+                "schema_version_query": "SELECT max(version) FROM schema_migrations",
+                "integrity_checks": [
+                    {
+                        "name": "duplicate orders",
+                        "sql": "SELECT id FROM orders GROUP BY id HAVING count(*) > 1",
+                    }
+                ],
+                # pgbench_history has no key; pgbench transactions change accounts' balances
+                "data_loss_tables": [
+                    {"table": "orders", "key": "id"},
+                    {"table": "pgbench_accounts", "key": "aid"},
+                ],
+                "migrations_rollback": ["/opt/analyticbot/migrations-rollback/004_rollback.sql"],
+            },
+            {
+                "name": "analytics",
+                "engine": "sqlite",
+                "path": "/srv/analyticbot/analytics.db",
+                "data_loss_tables": [{"table": "events", "key": "id"}],
+            },
+        ],
+        "backup": {
+            "root": "/var/backups/rollback-ops",
+            "files": ["/srv/analyticbot/.env.production", "/etc/analyticbot/settings.yml"],
+        },
+        # config level (seed 002 strategy 2): settings.yml from the backup set, cache cleared
+        "config": {
+            "files": ["/etc/analyticbot/settings.yml"],
+            "caches": [{"command": ["/usr/local/sbin/lab-cache", "clear"]}],
+        },
         "docker": {
             "images": [
                 {
@@ -121,6 +186,23 @@ class Lab:
     def key_path(self) -> Path:
         return self.dir / "lab_key"
 
+    @property
+    def db_password_path(self) -> Path:
+        return self.dir / "db_password"
+
+    def db_password(self) -> str:
+        """The password of the hosts' PostgreSQL role analyticbot (made by ``up``)."""
+        try:
+            return self.db_password_path.read_text().strip()
+        except FileNotFoundError:
+            raise LabError(
+                f"lab {self.name} has no database password yet: run `rollback-ops lab up`"
+            ) from None
+
+    def db_env(self) -> dict[str, str]:
+        """The controller's environment the inventory's ``password_env`` names."""
+        return {DB_PASSWORD_ENV: self.db_password()}
+
     def address(self, index: int) -> str:
         return str(self.first_address + index - 1)
 
@@ -142,6 +224,7 @@ class Lab:
         tag = image.ensure_image(client, self.dir.parent / "build")
         self.dir.mkdir(parents=True, exist_ok=True)
         self._ensure_key()
+        verifier = scram_verifier(self._ensure_db_password())
         wanted = {f"web{i}": self.address(i) for i in range(1, hosts + 1)}
         existing = {c.name: c for c in self._containers(client)}
         for cname, container in existing.items():
@@ -156,7 +239,12 @@ class Lab:
         for hostname, address in wanted.items():
             self._wait_ready(client, hostname, address, deadline)
         with ThreadPoolExecutor(max_workers=4) as pool:
-            list(pool.map(lambda hostname: self._reset_release(client, hostname), wanted))
+            list(
+                pool.map(
+                    lambda item: self._reset_release(client, item[0], item[1], verifier),
+                    wanted.items(),
+                )
+            )
         self._write_inventory(wanted)
         return self.status()
 
@@ -212,6 +300,14 @@ class Lab:
             check=True,
         )
 
+    def _ensure_db_password(self) -> str:
+        if not self.db_password_path.exists():
+            fd = os.open(self.db_password_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(24) + "\n")
+        self.db_password_path.chmod(0o600)
+        return self.db_password()
+
     def _ensure_host(
         self, client: Any, tag: str, hostname: str, address: str, existing: dict[str, Any]
     ) -> None:
@@ -266,8 +362,10 @@ class Lab:
             f"see `docker logs {self.prefix + hostname}`"
         )
 
-    def _reset_release(self, client: Any, hostname: str) -> None:
-        """Write the worker's .env and busybox, then put the good release back on the host."""
+    def _reset_release(self, client: Any, hostname: str, address: str, verifier: str) -> None:
+        """Write the worker's .env and busybox, set up the databases (PostgreSQL on the host's
+        address, the role's password from its SCRAM verifier), then put the good release back
+        on the host."""
         env = (
             f"COMPOSE_PROJECT_NAME={self.worker_project(hostname)}\n"
             f"LAB_TAG={self.worker_tag(hostname)}\n"
@@ -277,13 +375,13 @@ class Lab:
         script = (
             f"set -e; cd {WORKER_DIR}; printf %s {shlex.quote(env)} > .env; "
             "cmp -s /bin/busybox busybox || cp /bin/busybox busybox; "
-            "lab-release reset"
+            f"lab-db setup {address}; lab-release reset"
         )
         container = client.containers.get(self.prefix + hostname)
-        result = container.exec_run(["sh", "-c", script])
+        result = container.exec_run(["sh", "-c", script], environment={"LAB_DB_SCRAM": verifier})
         if result.exit_code != 0:
             raise LabError(
-                f"lab host {hostname}: `lab-release reset` failed: "
+                f"lab host {hostname}: `lab-db setup` or `lab-release reset` failed: "
                 f"{result.output.decode(errors='replace').strip()[-1500:]}"
             )
 
@@ -345,6 +443,21 @@ class Lab:
             f"# Written by `rollback-ops lab up` for lab {self.name!r}; rewritten on each run.\n"
         )
         self.inventory_path.write_text(header + yaml.safe_dump(inventory, sort_keys=False))
+
+
+def scram_verifier(password: str, iterations: int = 4096) -> str:
+    """PostgreSQL's SCRAM-SHA-256 verifier of a password (what ``ALTER ROLE ... PASSWORD``
+    stores), so that the password itself never reaches the hosts. The salt is derived from
+    the password: the same password gives the same verifier, and ``up`` changes nothing."""
+    salt = hmac.digest(password.encode(), b"rollback-ops lab salt", "sha256")[:16]
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    stored_key = hashlib.sha256(hmac.digest(salted, b"Client Key", "sha256")).digest()
+    server_key = hmac.digest(salted, b"Server Key", "sha256")
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
 
 
 def _matches(value: str, wanted: str, hostname: str | None) -> bool:

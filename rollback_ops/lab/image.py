@@ -6,8 +6,10 @@ only what it touches:
 * base: ``debootstrap --variant=minbase`` of the machine's own Debian release from the
   mirror apt already uses, imported with ``docker import`` (systemd, sshd, python3, ...);
 * app: a Dockerfile (``files/Dockerfile``) adding the demo app to the base: its git work
-  tree ``/opt/analyticbot/app`` with releases 1.4.0 (deployed) and 1.5.0 (the bad one,
-  ``files/make-releases.sh``), the worker that docker-compose builds and runs, and
+  tree ``/opt/analyticbot/app`` with releases 1.4.0 (deployed) and 1.5.0 (the bad one, with
+  migration 004, ``files/make-releases.sh``), the worker that docker-compose builds and
+  runs, its settings file and result cache, its databases (PostgreSQL ``analyticbot`` and a
+  SQLite file, made with their baselines by ``files/lab-db``), and
   ``/usr/local/sbin/lab-release`` (``files/lab-release``) that resets or breaks a host.
 """
 
@@ -48,7 +50,8 @@ BASE_PACKAGES = [
     "docker-compose",
     "python3-venv",
     "busybox-static",
-    # for the full level (each host's PostgreSQL listens on a unix socket only: see Dockerfile)
+    # for the full level: each host's PostgreSQL listens on its own address and unix socket
+    # (files/lab-db); pgbench ships in postgresql-15 on bookworm, no contrib package needed
     "postgresql",
 ]
 

@@ -108,6 +108,8 @@ class LabHosts:
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k != "ROLLBACK_OPS_STATE_DIR"}
+        # the lab's database password reaches rollback-ops as the inventory's password_env says
+        env["ROLLBACK_OPS_LAB_DB_PASSWORD"] = self.lab.db_password()
         return {**env, "ROLLBACK_OPS_OPERATOR": "ana", **extra}
 
     def start(self, *argv: str, operator: str) -> subprocess.Popen[str]:

@@ -1,6 +1,13 @@
 """Backup sets (roles/backup): the host-side engine in module_utils/rollback_backupset.py, on
-real SQLite databases (and on a throwaway PostgreSQL cluster when the server's binaries are
-installed), plus the role's modules run end to end by ansible-playbook on localhost.
+real SQLite databases, on throwaway PostgreSQL and MariaDB servers, plus the role's modules
+run end to end by ansible-playbook on localhost.
+
+The servers' binaries come from Debian's postgresql and mariadb-server: as root, a run
+installs whichever is missing with apt-get (the lab's own installer,
+rollback_ops.lab.engine.install_packages), with the packages' system services kept from
+starting; the tests start their own servers in temp directories and stop them at the end,
+so a run leaves no server process behind. Without root, or when apt-get fails, the tests
+that need a server are skipped and say why.
 
 The engine is pure stdlib and is loaded by path, like the roles' modules. The modules import
 it as ``ansible.module_utils.rollback_backupset``, which only Ansible can resolve (it ships a
@@ -9,6 +16,7 @@ playbook calling every entry point of the role over the local connection."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -728,9 +736,73 @@ def test_the_role_end_to_end_through_ansible_playbook(app: dict, tmp_path: Path)
     assert "put its password in the passwords option" in out["refused"]["msg"]
 
 
+# ----------------------------------------------------------------------------- servers
+POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
+SYSTEM_SERVICES = {"postgres": ["postgresql"], "mariadbd": ["mariadb"]}  # what apt would start
+
+
+def _server_pids(name: str) -> set[int]:
+    """The processes whose command name is ``name`` (from /proc: no procps needed)."""
+    pids = set()
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        with contextlib.suppress(OSError):
+            if comm.read_text().strip() == name:
+                pids.add(int(comm.parent.name))
+    return pids
+
+
+def ensure_debian_packages(packages: list[str], tools: list[str], daemon: str) -> None:
+    """Install the Debian packages that provide ``tools`` (as root, with apt-get, through the
+    lab's installer) unless every tool is already there; skip the test, saying why, when
+    that cannot be done. The packages' system services must not start (they would outlive
+    the run, and take 5432/3306): policy-rc.d answers 101 ("action forbidden") to
+    invoke-rc.d and deb-systemd-invoke during the install, and a ``daemon`` process that
+    appears anyway is stopped with the service."""
+    missing = [tool for tool in tools if _find_tool(tool) is None]
+    if not missing:
+        return
+    what = f"{', '.join(missing)} (Debian {' and '.join(packages)})"
+    if os.geteuid() != 0:
+        pytest.skip(f"{what} not installed, and installing it needs root")
+    if shutil.which("apt-get") is None:
+        pytest.skip(f"{what} not installed, and there is no apt-get here")
+    from rollback_ops.exceptions import LabError
+    from rollback_ops.lab import engine
+
+    before = _server_pids(daemon)
+    own_policy = not POLICY_RC_D.exists()
+    if own_policy:
+        POLICY_RC_D.write_text("#!/bin/sh\n# rollback-ops tests: no service starts\nexit 101\n")
+        POLICY_RC_D.chmod(0o755)
+    try:
+        engine.install_packages(packages)
+    except LabError as exc:
+        pytest.skip(f"{what} not installed, and installing it failed: {exc}")
+    finally:
+        if own_policy:
+            POLICY_RC_D.unlink()
+    if _server_pids(daemon) - before:  # started by the install regardless: stop it
+        systemd = Path("/run/systemd/system").exists()
+        for service in SYSTEM_SERVICES[daemon]:
+            argv = ["systemctl", "stop", service] if systemd else ["service", service, "stop"]
+            subprocess.run(argv, capture_output=True, check=False)
+    still = [tool for tool in tools if _find_tool(tool) is None]
+    if still:
+        pytest.skip(f"{', '.join(still)} still missing after installing {' '.join(packages)}")
+
+
+def _find_tool(name: str) -> str | None:
+    """A tool on PATH, or a server binary in /usr/sbin or Debian's PostgreSQL bin directory."""
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin")
+    if found is None and name in ("initdb", "pg_ctl"):
+        candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+        found = candidates[-1] if candidates else None
+    return found
+
+
 # ----------------------------------------------------------------------------- PostgreSQL
 # A throwaway cluster (initdb, a unix socket in a temp dir, TCP on 127.0.0.1 with
-# scram-sha-256) when the server's binaries are installed; skipped otherwise.
+# scram-sha-256), on Debian's postgresql (installed when missing, see the top).
 
 
 def _pg_bindir() -> Path | None:
@@ -743,11 +815,13 @@ def _pg_bindir() -> Path | None:
 
 @pytest.fixture(scope="module")
 def pg():
+    ensure_debian_packages(
+        ["postgresql"],
+        ["initdb", "pg_ctl", "psql", "pg_dump", "pg_restore", "createdb"],
+        daemon="postgres",
+    )
     bindir = _pg_bindir()
-    if bindir is None or not all(
-        shutil.which(t) for t in ("psql", "pg_dump", "pg_restore", "createdb")
-    ):
-        pytest.skip("PostgreSQL server and client binaries are not installed")
+    assert bindir is not None
     as_root = os.geteuid() == 0
     owner = None
     if as_root:
@@ -770,22 +844,6 @@ def pg():
 
     data = base / "data"
     local_auth = "peer" if as_root else "trust"
-    run(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-E", "UTF8", "--no-sync")
-    (data / "pg_hba.conf").write_text(
-        f"local all all {local_auth}\nhost all all 127.0.0.1/32 scram-sha-256\n"
-    )
-    options = f"-k {base} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off"
-    run(
-        str(bindir / "pg_ctl"),
-        "-D",
-        str(data),
-        "-l",
-        str(base / "log"),
-        "-w",
-        "-o",
-        options,
-        "start",
-    )
     su = {
         "name": "su",
         "engine": "postgresql",
@@ -797,7 +855,14 @@ def pg():
     if as_root:
         su["os_user"] = "postgres"
     info = {"base": base, "port": port, "su": su}
-    try:
+    try:  # the server is stopped whatever happens once initdb has run, even a failed start
+        run(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-E", "UTF8", "--no-sync")
+        (data / "pg_hba.conf").write_text(
+            f"local all all {local_auth}\nhost all all 127.0.0.1/32 scram-sha-256\n"
+        )
+        options = f"-k {base} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off"
+        pg_ctl = [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w"]
+        run(*pg_ctl, "-o", options, "start")
         admin(info, f"CREATE ROLE shop LOGIN CREATEDB PASSWORD '{PASSWORD}'")
         yield info
     finally:
@@ -1044,16 +1109,20 @@ def test_postgresql_as_the_os_user_over_the_unix_socket(pg: dict, pgdb: dict, tm
 
 
 # ----------------------------------------------------------------------------- MySQL/MariaDB
-# A throwaway MariaDB server (mariadb-install-db, a socket in a temp dir, TCP on 127.0.0.1)
-# when it is installed and the tests run as root; skipped otherwise.
+# A throwaway MariaDB server (mariadb-install-db, a socket in a temp dir, TCP on 127.0.0.1),
+# on Debian's mariadb-server (installed when missing, see the top); it runs as root only.
 
 
 @pytest.fixture(scope="module")
 def mariadb():
-    server = shutil.which("mariadbd") or shutil.which("mariadbd", path="/usr/sbin")
-    install = shutil.which("mariadb-install-db")
-    if not (server and install and shutil.which("mysqldump") and shutil.which("mysql")):
-        pytest.skip("MariaDB server and client are not installed")
+    ensure_debian_packages(
+        ["mariadb-server"],
+        ["mariadbd", "mariadb-install-db", "mysqldump", "mysql"],
+        daemon="mariadbd",
+    )
+    server = _find_tool("mariadbd")
+    install = _find_tool("mariadb-install-db")
+    assert server and install
     if os.geteuid() != 0:
         pytest.skip("the throwaway MariaDB server is started as root (--user=mysql)")
     try:
@@ -1108,7 +1177,11 @@ def mariadb():
         yield {"port": port}
     finally:
         proc.terminate()
-        proc.wait(timeout=60)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -6,8 +6,10 @@
 #   "Release 1.4.0", tag release-1.4.0: the good release, checked out (deployed);
 #   "Release 1.5.0", tag release-1.5.0: the bad one, fetched but not deployed
 #                    (`lab-release deploy-bad` deploys it, `lab-release reset` undoes that).
-# 1.4.0 is releases/1.4.0 plus analyticbot_app.py. 1.5.0 overlays releases/1.5.0
-# (a new worker/orchestrator.sh and two added files) and sets VERSION and BROKEN in the app.
+# 1.4.0 is releases/1.4.0 (migrations 001-003, applied by `lab-db build`) plus
+# analyticbot_app.py. 1.5.0 overlays releases/1.5.0 (a new worker/orchestrator.sh, two added
+# worker files, migrations/004_add_scores.sql and its 004_rollback.sql) and sets VERSION and
+# BROKEN in the app.
 set -eu
 FILES=$1
 APP=/opt/analyticbot/app
