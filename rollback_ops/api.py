@@ -117,7 +117,7 @@ def prepare(
             )
     by_problem: dict[str, list[str]] = {}
     for h in hosts:
-        for problem in lvl.check(apps[h], request) + _password_problems(lvl, apps[h]):
+        for problem in lvl.check(apps[h], request):
             by_problem.setdefault(problem, []).append(h)
     if by_problem:
         lines = [f"{', '.join(hs)}: {problem}" for problem, hs in by_problem.items()]
@@ -239,6 +239,9 @@ def execute(
     every run is recorded in the audit history before it starts and after it ends.
     """
     auth = auth or Authorization(operator=current_operator())
+    missing = sorted({p for h in prep.hosts for p in _password_problems(prep.level, prep.apps[h])})
+    if missing:
+        raise ConfigError("cannot start: " + "; ".join(missing))
     kind = prep.level.kind
     changes = not check and kind == "rollback"  # guarded, locked, notified
     locked = not check and kind in ("rollback", "locked")

@@ -180,3 +180,20 @@ def test_resume_of_an_unknown_run_or_against_another_inventory(tmp_path: Path, s
     other = write_inventory(tmp_path, GIT_APP, "other")
     with pytest.raises(ConfigError, match="leave --inventory out to resume it"):
         api.prepare_resume("R1", inventory_name=other, state_dir=state_dir)
+
+
+def test_a_missing_password_variable_stops_the_run_before_any_host_but_not_the_plan(
+    tmp_path: Path, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+):
+    app = {
+        **GIT_APP,
+        "databases": [
+            {"name": "main", "engine": "postgresql", "database": "a", "password_env": "NO_SUCH_PW"}
+        ],
+    }
+    monkeypatch.delenv("NO_SUCH_PW", raising=False)
+    prep = api.prepare("full", write_inventory(tmp_path, app), state_dir=state_dir)
+    assert api.plan(prep)[0].steps  # planning needs no password
+    with pytest.raises(ConfigError, match="its password variable NO_SUCH_PW is not set"):
+        api.execute(prep, state_dir=state_dir)
+    assert not (state_dir / "runs").exists()  # refused before a run started
