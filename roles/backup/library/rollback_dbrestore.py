@@ -150,24 +150,16 @@ from ansible.module_utils.rollback_backupset import (
     live_differences,
     restore_set,
     set_path,
+    with_passwords,
 )
 
 
-def with_passwords(module):
-    """The database specs with their passwords merged in (never returned)."""
-    databases = []
-    for spec in module.params["databases"]:
-        if "password" in spec:
-            module.fail_json(
-                msg="database %s: put its password in the passwords option, not in databases"
-                % spec.get("name")
-            )
-        spec = dict(spec)
-        password = module.params["passwords"].get(spec.get("name"))
-        if password:
-            spec["password"] = password
-        databases.append(spec)
-    return databases
+def passwords_merged(module):
+    """with_passwords, failing the task (not raising) on a spec that holds a password."""
+    try:
+        return with_passwords(module.params["databases"], module.params["passwords"])
+    except BackupError as exc:
+        module.fail_json(msg=str(exc))
 
 
 def main():
@@ -191,7 +183,7 @@ def main():
     params = module.params
     state = params["state"]
     root, app = params["root"], params["app"]
-    databases = with_passwords(module)
+    databases = passwords_merged(module)
     result = dict(changed=False, state=state, set_id="", code={}, schema_versions={}, problems=[])
     try:
         set_dir, manifest = choose_set(root, app, params["set_id"], tuple(params["kinds"]))

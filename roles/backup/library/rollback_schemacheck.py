@@ -52,7 +52,7 @@ databases:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.rollback_backupset import BackupError, schema_check
+from ansible.module_utils.rollback_backupset import BackupError, schema_check, with_passwords
 
 
 def main():
@@ -67,13 +67,8 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    databases = []
-    for spec in params["databases"]:
-        spec = dict(spec)
-        if params["passwords"].get(spec.get("name")):
-            spec["password"] = params["passwords"][spec["name"]]
-        databases.append(spec)
     try:
+        databases = with_passwords(params["databases"], params["passwords"])
         result = schema_check(params["root"], params["app"], databases, params["code_ref"])
     except BackupError as exc:
         module.warn("could not compare the database schema with the target release: %s" % exc)

@@ -1056,6 +1056,24 @@ def choose_set(
     )
 
 
+def with_passwords(databases: list[Json], passwords: dict[str, str]) -> list[Json]:
+    """The database specs with their passwords merged in, for the client tools only (never
+    returned by the modules). A spec holding a password itself is refused: passwords travel
+    in the modules' no_log ``passwords`` option, so the specs and results stay printable."""
+    merged = []
+    for spec in databases:
+        if "password" in spec:
+            raise BackupError(
+                f"database {spec.get('name')}: put its password in the passwords option, "
+                "not in databases"
+            )
+        spec = dict(spec)
+        if passwords.get(str(spec.get("name"))):
+            spec["password"] = passwords[str(spec["name"])]
+        merged.append(spec)
+    return merged
+
+
 def live_schema_version(spec: Json) -> str:
     """The live database's schema version (its schema_version_query), or ""."""
     query = spec["schema_version_query"]
