@@ -141,14 +141,6 @@ from ansible.module_utils.rollback_backupset import (
 )
 
 
-def passwords_merged(module):
-    """with_passwords, failing the task (not raising) on a spec that holds a password."""
-    try:
-        return with_passwords(module.params["databases"], module.params["passwords"])
-    except BackupError as exc:
-        module.fail_json(msg=str(exc))
-
-
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -176,9 +168,9 @@ def main():
     )
     params = module.params
     state = params["state"]
-    databases = passwords_merged(module)
     result = dict(changed=False, state=state)
     try:
+        databases = with_passwords(params["databases"], params["passwords"])
         if state == "created":
             result["changed"] = True
             if module.check_mode:

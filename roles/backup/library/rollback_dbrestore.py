@@ -154,14 +154,6 @@ from ansible.module_utils.rollback_backupset import (
 )
 
 
-def passwords_merged(module):
-    """with_passwords, failing the task (not raising) on a spec that holds a password."""
-    try:
-        return with_passwords(module.params["databases"], module.params["passwords"])
-    except BackupError as exc:
-        module.fail_json(msg=str(exc))
-
-
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -183,9 +175,9 @@ def main():
     params = module.params
     state = params["state"]
     root, app = params["root"], params["app"]
-    databases = passwords_merged(module)
     result = dict(changed=False, state=state, set_id="", code={}, schema_versions={}, problems=[])
     try:
+        databases = with_passwords(params["databases"], params["passwords"])
         set_dir, manifest = choose_set(root, app, params["set_id"], tuple(params["kinds"]))
         check = check_restorable(set_dir, app, databases)
         result.update(
