@@ -6,16 +6,14 @@ results come back as :class:`RunResult`, problems are :mod:`rollback_ops.excepti
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 import secrets
-import socket
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from rollback_ops import (
     appspec,
@@ -28,20 +26,24 @@ from rollback_ops import (
     receipts,
     runner,
 )
-from rollback_ops.appspec import AppSpec
+from rollback_ops.appspec import AppSpec, mask
 from rollback_ops.authorization import Authorization, current_operator
 from rollback_ops.exceptions import ConfigError, RollbackOpsError
 from rollback_ops.inventory import Inventory
 from rollback_ops.levels import Level, Request
-from rollback_ops.lock import InventoryLock
+from rollback_ops.lock import HostsLock, describe, holder_record, liveness
 from rollback_ops.notify import Notifier, NotifyConfig
-from rollback_ops.results import HostResult, RunResult, StepEvent
+from rollback_ops.results import INTERRUPTED, HostResult, RunResult, StepEvent
+from rollback_ops.runner import is_hidden
 
 
 class Observer(Protocol):
     def started(self, run_id: str, level: str, hosts: list[str], check: bool) -> None: ...
 
     def step(self, event: StepEvent) -> None: ...
+
+
+SECRET_FLAGS_ENV = "ROLLBACK_OPS_SECRET_FLAGS"  # noqa: S105 - a variable name; read by playbooks/flag.yml
 
 
 @dataclass
@@ -52,6 +54,26 @@ class Prepared:
     level: Level
     request: Request
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+
+    @property
+    def production(self) -> bool:
+        """Whether any targeted host is production, as Ansible resolves its variables."""
+        return any(
+            self.inventory.hosts[h].vars.get("rollback_environment") == "production"
+            for h in self.hosts
+        )
+
+    def is_secret(self, key: str) -> bool:
+        """Whether a key is secret for any app this run targets (its value is masked)."""
+        return any(self.apps[h].is_secret(key) for h in self.hosts)
+
+    def masked_request(self) -> dict[str, Any]:
+        """The request for receipts and history: secret flag values as their mask."""
+        request = asdict(self.request)
+        request["flags"] = {
+            k: mask(v) if self.is_secret(k) else v for k, v in self.request.flags.items()
+        }
+        return request
 
 
 @dataclass
@@ -194,17 +216,8 @@ def prepare_resume(
 
 
 def select_hosts(inv: Inventory, limit: str | None) -> list[str]:
-    """Hosts matching ``--limit`` (comma-separated names or shell patterns), in order."""
-    names = sorted(inv.hosts)
-    if not limit:
-        return names
-    patterns = [p.strip() for p in limit.split(",") if p.strip()]
-    chosen = [h for h in names if any(fnmatch.fnmatchcase(h, p) for p in patterns)]
-    if not chosen:
-        raise ConfigError(
-            f"--limit {limit!r} matches no host in inventory {inv.name} ({', '.join(names)})"
-        )
-    return chosen
+    """Hosts matching ``--limit`` (an Ansible host pattern), in order."""
+    return inv.select(limit)
 
 
 def plan(prep: Prepared) -> list[HostPlan]:
@@ -212,7 +225,7 @@ def plan(prep: Prepared) -> list[HostPlan]:
     return [
         HostPlan(
             host=h,
-            address=str(prep.inventory.hosts[h].vars.get("ansible_host", h)),
+            address=prep.inventory.hosts[h].address,
             app=prep.apps[h].name,
             steps=prep.level.plan(h, prep.apps[h], prep.request),
         )
@@ -235,8 +248,11 @@ def execute(
 ) -> RunResult:
     """Run a prepared level and return its result; the receipt is saved in the run dir.
 
-    Production's guard is checked first; a run that changes hosts holds the inventory's lock;
-    every run is recorded in the audit history before it starts and after it ends.
+    Production's guard is checked first; a run that changes hosts holds this controller's lock
+    on each host it targets; every run is recorded in the audit history before it starts and
+    after it ends. A first SIGINT/SIGTERM stops the run between two steps (the host locks are
+    released), a second at once; either way the result says ``interrupted`` and which hosts
+    changed, and the receipt is written.
     """
     auth = auth or Authorization(operator=current_operator())
     missing = sorted({p for h in prep.hosts for p in _password_problems(prep.level, prep.apps[h])})
@@ -245,23 +261,26 @@ def execute(
     kind = prep.level.kind
     changes = not check and kind == "rollback"  # guarded, locked, notified
     locked = not check and kind in ("rollback", "locked")
-    authorization.check(
-        auth, level=prep.level.name, production=prep.inventory.is_production, check_mode=not changes
+    production = any(
+        prep.inventory.hosts[h].vars.get("rollback_environment") == "production" for h in prep.hosts
     )
+    authorization.check(auth, level=prep.level.name, production=production, check_mode=not changes)
     run_id = new_run_id()
     state = paths.state_dir(state_dir)
     run_dir = state / "runs" / run_id
-    lock = InventoryLock(state, prep.inventory.path, prep.inventory.name)
+    lock = HostsLock(state, {h: prep.inventory.hosts[h].address for h in prep.hosts})
     if locked:
         lock.acquire(run_id, auth.operator)
     try:
-        run_dir.mkdir(parents=True)
+        run_dir.mkdir(parents=True, mode=0o700)
         meta = {
             "run_id": run_id,
             **auth.as_dict(),
             "level": prep.level.name,
             "inventory": prep.inventory.name,
-            "environment": sorted(prep.inventory.environments),
+            "environment": sorted(
+                {prep.inventory.hosts[h].vars.get("rollback_environment", "") for h in prep.hosts}
+            ),
             "hosts": prep.hosts,
             **({"resumes": prep.request.resumes} if prep.request.resumes else {}),
         }
@@ -280,10 +299,22 @@ def execute(
         started = threading.Thread(target=notifier.send, args=("start", {**alert, "result": None}))
         if changes:
             started.start()
+        interruption = runner.Interruption(
+            run_dir / "stop", notice=getattr(observer, "notice", None)
+        )
         try:
-            result = _run(
-                prep, run_id, run_dir, check=check, diff=diff, observer=observer, auth=auth
-            )
+            with interruption:
+                result = _run(
+                    prep,
+                    run_id,
+                    run_dir,
+                    check=check,
+                    diff=diff,
+                    observer=observer,
+                    auth=auth,
+                    interruption=interruption,
+                    authorized=_authorized_environments(prep, production, changes),
+                )
         except RollbackOpsError as exc:
             if changes:
                 started.join()
@@ -299,19 +330,62 @@ def execute(
         result.notifications = [asdict(d) for d in notifier.deliveries]
         if lock.stale_previous:
             result.warnings.append(lock.stale_previous)
+        _explain_held_locks(result)
         history.append(
             state,
             {
                 "event": "finished",
                 "run_id": run_id,
-                "result": "ok" if result.ok else "failed",
+                "result": result.outcome,
                 "duration": round(result.duration, 3),
+                **({"changed_hosts": result.changed_hosts} if result.changed_hosts else {}),
+                **({"locks_left": result.locks_left} if result.locks_left else {}),
             },
         )
     finally:
         lock.release()
-    (run_dir / "receipt.json").write_text(json.dumps(result.receipt(), indent=2) + "\n")
+    receipt = run_dir / "receipt.json"
+    fd = os.open(receipt, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(json.dumps(result.receipt(), indent=2) + "\n")
     return result
+
+
+def _authorized_environments(prep: Prepared, production: bool, changes: bool) -> list[str]:
+    """The environments the controller's guard allowed this run to change.
+
+    Each host's preflight compares its own ``rollback_environment`` (as Ansible resolves it
+    there) with this list, so a host the controller did not see as production refuses a
+    production change all the same (defense in depth).
+    """
+    seen = {str(prep.inventory.hosts[h].vars.get("rollback_environment", "")) for h in prep.hosts}
+    if changes and not production:
+        seen.discard("production")
+    return sorted(seen)
+
+
+def _explain_held_locks(result: RunResult) -> None:
+    """A host refused because its lock is held: say whether the holder lives, and what to do."""
+    for host in result.hosts.values():
+        holder = host.lock_holder
+        if not holder:
+            continue
+        state = liveness(holder)
+        run = holder.get("run_id", "?")
+        if state == "live":
+            host.notes.append(f"the lock's holder, {describe(holder)}, is running now: wait for it")
+        elif state in ("dead", "expired"):
+            why = "dead" if state == "dead" else "older than the lock's maximum age"
+            host.notes.append(
+                f"the lock's holder, {describe(holder)}, is {why}: "
+                f"clear it with rollback-ops unlock -i {result.inventory_path} --run {run}"
+            )
+        else:
+            host.notes.append(
+                f"the lock's holder, {describe(holder)}, ran from another controller and may "
+                f"still run; if you know it is dead: rollback-ops unlock -i "
+                f"{result.inventory_path} --run {run} --force"
+            )
 
 
 def _run(
@@ -323,10 +397,14 @@ def _run(
     diff: bool,
     observer: Observer | None,
     auth: Authorization,
+    interruption: runner.Interruption,
+    authorized: list[str],
 ) -> RunResult:
     if observer:
         observer.started(run_id, prep.level.name, prep.hosts, check)
     started_wall, t0 = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.monotonic()
+    secret_flags = {k: v for k, v in prep.request.flags.items() if prep.is_secret(k)}
+    holder = holder_record(run_id, auth.operator)
     outcome = runner.run_playbook(
         runner.PlaybookRun(
             playbook=paths.playbook(prep.level.playbook),
@@ -334,33 +412,66 @@ def _run(
             run_dir=run_dir,
             extravars={
                 **prep.level.extravars(prep.request),
+                "rollback_flags": {
+                    k: v for k, v in prep.request.flags.items() if k not in secret_flags
+                },
                 "rollback_run_id": run_id,
                 "rollback_operator": auth.operator,
-                "rollback_controller": socket.gethostname(),
+                "rollback_controller": holder["controller"],
+                "rollback_controller_pid": holder["pid"],
+                "rollback_controller_pid_start": holder["pid_start"],
+                "rollback_authorized_environments": authorized,
             },
             check=check,
             diff=diff,
             limit=",".join(prep.hosts),
         ),
         sink=observer.step if observer else None,
+        interruption=interruption,
+        # secret flag values reach the playbook through its environment: never argv or files
+        secret_env={SECRET_FLAGS_ENV: json.dumps(secret_flags)} if secret_flags else None,
     )
+    hosts = {h: outcome.hosts.get(h) or _silent(h) for h in prep.hosts}
+    if interruption.signum:
+        _mark_interrupted(hosts, outcome, hard=interruption.hard)
     result = RunResult(
         run_id=run_id,
         level=prep.level.name,
         inventory=prep.inventory.name,
         inventory_path=str(prep.inventory.path),
         check=check,
-        hosts={h: outcome.hosts.get(h) or _silent(h) for h in prep.hosts},
+        hosts=hosts,
         started=started_wall,
         duration=time.monotonic() - t0,
         rc=outcome.rc,
         run_dir=str(run_dir),
         authorization=auth.as_dict(),
         apps={h: prep.apps[h].name for h in prep.hosts},
-        request=asdict(prep.request),
+        request=prep.masked_request(),
         resumes=prep.request.resumes,
+        interrupted=interruption.name,
+        hard_stop=interruption.hard,
     )
     return result
+
+
+def _mark_interrupted(
+    hosts: dict[str, HostResult], outcome: runner.RunnerOutcome, hard: bool
+) -> None:
+    """Which hosts an interruption stopped before they finished."""
+    for name, host in hosts.items():
+        stopped = INTERRUPTED in host.message or (
+            host.status in ("ok", "changed")
+            and (hard or not outcome.finished or name in outcome.failures)
+        )
+        if stopped:
+            host.status = "interrupted"
+            if INTERRUPTED not in host.message:
+                done = [st.step for st in host.steps if not is_hidden(st.action)]
+                host.failed_step = host.failed_step or "(stopped)"
+                host.message = (
+                    "stopped at once (second signal)" if hard else "stopped between two steps"
+                ) + (f"; its last step done: {done[-1]}" if done else "; no step done")
 
 
 def _silent(host: str) -> HostResult:

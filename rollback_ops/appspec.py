@@ -6,15 +6,40 @@ host is touched. The roles' ``meta/argument_specs.yml`` check the same again on 
 
 from __future__ import annotations
 
+import fnmatch
+import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from rollback_ops.exceptions import ConfigError
 from rollback_ops.inventory import Host, Inventory
+from rollback_ops.text import short
 
 ENVIRONMENTS = ("production", "staging", "lab", "local")
-ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z: not before a final newline
+# what shells, systemd and dotenv do not take inside a one-line value: control characters
+# but TAB, and the characters Python's splitlines() (and some editors) break lines on
+BAD_VALUE_CHARS = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
+# a key matching one of these is a secret: its values are shown as mask(value) everywhere
+DEFAULT_SECRET_KEYS = ("*_KEY", "*_TOKEN", "*PASSWORD*", "*SECRET*")
+
+
+def mask(value: str) -> str:
+    """How a secret value is shown: never its bytes, a short hash to compare runs by."""
+    digest = hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()
+    return f"<secret sha256:{digest[:8]}>"
+
+
+def env_value_problem(value: str) -> str:
+    """Why a value cannot be written to an env file as one line ("" when it can)."""
+    bad = BAD_VALUE_CHARS.search(value)
+    if bad:
+        return (
+            f"holds the control character {bad.group()!r} (at {bad.start()}); only TAB is "
+            "allowed in a one-line env value"
+        )
+    return ""
 
 
 @dataclass(frozen=True)
@@ -155,6 +180,17 @@ class AppSpec:
     databases: tuple[DatabaseSpec, ...] = ()
     backup: BackupSpec = field(default_factory=BackupSpec)
     config: ConfigSpec = field(default_factory=ConfigSpec)
+    secret_keys: tuple[str, ...] = DEFAULT_SECRET_KEYS
+    # verify with nothing configured to check fails, unless the app says so (verify: none)
+    verify_none_ok: bool = False
+
+    def is_secret(self, key: str) -> bool:
+        return any(fnmatch.fnmatchcase(key, pattern) for pattern in self.secret_keys)
+
+    @property
+    def checks_anything(self) -> bool:
+        """Whether verify has something to check (units, a health URL, a log pattern)."""
+        return bool(self.units or self.health.url or (self.log.path and self.log.error_pattern))
 
     @property
     def declared_keys(self) -> list[str]:
@@ -214,13 +250,15 @@ class _Checker:
     def relative(self, values: tuple[str, ...], path: str) -> tuple[str, ...]:
         for i, value in enumerate(values):
             if value.startswith("/") or ".." in value.split("/"):
-                self.error(f"{path}[{i}]", f"{value!r} must be relative to code.path, inside it")
+                self.error(
+                    f"{path}[{i}]", f"{short(value)} must be relative to code.path, inside it"
+                )
         return values
 
     def absolute(self, data: dict[str, Any], key: str, path: str, required: bool = False) -> str:
         value = self.string(data, key, path, required)
         if value and not (value.startswith("/") or value.startswith("{{")):
-            self.error(path, f"must be an absolute path, not {value!r}")
+            self.error(path, f"must be an absolute path, not {short(value)}")
         return value
 
     def env_values(self, data: dict[str, Any], key: str, path: str) -> dict[str, str]:
@@ -229,21 +267,36 @@ class _Checker:
             self.error(path, "must be a mapping of env keys to values")
             return {}
         return {
-            k: str(v).lower() if isinstance(v, bool) else str(v)
+            k: self.env_value(v, f"{path}.{k}")
             for k, v in value.items()
             if self.env_key(k, f"{path}.{k}")
         }
 
+    def env_value(self, value: Any, path: str) -> str:
+        """A value to write into an env file: a string, number or boolean on one line."""
+        if value is None:
+            self.error(path, "has no value (null): write the value, quoted if need be")
+            return ""
+        if isinstance(value, bool):
+            return str(value).lower()
+        if not isinstance(value, str | int | float):
+            self.error(path, f"must be a string, number or boolean, not a {type(value).__name__}")
+            return ""
+        problem = env_value_problem(str(value))
+        if problem:
+            self.error(path, problem)
+        return str(value)
+
     def env_key(self, value: Any, path: str) -> str:
         if not isinstance(value, str) or not ENV_KEY.match(value):
-            self.error(path, f"{value!r} is not a valid env key (letters, digits, _)")
+            self.error(path, f"{short(value)} is not a valid env key (letters, digits, _)")
             return ""
         return value
 
     def integer(self, data: dict[str, Any], key: str, path: str, default: int) -> int:
         value = data.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            self.error(path, f"must be a whole number >= 0, not {value!r}")
+            self.error(path, f"must be a whole number >= 0, not {short(value)}")
             return default
         return value
 
@@ -265,6 +318,8 @@ APP_KEYS = {
     "databases",
     "backup",
     "config",
+    "secret_keys",
+    "verify",
 }
 
 
@@ -284,11 +339,13 @@ def parse_databases(check: _Checker, raw: dict[str, Any]) -> tuple[DatabaseSpec,
             check.error(f"{where}.{unknown}", "unknown key")
         name = check.string(item, "name", f"{where}.name", required=True)
         if name and (not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in names):
-            check.error(f"{where}.name", f"{name!r} must be unique and a simple name")
+            check.error(f"{where}.name", f"{short(name)} must be unique and a simple name")
         names.add(name)
         engine = check.string(item, "engine", f"{where}.engine", required=True)
         if engine and engine not in ENGINES:
-            check.error(f"{where}.engine", f"must be one of {', '.join(ENGINES)}, not {engine!r}")
+            check.error(
+                f"{where}.engine", f"must be one of {', '.join(ENGINES)}, not {short(engine)}"
+            )
         database = check.string(item, "database", f"{where}.database")
         path = check.absolute(item, "path", f"{where}.path")
         if engine == "sqlite" and not path:
@@ -297,7 +354,9 @@ def parse_databases(check: _Checker, raw: dict[str, Any]) -> tuple[DatabaseSpec,
             check.error(f"{where}.database", f"is required for {engine}")
         password_env = check.string(item, "password_env", f"{where}.password_env")
         if password_env and not ENV_KEY.match(password_env):
-            check.error(f"{where}.password_env", f"{password_env!r} is not an env variable name")
+            check.error(
+                f"{where}.password_env", f"{short(password_env)} is not an env variable name"
+            )
         if "password" in item and password_env:
             check.error(where, "give password (vault) or password_env, not both")
         checks = item.get("integrity_checks") or []
@@ -315,7 +374,9 @@ def parse_databases(check: _Checker, raw: dict[str, Any]) -> tuple[DatabaseSpec,
         migrations = check.strings(item, "migrations_rollback", f"{where}.migrations_rollback")
         for j, m in enumerate(migrations):
             if not m.startswith("/"):
-                check.error(f"{where}.migrations_rollback[{j}]", f"must be absolute, not {m!r}")
+                check.error(
+                    f"{where}.migrations_rollback[{j}]", f"must be absolute, not {short(m)}"
+                )
         specs.append(
             DatabaseSpec(
                 name=name,
@@ -337,7 +398,7 @@ def parse_backup(check: _Checker, raw: dict[str, Any]) -> BackupSpec:
     files = check.strings(spec, "files", "backup.files")
     for i, f in enumerate(files):
         if not f.startswith("/"):
-            check.error(f"backup.files[{i}]", f"must be an absolute path, not {f!r}")
+            check.error(f"backup.files[{i}]", f"must be an absolute path, not {short(f)}")
     return BackupSpec(
         root=check.absolute(spec, "root", "backup.root") or BackupSpec.root,
         files=files,
@@ -350,7 +411,7 @@ def parse_config(check: _Checker, raw: dict[str, Any], backup: BackupSpec) -> Co
     files = check.strings(spec, "files", "config.files")
     for i, f in enumerate(files):
         if not f.startswith("/"):
-            check.error(f"config.files[{i}]", f"must be an absolute path, not {f!r}")
+            check.error(f"config.files[{i}]", f"must be an absolute path, not {short(f)}")
         elif f not in backup.files:
             check.error(f"config.files[{i}]", f"{f} is not in backup.files, so no set holds it")
     caches: list[CacheSpec] = []
@@ -366,7 +427,7 @@ def parse_config(check: _Checker, raw: dict[str, Any], backup: BackupSpec) -> Co
                 check.error(f"{where}.redis.{unknown}", "unknown key")
             db = redis.get("db", 0)
             if isinstance(db, bool) or not isinstance(db, int) or db < 0:
-                check.error(f"{where}.redis.db", f"must be a database number, not {db!r}")
+                check.error(f"{where}.redis.db", f"must be a database number, not {short(db)}")
             target = (
                 redis.get("socket") or f"{redis.get('host', '127.0.0.1')}:{redis.get('port', 6379)}"
             )
@@ -394,7 +455,7 @@ def parse_code(check: _Checker, raw: dict[str, Any]) -> CodeSpec:
         check.error("code", "needs exactly one of git (a work tree) or files (backup files)")
     mode = check.string(git, "mode", "code.git.mode") or "checkout"
     if mode not in ("checkout", "revert"):
-        check.error("code.git.mode", f"must be checkout or revert, not {mode!r}")
+        check.error("code.git.mode", f"must be checkout or revert, not {short(mode)}")
     restore = check.relative(
         check.strings(files, "restore", "code.files.restore"), "code.files.restore"
     )
@@ -483,7 +544,7 @@ def parse_app(host: Host) -> tuple[AppSpec | None, list[str]]:
     if env not in ENVIRONMENTS:
         check.errors.append(
             f"{host.origin('rollback_environment')}: rollback_environment: "
-            f"{env!r} is not one of {', '.join(ENVIRONMENTS)} (host {host.name})"
+            f"{short(env)} is not one of {', '.join(ENVIRONMENTS)} (host {host.name})"
         )
     raw = host.vars.get("rollback_app")
     if raw is None:
@@ -497,7 +558,7 @@ def parse_app(host: Host) -> tuple[AppSpec | None, list[str]]:
     name = check.string(raw, "name", "name", required=True)
     env_file = check.string(raw, "env_file", "env_file")
     if env_file and not (env_file.startswith("/") or env_file.startswith("{{")):
-        check.error("env_file", f"must be an absolute path, not {env_file!r}")
+        check.error("env_file", f"must be an absolute path, not {short(env_file)}")
     master = raw.get("master_switch")
     master_switch = check.env_key(master, "master_switch") if master is not None else ""
     flags_raw = raw.get("flags") or []
@@ -514,7 +575,7 @@ def parse_app(host: Host) -> tuple[AppSpec | None, list[str]]:
     else:
         for key, value in emergency_raw.items():
             if check.env_key(key, f"emergency.{key}"):
-                emergency[key] = str(value).lower() if isinstance(value, bool) else str(value)
+                emergency[key] = check.env_value(value, f"emergency.{key}")
     units_raw = raw.get("units") or []
     if not isinstance(units_raw, list) or not all(isinstance(u, str) for u in units_raw):
         check.error("units", "must be a list of systemd unit names")
@@ -544,12 +605,16 @@ def parse_app(host: Host) -> tuple[AppSpec | None, list[str]]:
     databases = parse_databases(check, raw)
     backup = parse_backup(check, raw)
     config = parse_config(check, raw, backup)
-    off = raw.get("master_switch_off", "false")
+    off = check.env_value(raw.get("master_switch_off", "false"), "master_switch_off")
+    secret_keys = check.strings(raw, "secret_keys", "secret_keys")
+    verify = raw.get("verify", "checks")
+    if verify not in ("checks", "none"):
+        check.error("verify", f"must be checks or none, not {short(verify)}")
     spec = AppSpec(
         name=name,
         env_file=env_file,
         master_switch=master_switch,
-        master_switch_off=str(off).lower() if isinstance(off, bool) else str(off),
+        master_switch_off=off,
         flags=tuple(f for f in flags if f),
         emergency=emergency,
         units=tuple(units_raw),
@@ -562,6 +627,8 @@ def parse_app(host: Host) -> tuple[AppSpec | None, list[str]]:
         databases=databases,
         backup=backup,
         config=config,
+        secret_keys=DEFAULT_SECRET_KEYS + secret_keys,
+        verify_none_ok=verify == "none",
     )
     return spec, check.errors
 

@@ -17,9 +17,18 @@ BREAK_GLASS_LEVELS = ("flag", "emergency")
 
 def current_operator() -> str:
     """Who runs rollback-ops: $ROLLBACK_OPS_OPERATOR, else the sudo user, else the login."""
-    return (
-        os.environ.get("ROLLBACK_OPS_OPERATOR") or os.environ.get("SUDO_USER") or getpass.getuser()
-    )
+    for name in ("ROLLBACK_OPS_OPERATOR", "SUDO_USER"):
+        if name in os.environ:
+            value = os.environ[name]
+            if not identity(value):
+                raise Refused(f"${name} is blank: it must name who runs the rollback")
+            return value.strip()
+    return getpass.getuser()
+
+
+def identity(name: str) -> str:
+    """A person's name as compared by the guard: blanks folded, case-insensitive."""
+    return " ".join(name.split()).casefold()
 
 
 @dataclass(frozen=True)
@@ -44,11 +53,15 @@ def check(auth: Authorization, *, level: str, production: bool, check_mode: bool
             )
         if not auth.reason.strip():
             raise Refused("--break-glass needs --reason TEXT (it is recorded and notified)")
-    if auth.approved_by and auth.approved_by.strip().lower() == auth.operator.strip().lower():
+    if not identity(auth.operator):
+        raise Refused("the operator's name is blank: set ROLLBACK_OPS_OPERATOR to who you are")
+    if auth.approved_by and not identity(auth.approved_by):
+        raise Refused("--approved-by is blank: name the person who approved this rollback")
+    if auth.approved_by and identity(auth.approved_by) == identity(auth.operator):
         raise Refused(f"{auth.operator} cannot approve their own rollback: ask someone else")
     if not production or check_mode:
         return
-    if auth.break_glass or auth.approved_by or auth.confirmed_by_typing:
+    if auth.break_glass or identity(auth.approved_by) or auth.confirmed_by_typing:
         return
     raise Refused(
         "this inventory is production: a change needs --approved-by NAME (someone other than "

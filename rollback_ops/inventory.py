@@ -1,50 +1,61 @@
-"""Find and read inventories, keeping where each variable came from.
+"""Inventories as ansible-core itself reads them.
 
-rollback-ops reads YAML inventories itself (the hosts file plus ``group_vars/`` and
-``host_vars/`` beside it, with Ansible's precedence) so that a problem can be reported
-with the file and the key *before* any host is touched. Ansible then runs on the same path.
+The guard, the validation and the plan must decide on exactly the hosts and variables that
+``ansible-playbook`` will use, so this module does not parse inventories: it asks
+ansible-core's ``InventoryManager`` and ``VariableManager`` (every inventory plugin, INI,
+YAML, JSON and ``group_vars/<group>/`` files, Ansible's precedence), with the same
+``ansible.cfg`` the playbooks run with. What rollback-ops adds is the origin of each value
+(the file that set it, from ansible-core's own origin tags, best effort) for its messages.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from rollback_ops import paths
 from rollback_ops.exceptions import ConfigError
+from rollback_ops.text import short
 
 NAMED = {
     "staging": "staging",
     "prod": "production",
     "production": "production",
 }
-HOSTS_FILES = ("hosts.yml", "hosts.yaml", "inventory.yml", "inventory.yaml")
-
-
-class _Loader(yaml.SafeLoader):
-    """Safe YAML that keeps ``!vault`` values as opaque strings (Ansible decrypts them)."""
-
-
-def _vault(loader: yaml.SafeLoader, node: yaml.Node) -> str:
-    return "<vault>" + str(loader.construct_scalar(node))  # type: ignore[arg-type]
-
-
-_Loader.add_constructor("!vault", _vault)
-_Loader.add_constructor("!unsafe", lambda loader, node: loader.construct_scalar(node))  # type: ignore[arg-type]
+# variables whose values are resolved (templated) on the controller exactly as Ansible would,
+# because the guard, the validation or the plan decide on them
+RESOLVED = (
+    "rollback_environment",
+    "rollback_app",
+    "rollback_notify",
+    "rollback_thresholds",
+    "ansible_host",
+    "ansible_port",
+    "ansible_connection",
+    "ansible_user",
+)
+VAULT_MARK = "<vault>"  # a vaulted value: never decrypted on the controller, only by the play
 
 
 @dataclass
 class Host:
     name: str
     vars: dict[str, Any] = field(default_factory=dict)
-    origins: dict[str, Path] = field(default_factory=dict)
+    origins: dict[str, str] = field(default_factory=dict)
 
     def origin(self, key: str) -> str:
-        where = self.origins.get(key)
-        return str(where) if where else "inventory"
+        return self.origins.get(key) or "inventory"
+
+    @property
+    def address(self) -> str:
+        """Where Ansible connects: ansible_host (or the name), with the port when set."""
+        address = str(self.vars.get("ansible_host") or self.name)
+        port = self.vars.get("ansible_port")
+        return f"{address}:{port}" if port else address
 
 
 @dataclass
@@ -52,6 +63,7 @@ class Inventory:
     name: str
     path: Path
     hosts: dict[str, Host]
+    _manager: Any = field(default=None, repr=False)
 
     @property
     def environments(self) -> set[str]:
@@ -60,6 +72,28 @@ class Inventory:
     @property
     def is_production(self) -> bool:
         return "production" in self.environments
+
+    def select(self, limit: str | None) -> list[str]:
+        """Hosts matching an Ansible ``--limit`` pattern (names, groups, ``!``, ``&``, ``*``)."""
+        names = sorted(self.hosts)
+        if not limit:
+            return names
+        if self._manager is None:  # an inventory built by hand (tests)
+            wanted = {p.strip() for p in limit.split(",")}
+            chosen = [h for h in names if h in wanted]
+        else:
+            from ansible.errors import AnsibleError
+
+            try:
+                chosen = sorted({h.name for h in self._manager.get_hosts(limit)} & set(names))
+            except AnsibleError as exc:
+                raise ConfigError(f"--limit {short(limit)}: {_first_line(exc)}") from None
+        if not chosen:
+            raise ConfigError(
+                f"--limit {short(limit)} matches no host in inventory {self.name} "
+                f"({', '.join(names)})"
+            )
+        return chosen
 
 
 def resolve(name_or_path: str, state_dir: Path) -> tuple[str, Path]:
@@ -80,140 +114,229 @@ def resolve(name_or_path: str, state_dir: Path) -> tuple[str, Path]:
     if not path.exists():
         known = ", ".join([*NAMED, "lab", "local"])
         raise ConfigError(
-            f"inventory {name_or_path!r} is neither a file nor a directory nor one of: {known}"
+            f"inventory {short(name_or_path)} is neither a file nor a directory nor one of: {known}"
         )
     return str(path), path.resolve()
 
 
-def _read_yaml(path: Path) -> Any:
-    try:
-        return yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{path}{where}: not valid YAML: {problem}") from exc
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+def configure_ansible() -> None:
+    """Make this process's ansible-core read the configuration the playbooks run with.
 
+    ansible-core reads its configuration once, when ``ansible.constants`` is first imported:
+    this must run before that, and sets the same variables ansible-runner gives the playbook.
+    """
+    from rollback_ops.runner import ansible_config_env
 
-def _vars_file(directory: Path, name: str) -> list[Path]:
-    """group_vars/NAME.yml, NAME.yaml, NAME (file) or NAME/ (a directory of YAML files)."""
-    found = [directory / f"{name}{ext}" for ext in (".yml", ".yaml", "")]
-    files = [p for p in found if p.is_file()]
-    folder = directory / name
-    if folder.is_dir():
-        files += sorted(p for p in folder.iterdir() if p.suffix in (".yml", ".yaml"))
-    return files
-
-
-@dataclass
-class _Group:
-    name: str
-    depth: int
-    vars: dict[str, Any] = field(default_factory=dict)
-    hosts: dict[str, dict[str, Any]] = field(default_factory=dict)
-    parents: set[str] = field(default_factory=set)
+    for key, value in ansible_config_env().items():
+        os.environ[key] = value
 
 
 def load(name_or_path: str, state_dir: Path) -> Inventory:
+    """The inventory's hosts and their variables, as ansible-playbook will see them."""
     name, path = resolve(name_or_path, state_dir)
-    if path.is_dir():
-        hosts_file = next((path / f for f in HOSTS_FILES if (path / f).is_file()), None)
-        if hosts_file is None:
-            raise ConfigError(f"{path}: no {' or '.join(HOSTS_FILES)} in the inventory directory")
-        base = path
-    else:
-        hosts_file, base = path, path.parent
-    if hosts_file.suffix not in (".yml", ".yaml"):
-        raise ConfigError(
-            f"{hosts_file}: rollback-ops reads YAML inventories (.yml); convert INI ones"
+    configure_ansible()
+    from ansible.errors import AnsibleError
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.vars.manager import VariableManager
+
+    loader = DataLoader()
+    _vault_secrets(loader)
+    _forget_vars_files()
+    with _collected_warnings() as problems:
+        try:
+            manager = InventoryManager(loader=loader, sources=[str(path)])
+            variables = VariableManager(loader=loader, inventory=manager)
+            found = sorted(manager.get_hosts("all"), key=lambda h: h.name)
+            hosts = {h.name: _host(h, variables, loader) for h in found}
+        except AnsibleError as exc:
+            parse = [p for p in problems if p.startswith("Failed to parse")]
+            raise ConfigError(f"inventory {path}: {_best(parse) or _first_line(exc)}") from None
+        except (RecursionError, MemoryError):
+            raise ConfigError(f"inventory {path}: too deeply nested or too large to read") from None
+    # what ansible-playbook would only warn about (a misspelt group key drops its hosts) is
+    # refused here: a rollback must not run on an inventory read differently than it was meant
+    skipped = [p for p in problems if p.startswith(SKIPPING)]
+    if skipped:
+        raise ConfigError(f"inventory {path}: " + "; ".join(short(p, 200) for p in skipped))
+    if not hosts:
+        raise ConfigError(f"{path}: the inventory lists no hosts")
+    return Inventory(name=name, path=path, hosts=hosts, _manager=manager)
+
+
+SKIPPING = ("Skipping unexpected key", "Skipping key")
+
+
+@contextlib.contextmanager
+def _collected_warnings() -> Iterator[list[str]]:
+    """What ansible-core's inventory plugins warn about while loading, kept for the error
+    message instead of printed (each parse failure as "Failed to parse ... with PLUGIN: why")."""
+    from ansible.utils.display import Display
+
+    display = Display()
+    collected: list[str] = []
+
+    def warning(msg: str, *args: Any, **kwargs: Any) -> None:
+        collected.append(str(msg))
+
+    def error_as_warning(msg: str, exception: BaseException, *args: Any, **kwargs: Any) -> None:
+        collected.append(f"{msg.rstrip('.')}: {_describe(exception)}")
+
+    display.warning = warning  # type: ignore[method-assign]
+    display.error_as_warning = error_as_warning  # type: ignore[method-assign]
+    try:
+        yield collected
+    finally:
+        del display.warning
+        del display.error_as_warning
+
+
+def _describe(exc: BaseException) -> str:
+    """An ansible-core error as "FILE:LINE:COL: message", from its innermost explained cause."""
+    where, message = "", ""
+    while exc is not None:
+        text = getattr(exc, "_original_message", None) or getattr(exc, "message", None)
+        if text:
+            message = str(text)
+        obj = getattr(exc, "obj", None)
+        if getattr(obj, "path", None):
+            where = str(obj.path)
+            if getattr(obj, "line_num", None):
+                where += f":{obj.line_num}:{getattr(obj, 'col_num', None) or 1}"
+        exc = exc.__cause__  # type: ignore[assignment]
+    message = short(message.splitlines()[0] if message else "unknown error", 300).strip("'\"")
+    return f"{where}: {message}" if where else message
+
+
+def _best(failures: list[str]) -> str:
+    """Of the plugins' parse failures, the one of the plugin meant for the file's type."""
+    for plugin in ("'auto' plugin", "'yaml' plugin", "'ini' plugin"):
+        for failure in failures:
+            if plugin in failure:
+                return failure
+    return failures[0] if failures else ""
+
+
+def _forget_vars_files() -> None:
+    """ansible-core's host_group_vars plugin caches which vars files exist per process (one
+    process per ansible-playbook run); a process that loads inventories again must not see
+    the files as they were the first time."""
+    import sys
+
+    for name, module in list(sys.modules.items()):
+        if name.endswith("host_group_vars"):
+            for cache in ("FOUND", "NAK", "CANONICAL_PATHS"):
+                with contextlib.suppress(AttributeError):
+                    getattr(module, cache).clear()
+
+
+def _vault_secrets(loader: Any) -> None:
+    """The vault secrets ansible.cfg names (vault_identity_list, vault_password_file)."""
+    from ansible import constants as C
+    from ansible.cli import CLI
+
+    ids = list(C.DEFAULT_VAULT_IDENTITY_LIST or [])
+    files = [C.DEFAULT_VAULT_PASSWORD_FILE] if C.DEFAULT_VAULT_PASSWORD_FILE else []
+    # with no secret configured the context is still set up: a vaulted value then stays
+    # opaque (VAULT_MARK) instead of failing the load
+    try:
+        from ansible.parsing.vault import VaultSecretsContext
+    except ImportError:  # ansible-core before 2.19: secrets live on the loader only
+        first = True
+    else:  # one context per process (ansible-core allows it to be set once)
+        first = VaultSecretsContext.current(optional=True) is None
+    secrets = CLI.setup_vault_secrets(
+        loader,
+        vault_ids=ids,
+        vault_password_files=files,
+        auto_prompt=False,
+        initialize_context=first,
+    )
+    loader.set_vault_secrets(secrets)
+
+
+def _host(host: Any, variables: Any, loader: Any) -> Host:
+    from ansible.errors import AnsibleError
+    from ansible.template import Templar
+
+    raw = variables.get_vars(host=host, include_hostvars=False)
+    templar = Templar(loader=loader, variables=raw)
+    out = Host(host.name)
+    for key, value in raw.items():
+        out.origins[key] = _origin(value)
+        if key == "rollback_environment":
+            # the guard decides on this one: resolved exactly, or refused
+            try:
+                out.vars[key] = _plain(templar.template(value))
+            except AnsibleError as exc:
+                raise ConfigError(
+                    f"{out.origin(key)}: rollback_environment: cannot be resolved for host "
+                    f"{host.name}: {_first_line(exc)}"
+                ) from None
+        elif key in RESOLVED:
+            out.vars[key] = _resolved(value, templar)
+        else:
+            out.vars[key] = _plain(value)
+    return out
+
+
+def _resolved(value: Any, templar: Any) -> Any:
+    """A value with its templates rendered as Ansible would; a vaulted leaf it cannot
+    decrypt stays opaque; a template that needs run-time data (facts) stays as written."""
+    from ansible.errors import AnsibleError
+
+    if _is_vaulted(value):
+        return VAULT_MARK  # never decrypted here: the playbook reads it where it needs it
+    if isinstance(value, str):
+        if "{{" in value or "{%" in value:
+            try:
+                return _plain(templar.template(value))
+            except AnsibleError:
+                return str(value)
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _resolved(v, templar) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_resolved(v, templar) for v in value]
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """ansible-core's tagged values as plain Python data."""
+    if _is_vaulted(value):
+        return VAULT_MARK
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return str(value)
+
+
+def _is_vaulted(value: Any) -> bool:
+    try:
+        from ansible.parsing.vault import EncryptedString
+    except ImportError:  # ansible-core before 2.19
+        from ansible.parsing.yaml.objects import (
+            AnsibleVaultEncryptedUnicode as EncryptedString,
         )
-    data = _read_yaml(hosts_file)
-    if not isinstance(data, dict) or not data:
-        raise ConfigError(
-            f"{hosts_file}: an inventory must be a mapping of groups (e.g. all: hosts: ...)"
-        )
-    groups: dict[str, _Group] = {}
-    for group_name, body in data.items():
-        _walk(hosts_file, str(group_name), body, None, 0, groups)
-    groups.setdefault("all", _Group("all", 0))
-    hosts: dict[str, Host] = {}
-    ordered = sorted(groups.values(), key=lambda g: (g.depth, g.name != "all", g.name))
-    members = {g.name: _members(g.name, groups) for g in ordered}
-    all_hosts = sorted({h for g in groups.values() for h in g.hosts})
-    members["all"] = set(all_hosts)
-    if not all_hosts:
-        raise ConfigError(f"{hosts_file}: the inventory lists no hosts")
-    for host_name in all_hosts:
-        host = Host(host_name)
-        # Ansible's order: inventory-file group vars, group_vars/all, group_vars/<group>,
-        # inventory-file host vars, host_vars/<host>; later replaces earlier key by key.
-        for g in ordered:
-            if host_name in members[g.name]:
-                _merge(host, g.vars, hosts_file)
-        for g in ordered:
-            if host_name in members[g.name]:
-                for f in _vars_file(base / "group_vars", g.name):
-                    _merge(host, _mapping(f), f)
-        for g in ordered:
-            if host_name in g.hosts:
-                _merge(host, g.hosts[host_name], hosts_file)
-        for f in _vars_file(base / "host_vars", host_name):
-            _merge(host, _mapping(f), f)
-        hosts[host_name] = host
-    return Inventory(name=name, path=path, hosts=hosts)
+    return isinstance(value, EncryptedString)
 
 
-def _mapping(path: Path) -> dict[str, Any]:
-    data = _read_yaml(path)
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a vars file must be a mapping of variable names to values")
-    return data
+def _origin(value: Any) -> str:
+    try:
+        from ansible._internal._datatag._tags import Origin
+    except ImportError:  # ansible-core before 2.19 keeps no origins
+        return ""
+    tag = Origin.get_tag(value)
+    if tag is None or not tag.path:
+        return ""
+    return str(tag.path)
 
 
-def _merge(host: Host, values: dict[str, Any], origin: Path) -> None:
-    for key, value in values.items():
-        host.vars[str(key)] = value
-        host.origins[str(key)] = origin
-
-
-def _members(name: str, groups: dict[str, _Group]) -> set[str]:
-    found = set(groups[name].hosts)
-    for child in groups.values():
-        if name in child.parents:
-            found |= _members(child.name, groups)
-    return found
-
-
-def _walk(
-    origin: Path, name: str, body: Any, parent: str | None, depth: int, groups: dict[str, _Group]
-) -> None:
-    if body is None:
-        body = {}
-    if not isinstance(body, dict):
-        raise ConfigError(f"{origin}: group {name!r} must be a mapping with hosts/vars/children")
-    unknown = set(body) - {"hosts", "vars", "children"}
-    if unknown:
-        raise ConfigError(
-            f"{origin}: group {name!r} has unknown key(s) {', '.join(sorted(map(str, unknown)))} "
-            "(allowed: hosts, vars, children)"
-        )
-    group = groups.setdefault(name, _Group(name, depth))
-    group.depth = max(group.depth, depth)
-    if parent:
-        group.parents.add(parent)
-    for key, kind in (("hosts", dict), ("vars", dict), ("children", dict)):
-        if body.get(key) is not None and not isinstance(body[key], kind):
-            raise ConfigError(f"{origin}: {name}.{key} must be a mapping")
-    for host_name, host_vars in (body.get("hosts") or {}).items():
-        if host_vars is not None and not isinstance(host_vars, dict):
-            raise ConfigError(
-                f"{origin}: host {host_name!r} in group {name!r}: vars must be a mapping"
-            )
-        group.hosts.setdefault(str(host_name), {}).update(host_vars or {})
-    group.vars.update(body.get("vars") or {})
-    for child, child_body in (body.get("children") or {}).items():
-        _walk(origin, str(child), child_body, name, depth + 1, groups)
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "message", "") or exc).strip()
+    return short(text.splitlines()[0] if text else type(exc).__name__, 300)

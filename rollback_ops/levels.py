@@ -6,8 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rollback_ops.appspec import ENV_KEY, AppSpec
+from rollback_ops.appspec import ENV_KEY, AppSpec, env_value_problem, mask
 from rollback_ops.exceptions import ConfigError
+from rollback_ops.text import short
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,9 @@ class Level:
         values = self.values(app, request) if self.values else {}
         steps: list[str] = []
         if values:
-            settings = ", ".join(f"{k}={v}" for k, v in values.items())
+            settings = ", ".join(
+                f"{k}={mask(v) if app.is_secret(k) else v}" for k, v in values.items()
+            )
             units = f"; systemd knows {', '.join(app.units)}" if app.units else ""
             steps.append(
                 f"preflight (every host before any change): {', '.join(values)} declared "
@@ -95,9 +98,10 @@ class Level:
         return steps
 
     def extravars(self, request: Request) -> dict[str, Any]:
+        """The request as the playbooks' variables (the flags are added by the caller, which
+        sends secret ones through the environment)."""
         return {
             "rollback_level": self.name,
-            "rollback_flags": dict(request.flags),
             "rollback_allow_new_flags": request.allow_new_flags,
             "rollback_verify": request.verify,
             "rollback_unlock_run_id": request.unlock_run,
@@ -377,17 +381,25 @@ def get(name: str) -> Level:
 
 
 def parse_flags(items: list[str]) -> dict[str, str]:
-    """``KEY=VALUE`` strings from the command line to a dict, refusing malformed ones."""
+    """``KEY=VALUE`` strings from the command line to a dict, refusing malformed ones.
+
+    The key is taken as typed (a blank or newline around it is refused, not trimmed: a key
+    that is not exactly the file's must not silently become another one); the value is
+    taken byte for byte, refused only where it could not be one line of an env file.
+    """
     flags: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        key = key.strip()
         if not sep or not key:
-            raise ConfigError(f"--flag {item!r}: expected KEY=VALUE")
+            raise ConfigError(f"--flag {short(item)}: expected KEY=VALUE")
         if not ENV_KEY.match(key):
-            raise ConfigError(f"--flag {item!r}: {key!r} is not a valid env key")
-        if "\n" in value or "\r" in value:
-            raise ConfigError(f"--flag {key}: values cannot contain newlines")
+            raise ConfigError(
+                f"--flag {short(item)}: {short(key)} is not a valid env key "
+                "(letters, digits and _, not starting with a digit; no blanks around it)"
+            )
+        problem = env_value_problem(value)
+        if problem:
+            raise ConfigError(f"--flag {key}: the value {problem}")
         if key in flags and flags[key] != value:
             raise ConfigError(f"--flag {key} given twice with different values")
         flags[key] = value

@@ -21,6 +21,7 @@ MARK = {
     "failed": "FAILED",
     "unreachable": "UNREACHABLE",
     "skipped": "skipped",
+    "interrupted": "INTERRUPTED",
 }
 
 
@@ -48,6 +49,10 @@ class PlainProgress:
         if event.diff:
             self.write(_indent(event.diff.rstrip("\n"), f"{event.host}| "))
 
+    def notice(self, text: str) -> None:
+        """Something the person at the terminal must know now (e.g. an interruption)."""
+        self.write(f"!! {text}")
+
     def write(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
 
@@ -73,6 +78,11 @@ class LiveProgress(PlainProgress):
         if event.status in ("changed", "failed", "unreachable") or event.message or event.diff:
             self._clear()
             super().step(event)
+        self._draw()
+
+    def notice(self, text: str) -> None:
+        self._clear()
+        super().notice(text)
         self._draw()
 
     def _clear(self) -> None:
@@ -119,7 +129,11 @@ def recap(result: RunResult) -> str:
     if flags:
         lines.append("  values " + ("that would change:" if result.check else "changed:"))
         lines += [f"    {name}: {f.key} {f.before} -> {f.after}" for name, f in flags]
-    code = [f"    {name}: {line}" for name, h in sorted(result.hosts.items()) if (line := _code(h))]
+    code = [
+        f"    {name}: {line}"
+        for name, h in sorted(result.hosts.items())
+        if (result.check or h.changed) and (line := _code(h))
+    ]
     if code:
         lines += ["  code " + ("that would be reverted:" if result.check else "reverted:"), *code]
     for name, h in sorted(result.hosts.items()):
@@ -133,17 +147,47 @@ def recap(result: RunResult) -> str:
     for n in result.notifications:
         state = "sent" if n["ok"] else f"FAILED ({n['error']})"
         lines.append(f"  notification {n['event']} by {n['channel']}: {state}")
-    if not result.ok and not result.check and result.level in RESUMABLE:
-        lines.append(
-            "  where a host stopped, it stays in maintenance; once the cause is fixed, continue "
-            f"with: rollback-ops apply --resume {result.run_id}"
-        )
-    verdict = "OK" if result.ok else "FAILED"
+    lines += _how_to_continue(result)
+    verdict = {
+        "ok": "OK",
+        "failed": "FAILED",
+        "refused": "REFUSED (nothing was changed)",
+        "interrupted": f"INTERRUPTED ({result.interrupted})",
+    }[result.outcome]
     lines.append(
         f"  {verdict}: {len(result.hosts)} host(s), {result.changed} change(s), "
         f"{result.duration:.1f}s; receipt: {result.run_dir}/receipt.json"
     )
     return "\n".join(lines)
+
+
+def _how_to_continue(result: RunResult) -> list[str]:
+    """After a failure or an interruption: what changed, what is left, how to go on."""
+    if result.ok or result.check or result.refused:
+        return []
+    lines = []
+    if result.interrupted:
+        changed = ", ".join(result.changed_hosts) or "none"
+        unfinished = ", ".join(h.name for h in result.failed_hosts) or "none"
+        how = "stopped at once" if result.hard_stop else "stopped between two steps"
+        lines.append(f"  interrupted by {result.interrupted}, {how}")
+        lines.append(f"  hosts changed before the stop: {changed}")
+        lines.append(f"  hosts that did not finish: {unfinished}")
+    if result.level in RESUMABLE:
+        lines.append(
+            "  where a host stopped, it stays in maintenance; once the cause is fixed, continue "
+            f"with: rollback-ops apply --resume {result.run_id}"
+        )
+    elif result.level in ("flag", "emergency", "config"):
+        lines.append(
+            "  to finish, run the same command again: the hosts already done report no change"
+        )
+    if result.locks_left:
+        lines.append(
+            f"  host locks left by this run on {', '.join(result.locks_left)}: clear them with "
+            f"rollback-ops unlock -i {result.inventory_path} --run {result.run_id}"
+        )
+    return lines
 
 
 def _code(host: HostResult) -> str:

@@ -6,9 +6,17 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 StepStatus = Literal["ok", "changed", "failed", "unreachable", "skipped"]
-HostStatus = Literal["ok", "changed", "failed", "unreachable"]
+HostStatus = Literal["ok", "changed", "failed", "unreachable", "interrupted"]
 
 SKIP_PREFIX = "Skipped: "  # a debug task whose msg starts so explains a step that did not run
+INTERRUPTED = "interrupted: rollback-ops was asked to stop"  # plugins/strategy/rollback_linear
+
+
+def is_preflight_step(step: str) -> bool:
+    """A step of the read-only phase before any change: the playbooks name those tasks
+    "Check ..." or "... preflight ..." (their failures are refusals: nothing was changed)."""
+    task = step.split(": ", 1)[-1]
+    return task.startswith("Check ") or "preflight" in task.lower()
 
 
 @dataclass
@@ -40,12 +48,17 @@ class HostResult:
     flags: list[FlagChange] = field(default_factory=list)
     backups: list[str] = field(default_factory=list)
     failed_step: str = ""
+    failed_action: str = ""
     message: str = ""
     notes: list[str] = field(default_factory=list)
     # code level: current and target code, the record of the code before (snapshot), images
     code: dict[str, Any] = field(default_factory=dict)
     # full level and backup jobs: backup set chosen, forensic set, restore, data loss, sets
     data: dict[str, Any] = field(default_factory=dict)
+    # the host's rollback lock: "held" once preflight took it, "released" once given back
+    lock: str = ""
+    # who held the host's lock when preflight refused (run_id, operator, controller, since...)
+    lock_holder: dict[str, Any] = field(default_factory=dict)
     started: float = 0.0
     ended: float = 0.0
 
@@ -84,22 +97,65 @@ class RunResult:
     notifications: list[dict[str, Any]] = field(default_factory=list)
     request: dict[str, Any] = field(default_factory=dict)
     resumes: str = ""
+    interrupted: str = ""  # SIGINT or SIGTERM when a signal stopped the run
+    hard_stop: bool = False  # a second signal killed the playbook mid-task
 
     @property
     def failed_hosts(self) -> list[HostResult]:
-        return [h for _, h in sorted(self.hosts.items()) if h.status in ("failed", "unreachable")]
+        return [
+            h
+            for _, h in sorted(self.hosts.items())
+            if h.status in ("failed", "unreachable", "interrupted")
+        ]
 
     @property
     def ok(self) -> bool:
-        return self.rc == 0 and all(h.status in ("ok", "changed") for h in self.hosts.values())
+        return (
+            self.rc == 0
+            and not self.interrupted
+            and all(h.status in ("ok", "changed") for h in self.hosts.values())
+        )
 
     @property
     def changed(self) -> int:
         return sum(h.changed for h in self.hosts.values())
 
     @property
+    def changed_hosts(self) -> list[str]:
+        return sorted(name for name, h in self.hosts.items() if h.changed)
+
+    @property
+    def locks_left(self) -> list[str]:
+        """Hosts whose rollback lock this run took and did not give back."""
+        return sorted(name for name, h in self.hosts.items() if h.lock == "held")
+
+    @property
+    def refused(self) -> bool:
+        """Preflight refused the run (a lock held, a check failed): nothing was changed."""
+        failed = self.failed_hosts
+        return (
+            bool(failed)
+            and not self.interrupted
+            and self.changed == 0
+            and all(h.status == "failed" and is_preflight_step(h.failed_step) for h in failed)
+        )
+
+    @property
+    def outcome(self) -> str:
+        if self.interrupted:
+            return "interrupted"
+        if self.ok:
+            return "ok"
+        return "refused" if self.refused else "failed"
+
+    @property
     def exit_status(self) -> int:
-        return 0 if self.ok else 1
+        """0 ok; 1 failed on some host; 3 refused at preflight; 130/143 interrupted."""
+        if self.interrupted:
+            return {"SIGINT": 130, "SIGTERM": 143}.get(self.interrupted, 130)
+        if self.ok:
+            return 0
+        return 3 if self.refused else 1
 
     def receipt(self) -> dict[str, Any]:
         return {
@@ -114,8 +170,12 @@ class RunResult:
             "resumes": self.resumes,
             "started": self.started,
             "duration": round(self.duration, 3),
-            "result": "ok" if self.ok else "failed",
+            "result": self.outcome,
             "exit_status": self.exit_status,
+            "interrupted": self.interrupted,
+            "hard_stop": self.hard_stop,
+            "changed_hosts": self.changed_hosts,
+            "locks_left": self.locks_left,
             "changed": self.changed,
             "hosts": {name: h.as_dict() for name, h in sorted(self.hosts.items())},
             "backups": [

@@ -7,11 +7,14 @@ Only a run that could not start at all (bad playbook, missing ansible-playbook) 
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import ansible_runner
+import yaml
 
 from rollback_ops import paths
 from rollback_ops.exceptions import RunnerError
 from rollback_ops.results import SKIP_PREFIX, FlagChange, HostResult, StepEvent, StepStatus
 
 EventSink = Callable[[StepEvent], None]
+STOP_FILE_ENV = "ROLLBACK_OPS_STOP_FILE"  # watched by plugins/strategy/rollback_linear.py
 # bookkeeping tasks: recorded in the receipt, not shown as steps (unless they fail)
 HIDDEN_ACTIONS = ("validate_argument_spec", "include_role", "include_tasks")
 # what the backup modules return that goes into the receipt (HostResult.data)
@@ -68,17 +73,28 @@ class RunnerOutcome:
     rc: int
     hosts: dict[str, HostResult]
     stdout_tail: str = ""
+    failures: set[str] = field(default_factory=set)  # hosts the play's stats count as failed
+    finished: bool = False  # the play reached its end (its stats were reported)
+
+
+def ansible_config_env() -> dict[str, str]:
+    """The configuration ansible-core runs with, here and in the playbook's process alike."""
+    root = paths.ansible_root()
+    return {
+        "ANSIBLE_CONFIG": str(root / "ansible.cfg"),
+        "ANSIBLE_ROLES_PATH": str(paths.roles_dir()),
+        "ANSIBLE_MODULE_UTILS": str(paths.plugins_dir() / "module_utils"),
+        "ANSIBLE_STRATEGY_PLUGINS": str(paths.plugins_dir() / "strategy"),
+    }
 
 
 def ansible_env() -> dict[str, str]:
     """Environment for ansible-playbook: our config and roles, and a PATH that finds it."""
     bin_dir = str(Path(sys.executable).parent)
     path = os.environ.get("PATH", "")
-    root = paths.ansible_root()
     return {
         "PATH": bin_dir + os.pathsep + path if bin_dir not in path.split(os.pathsep) else path,
-        "ANSIBLE_CONFIG": str(root / "ansible.cfg"),
-        "ANSIBLE_ROLES_PATH": str(paths.roles_dir()),
+        **ansible_config_env(),
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_FORCE_COLOR": "0",
         "ANSIBLE_RETRY_FILES_ENABLED": "0",
@@ -147,6 +163,17 @@ class _Collector:
             for key, after in (res.get("after") or {}).items():
                 before = (res.get("before") or {}).get(key)
                 host.flags.append(FlagChange(key, before, str(after), key in changed))
+        if action.endswith("rollback_preflight") and status == "ok" and res.get("lock"):
+            host.lock = "held"
+        if isinstance(res.get("lock_holder"), dict) and res["lock_holder"]:
+            host.lock_holder = res["lock_holder"]
+        if (
+            action.endswith("rollback_unlock")
+            and host.lock == "held"
+            and isinstance(res.get("removed"), dict)
+            and res["removed"]
+        ):
+            host.lock = "released"
         taken = res.get("lock_taken_over")
         if action.endswith("rollback_preflight") and isinstance(taken, dict) and taken:
             host.notes.append(
@@ -183,6 +210,7 @@ class _Collector:
         if status in ("failed", "unreachable") and host.status not in ("failed", "unreachable"):
             host.status = "unreachable" if status == "unreachable" else "failed"
             host.failed_step, host.message = step.step, message
+            host.failed_action = action
         elif status == "changed" and host.status == "ok":
             host.status = "changed"
         hidden = is_hidden(action) and status != "failed"
@@ -265,28 +293,116 @@ def _scrub_artifacts(artifact_dir: Path) -> None:
         command.write_text(json.dumps(data))
 
 
-def run_playbook(spec: PlaybookRun, sink: EventSink | None = None) -> RunnerOutcome:
+def write_extravars(path: Path, extravars: dict[str, Any]) -> Path:
+    """Write the run's extra variables for ``-e @path``, every string marked unsafe.
+
+    Everything rollback-ops passes comes from a person, the environment or the receipt of a
+    run (flags, reasons, names, refs): Ansible must use it literally, never as a template
+    (``{{ lookup('pipe', ...) }}`` in a flag would otherwise run on the controller). The file
+    is private to the run (0600), and keeps the values out of argv.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        # one !unsafe on the document's root mapping marks everything in it (each scalar keeps
+        # its own YAML type: a tag on a quoted scalar would make ansible-core re-resolve
+        # 'false' as a boolean)
+        handle.write("--- !unsafe\n")
+        yaml.safe_dump(extravars, handle, sort_keys=True)
+    return path
+
+
+class Interruption:
+    """Ctrl-C and SIGTERM during a run: the first asks the playbook to stop between two tasks
+    (the running task finishes, the ``always`` sections run: the host locks are released);
+    the second stops it at once (ansible-runner kills the playbook's process group).
+
+    The playbook runs in its own session (ansible-runner spawns it on a pty), so a terminal's
+    Ctrl-C reaches only rollback-ops, which relays it through ``stop_file``; the
+    ``rollback_linear`` strategy watches that file between tasks.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, stop_file: Path, notice: Callable[[str], None] | None = None):
+        self.stop_file = stop_file
+        self.notice = notice
+        self.signum: int | None = None
+        self.hard = False
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum else ""
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum if self.signum else 0
+
+    def __enter__(self) -> Interruption:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.signum is None:
+            self.signum = signum
+            self.stop_file.touch()
+            self._say(
+                f"{signal.Signals(signum).name}: stopping after the running step on each host; "
+                "the host locks are released. Press Ctrl-C again to stop at once (locks stay)."
+            )
+        elif not self.hard:
+            self.hard = True
+            self._say(f"{signal.Signals(signum).name} again: stopping at once")
+
+    def _say(self, text: str) -> None:
+        if self.notice:
+            with contextlib.suppress(Exception):
+                self.notice(text)
+
+    def cancelled(self) -> bool:
+        """ansible-runner's cancel callback: kill the playbook only on the second signal."""
+        return self.hard
+
+
+def run_playbook(
+    spec: PlaybookRun,
+    sink: EventSink | None = None,
+    interruption: Interruption | None = None,
+    secret_env: dict[str, str] | None = None,
+) -> RunnerOutcome:
     collector = _Collector(sink)
     cmdline = []
     if spec.check:
         cmdline.append("--check")
     if spec.diff:
         cmdline.append("--diff")
-    spec.run_dir.mkdir(parents=True, exist_ok=True)
+    spec.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     ansible_playbook_binary()  # a clear error now rather than rc 127 later
     ident = "ansible"
+    env = {**ansible_env(), **(secret_env or {})}
+    if interruption is not None:
+        env[STOP_FILE_ENV] = str(interruption.stop_file)
     try:
         runner = ansible_runner.run(
             private_data_dir=str(spec.run_dir),
             ident=ident,
             playbook=str(spec.playbook),
             inventory=str(spec.inventory),
-            extravars=spec.extravars,
+            extravars=str(write_extravars(spec.run_dir / "extravars.yml", spec.extravars)),
             cmdline=" ".join(cmdline) or None,
             limit=spec.limit,
-            envvars=ansible_env(),
+            envvars=env,
             project_dir=str(spec.playbook.parent),
             event_handler=collector,
+            cancel_callback=interruption.cancelled if interruption else lambda: False,
+            settings={"pexpect_timeout": 0.25},  # how often a second Ctrl-C is looked at
             quiet=True,
             suppress_env_files=True,
             rotate_artifacts=0,
@@ -300,10 +416,17 @@ def run_playbook(spec: PlaybookRun, sink: EventSink | None = None) -> RunnerOutc
     stdout = spec.run_dir / "artifacts" / ident / "stdout"
     if stdout.exists():
         tail = stdout.read_text(errors="replace")[-3000:]
-    if rc != 0 and not any(h.status in ("failed", "unreachable") for h in collector.hosts.values()):
+    interrupted = bool(interruption and interruption.signum)
+    if (
+        rc != 0
+        and not interrupted
+        and not any(h.status in ("failed", "unreachable") for h in collector.hosts.values())
+    ):
         if rc == 127:
             raise RunnerError("ansible-playbook not found on PATH (rc 127)")
         raise RunnerError(
             f"{spec.playbook.name} did not run (rc {rc}, {runner.status}):\n{tail.strip()}"
         )
-    return RunnerOutcome(runner.status, rc, collector.hosts, tail)
+    stats = runner.stats if isinstance(runner.stats, dict) else {}
+    failures = set(stats.get("failures") or {}) | set(stats.get("dark") or {})
+    return RunnerOutcome(runner.status, rc, collector.hosts, tail, failures, bool(stats))

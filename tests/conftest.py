@@ -37,8 +37,15 @@ def run_module(relative: str, args: dict[str, object], check_mode: bool = False)
     payload = {"ANSIBLE_MODULE_ARGS": {**args, "_ansible_check_mode": check_mode}}
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump(payload, handle)
+    # Ansible ships plugins/module_utils with the module (AnsiballZ); here the package path
+    # of ansible.module_utils is extended instead, so `from ansible.module_utils.X` resolves
+    bootstrap = (
+        "import runpy, sys, ansible.module_utils as m; "
+        f"m.__path__.append({str(ROOT / 'plugins' / 'module_utils')!r}); "
+        "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
     proc = subprocess.run(
-        [sys.executable, str(ROOT / relative), handle.name],
+        [sys.executable, "-c", bootstrap, str(ROOT / relative), handle.name],
         capture_output=True,
         text=True,
         check=False,

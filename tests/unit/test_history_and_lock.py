@@ -1,17 +1,10 @@
-"""The audit history (append-only, survives a crash) and the per-inventory lock."""
+"""The audit history (append-only, survives a crash)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
-import pytest
-
 from rollback_ops import history
-from rollback_ops.exceptions import Refused
-from rollback_ops.lock import InventoryLock
 
 
 def test_history_pairs_start_and_finish_and_keeps_unfinished_runs(state_dir: Path):
@@ -50,55 +43,6 @@ def test_a_torn_last_line_does_not_hide_the_rest(state_dir: Path):
     with history.history_path(state_dir).open("a") as f:
         f.write('{"event": "finished", "run_')  # the process died mid-write
     assert [r.run_id for r in history.read(state_dir)] == ["a"]
-
-
-HOLDER = textwrap.dedent("""
-    import sys, time
-    from pathlib import Path
-    from rollback_ops.lock import InventoryLock
-    lock = InventoryLock(Path(sys.argv[1]), Path("/inv/prod"), "production")
-    lock.acquire("run-A", "ana")
-    print("held", flush=True)
-    time.sleep(float(sys.argv[2]))
-""")
-
-
-def test_a_second_run_is_refused_naming_the_holder(state_dir: Path):
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(state_dir), "30"], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout and holder.stdout.readline().strip() == "held"
-        with pytest.raises(Refused, match=r"locked by run run-A of ana \(pid \d+\) since "):
-            InventoryLock(state_dir, Path("/inv/prod"), "production").acquire("run-B", "ben")
-        # another inventory is not held
-        with InventoryLock(state_dir, Path("/inv/staging"), "staging") as other:
-            other.acquire("run-C", "ben")
-    finally:
-        holder.kill()
-        holder.wait()
-
-
-def test_a_lock_left_by_a_dead_run_is_detected_and_taken(state_dir: Path):
-    subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            HOLDER.replace("time.sleep", "import os; os._exit(0); time.sleep"),
-            str(state_dir),
-            "0",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    lock = InventoryLock(state_dir, Path("/inv/prod"), "production")
-    lock.acquire("run-B", "ben")
-    assert "run run-A of ana" in lock.stale_previous and "died" in lock.stale_previous
-    lock.release()
-    again = InventoryLock(state_dir, Path("/inv/prod"), "production")
-    again.acquire("run-C", "ben")
-    assert again.stale_previous == ""  # a released lock leaves no record behind
-    again.release()
 
 
 def test_history_records_how_production_was_authorized(state_dir: Path):

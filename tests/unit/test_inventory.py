@@ -35,7 +35,7 @@ def test_a_valid_app_is_parsed(state_dir: Path):
 
 
 def test_yaml_errors_name_the_file_and_line(state_dir: Path):
-    with pytest.raises(ConfigError, match=r"bad_yaml/hosts.yml:\d+:\d+: not valid YAML"):
+    with pytest.raises(ConfigError, match=r"bad_yaml/hosts.yml:\d+:\d+: YAML parsing failed"):
         inventory.load(str(INV / "bad_yaml"), state_dir)
 
 
@@ -61,16 +61,49 @@ def test_unknown_names_and_missing_paths_are_refused(state_dir: Path):
         inventory.load("local", state_dir)
 
 
-def test_ini_inventories_are_refused_with_the_reason(state_dir: Path):
-    with pytest.raises(ConfigError, match="YAML inventories"):
-        inventory.load(str(INV / "ini" / "hosts.ini"), state_dir)
+def test_ini_inventories_are_read_as_ansible_reads_them(state_dir: Path):
+    inv = inventory.load(str(INV / "ini" / "hosts.ini"), state_dir)
+    assert sorted(inv.hosts) == ["web1"]
 
 
 def test_group_with_unknown_key_is_refused(tmp_path: Path, state_dir: Path):
+    # ansible-playbook would warn and run without web1; rollback-ops refuses the inventory
     bad = tmp_path / "hosts.yml"
     bad.write_text("all:\n  host:\n    web1:\n")
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) host"):
+    with pytest.raises(ConfigError, match=r"Skipping unexpected key \(host\) in group \(all\)"):
         inventory.load(str(bad), state_dir)
+
+
+def test_every_file_ansible_reads_counts_for_the_guard(tmp_path: Path, state_dir: Path):
+    """A JSON group_vars file (which rollback-ops' own reader skipped) makes the inventory
+    production; so does a templated value, resolved as Ansible resolves it."""
+    (tmp_path / "group_vars").mkdir()
+    (tmp_path / "hosts.yml").write_text(
+        "all:\n  vars:\n    rollback_environment: staging\n  hosts:\n    web1:\n    web2:\n"
+    )
+    assert not inventory.load(str(tmp_path), state_dir).is_production
+    (tmp_path / "group_vars" / "all.json").write_text('{"rollback_environment": "production"}')
+    inv = inventory.load(str(tmp_path), state_dir)
+    assert inv.is_production
+    assert inv.hosts["web1"].origin("rollback_environment").endswith("group_vars/all.json")
+    (tmp_path / "group_vars" / "all.json").unlink()
+    (tmp_path / "host_vars").mkdir()
+    (tmp_path / "host_vars" / "web2").mkdir()
+    (tmp_path / "host_vars" / "web2" / "env.yaml").write_text(
+        "tier: prod\nrollback_environment: \"{{ 'production' if tier == 'prod' else 'staging' }}\"\n"
+    )
+    inv = inventory.load(str(tmp_path), state_dir)
+    assert inv.hosts["web2"].vars["rollback_environment"] == "production"
+    assert inv.hosts["web1"].vars["rollback_environment"] == "staging"
+
+
+def test_limit_takes_ansible_patterns(state_dir: Path):
+    inv = inventory.load(str(INV / "good"), state_dir)
+    assert inv.select("web:!web2") == ["web1"]
+    assert inv.select("web*") == ["web1", "web2"]
+    assert inv.select(None) == ["web1", "web2"]
+    with pytest.raises(ConfigError, match="matches no host"):
+        inv.select("db")
 
 
 def test_vault_values_load_as_opaque_strings(tmp_path: Path, state_dir: Path):

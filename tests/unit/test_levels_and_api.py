@@ -64,7 +64,9 @@ def test_a_host_that_reported_nothing_is_a_failure_not_a_success(monkeypatch, st
     from rollback_ops.authorization import Authorization
     from rollback_ops.results import HostResult
 
-    def fake_run(spec: runner.PlaybookRun, sink: object = None) -> runner.RunnerOutcome:
+    def fake_run(
+        spec: runner.PlaybookRun, sink: object = None, **kw: object
+    ) -> runner.RunnerOutcome:
         return runner.RunnerOutcome("failed", 2, {"web1": HostResult("web1", status="changed")})
 
     monkeypatch.setattr(runner, "run_playbook", fake_run)
@@ -83,7 +85,7 @@ def test_a_run_that_could_not_start_is_recorded_as_an_error(monkeypatch, state_d
     from rollback_ops.authorization import Authorization
     from rollback_ops.exceptions import RunnerError
 
-    def broken(spec: runner.PlaybookRun, sink: object = None) -> runner.RunnerOutcome:
+    def broken(spec: runner.PlaybookRun, sink: object = None, **kw: object) -> runner.RunnerOutcome:
         raise RunnerError("ansible-playbook not found")
 
     monkeypatch.setattr(runner, "run_playbook", broken)

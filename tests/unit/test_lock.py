@@ -1,0 +1,79 @@
+"""This controller's per-host locks, and telling a live lock holder from a dead one."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from rollback_ops.exceptions import Refused
+from rollback_ops.lock import HostsLock, holder_record, liveness, process_start
+
+HOLDER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from rollback_ops.lock import HostsLock
+    lock = HostsLock(Path(sys.argv[1]), {"web1": "127.0.1.11", "web2": "127.0.1.12"})
+    lock.acquire("run-A", "ana")
+    print("held", flush=True)
+    time.sleep(float(sys.argv[2]))
+""")
+
+
+def hold(state_dir: Path, seconds: str) -> subprocess.Popen[str]:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(state_dir), seconds], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout and holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_second_run_on_a_held_host_is_refused_naming_the_holder(state_dir: Path):
+    holder = hold(state_dir, "30")
+    try:
+        # another inventory, another spelling, another host name: the same address is held
+        with pytest.raises(Refused, match=r"host db \(127\.0\.1\.12\) is in use by run run-A "):
+            HostsLock(state_dir, {"db": "127.0.1.12", "web9": "127.0.1.19"}).acquire("B", "ben")
+        # all or nothing: the free host was not left locked by the refused run
+        with HostsLock(state_dir, {"web9": "127.0.1.19"}) as free:
+            free.acquire("run-C", "ben")
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_lock_left_by_a_dead_run_is_detected_and_taken(state_dir: Path):
+    holder = hold(state_dir, "30")
+    holder.kill()
+    holder.wait()
+    lock = HostsLock(state_dir, {"web1": "127.0.1.11"})
+    lock.acquire("run-B", "ben")
+    assert "run run-A of ana" in lock.stale_previous and "died" in lock.stale_previous
+    lock.release()
+    again = HostsLock(state_dir, {"web1": "127.0.1.11"})
+    again.acquire("run-C", "ben")
+    assert again.stale_previous == ""  # a released lock leaves no record behind
+    again.release()
+
+
+def test_liveness_of_a_lock_record():
+    me = holder_record("r", "ana")
+    assert me["pid_start"] == process_start(os.getpid()) != ""
+    assert liveness(me) == "live"
+    # same pid, other start time: the pid was reused by another process
+    assert liveness({**me, "pid_start": "1"}) == "dead"
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    assert liveness({**me, "pid": int(dead.stdout)}) == "dead"
+    other = {**me, "controller": socket.gethostname() + "-other"}
+    assert liveness(other) == "unknown"  # another controller's run, younger than the max age
+    # the max age is in minutes: a 5-minute-old lock is not expired, a 5-hour-old one is
+    assert liveness({**other, "epoch": time.time() - 5 * 60}) == "unknown"
+    assert liveness({**other, "epoch": time.time() - 5 * 3600}) == "expired"
