@@ -6,6 +6,7 @@ results come back as :class:`RunResult`, problems are :mod:`rollback_ops.excepti
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -28,7 +29,7 @@ from rollback_ops import (
 )
 from rollback_ops.appspec import AppSpec, mask
 from rollback_ops.authorization import Authorization, current_operator
-from rollback_ops.exceptions import ConfigError, RollbackOpsError
+from rollback_ops.exceptions import ConfigError, Refused, RollbackOpsError
 from rollback_ops.inventory import Inventory
 from rollback_ops.levels import Level, Request
 from rollback_ops.lock import HostsLock, describe, holder_record, liveness
@@ -522,6 +523,66 @@ def apply(
         observer=observer,
         auth=auth,
     )
+
+
+def unlock(
+    inventory_name: str,
+    *,
+    run_id: str = "",
+    force: bool = False,
+    limit: str | None = None,
+    state_dir: Path | None = None,
+    observer: Observer | None = None,
+    auth: Authorization | None = None,
+) -> RunResult:
+    """Clear the host locks dead runs left (only RUN_ID's with ``run_id``).
+
+    The locks are read first; each holder is judged on this controller (:func:`liveness`):
+    a live run's lock is never cleared, another controller's young lock only with ``force``.
+    Then only the locks so named are cleared, each by its run id. Refused (naming the holder)
+    when nothing may be cleared.
+    """
+    seen = execute(
+        prepare("unlock-inspect", inventory_name, limit=limit, state_dir=state_dir),
+        state_dir=state_dir,
+    )
+    runs: dict[str, str] = {}
+    kept: list[str] = []
+    for name, host in sorted(seen.hosts.items()):
+        holder = host.lock_holder
+        if host.status not in ("ok", "changed"):
+            kept.append(f"{name}: could not read its lock ({host.message})")
+        elif not holder or (run_id and holder.get("run_id") != run_id):
+            continue
+        elif (state := liveness(holder)) == "live":
+            kept.append(f"{name}: held by {describe(holder)}, which is running now")
+        elif state == "unknown" and not force:
+            kept.append(
+                f"{name}: held by {describe(holder)}, from another controller, younger than "
+                "the lock's maximum age: it may still run (--force if you know it is dead)"
+            )
+        else:
+            runs[name] = str(holder.get("run_id", ""))
+    if not runs:
+        found = (
+            "; ".join(kept)
+            if kept
+            else "no host holds a lock" + (f" of run {run_id}" if run_id else "")
+        )
+        if kept:
+            raise Refused(f"nothing cleared: {found}")
+        raise Refused(f"nothing to clear: {found}")
+    prep = prepare(
+        "unlock",
+        inventory_name,
+        limit=",".join(sorted(runs)),
+        state_dir=state_dir,
+        unlock_run=run_id,
+    )
+    prep = dataclasses.replace(prep, request=dataclasses.replace(prep.request, unlock_runs=runs))
+    result = execute(prep, state_dir=state_dir, observer=observer, auth=auth)
+    result.warnings += [f"kept: {k}" for k in kept]
+    return result
 
 
 def verify(

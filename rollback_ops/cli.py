@@ -1,7 +1,13 @@
 """The command line: a thin layer over :mod:`rollback_ops.api` and :mod:`rollback_ops.lab`.
 
 Exit codes: 0 success; 1 the rollback failed on some host (failed or unreachable);
-2 bad input (inventory, flag, option); 3 refused or preflight failed; 4 lab or runner trouble.
+2 bad input (inventory, flag, option); 3 refused or preflight failed; 4 lab or runner
+trouble, an unusable state dir, or an internal error (its traceback goes to a file, never to
+the terminal); 130 interrupted (Ctrl-C); 141 the reader of stdout went away (``| head``):
+output stops quietly, as for a program killed by SIGPIPE.
+
+Every problem ends as one ``rollback-ops: error: ...`` line on stderr (a multi-problem
+input error lists its problems on the lines after), never as a Python traceback.
 """
 
 from __future__ import annotations
@@ -142,7 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--run",
         default="",
         metavar="RUN_ID",
-        help="clear only this run's locks (default: whoever's)",
+        help="clear only this run's locks (default: every dead run's)",
+    )
+    p_unlock.add_argument(
+        "--force",
+        action="store_true",
+        help="also clear a lock another controller's run took less than its maximum age ago "
+        "(a run still running on this controller is never cleared)",
     )
     p_unlock.add_argument("--approved-by", metavar="NAME", help="as for apply (production)")
     p_unlock.add_argument("--reason", help="why: recorded in the history")
@@ -295,14 +307,14 @@ def _authorize(prep: api.Prepared, args: argparse.Namespace) -> Authorization:
     if args.check:
         return auth
     names = ", ".join(prep.hosts)
-    if prep.inventory.is_production and not (auth.approved_by or auth.break_glass):
+    if prep.production and not (auth.approved_by or auth.break_glass):
         if not sys.stdin.isatty():
             authorization.check(auth, level=prep.level.name, production=True, check_mode=False)
         answer = input(
             f"PRODUCTION: level {prep.level.name} on {names}, by {auth.operator}, no approval.\n"
             f"Type the inventory name ({prep.inventory.name}) to go on: "
         )
-        if answer.strip() != prep.inventory.name:
+        if answer.strip() not in {prep.inventory.name, getattr(args, "inventory", None)}:
             raise Refused("not confirmed; nothing was changed")
         return dataclasses.replace(auth, confirmed_by_typing=True)
     if args.yes:
@@ -409,7 +421,15 @@ def cmd_unlock(args: argparse.Namespace) -> int:
     )
     auth = _authorize(prep, args)
     observer = _observer(sys.stderr)
-    result = api.execute(prep, state_dir=args.state_dir, observer=observer, auth=auth)
+    result = api.unlock(
+        args.inventory,
+        run_id=args.run,
+        force=args.force,
+        limit=args.limit,
+        state_dir=args.state_dir,
+        observer=observer,
+        auth=auth,
+    )
     return _finish(result, args, observer)
 
 
@@ -493,14 +513,21 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    rows = history.read(paths.state_dir(args.state_dir))[-args.last :] if args.last > 0 else []
+    from rollback_ops.text import one_line, short
+
+    if args.last < 1:
+        raise RollbackOpsError(f"--last {short(args.last)}: must be 1 or more (the last N runs)")
+    warnings: list[str] = []
+    rows = history.read(paths.readable_state_dir(args.state_dir), warnings)[-args.last :]
+    for warning in warnings:
+        print(f"rollback-ops: warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
         return 0
     if not rows:
         print("no runs recorded yet")
         return 0
-    table = [
+    table: list[tuple[str, ...]] = [
         (
             "DATE",
             "ENVIRONMENT",
@@ -522,19 +549,19 @@ def cmd_history(args: argparse.Namespace) -> int:
             approver = r.approved_by or "-"
         outcome = r.result + (" (check)" if r.check else "")
         duration = f"{r.duration:.1f}s" if r.duration is not None else "-"
-        table.append(
-            (
-                r.started,
-                ",".join(r.environment) or "?",
-                r.level,
-                r.operator,
-                approver,
-                r.reason or "-",
-                duration,
-                outcome,
-                r.run_id,
-            )
+        cells = (
+            r.started,
+            ",".join(r.environment) or "?",
+            r.level,
+            r.operator,
+            approver,
+            r.reason or "-",
+            duration,
+            outcome,
+            r.run_id,
         )
+        # values from a file: one line each, no escape sequence, bounded
+        table.append(tuple(one_line(c, 64) for c in cells))
     print("\n".join(progress.table(table)))
     return 0
 
@@ -542,7 +569,8 @@ def cmd_history(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from rollback_ops import report
 
-    print(report.render(paths.state_dir(args.state_dir), args.run_id, args.templates), end="")
+    state = paths.readable_state_dir(args.state_dir)
+    print(report.render(state, args.run_id, args.templates), end="")
     return 0
 
 
@@ -601,13 +629,145 @@ COMMANDS = {
 }
 
 
+# the commands that write runs, receipts, history or locks: the state dir is checked first
+WRITES_STATE = ("apply", "unlock", "backup", "verify", "demo")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command and return its exit code; every problem, expected or not, ends as a
+    short message on stderr and an exit code (see the module docstring), never a traceback."""
+    parsed = _parse(argv)
+    if isinstance(parsed, int):
+        return parsed
+    args = parsed
     try:
-        return COMMANDS[args.command](args)
+        if args.command in WRITES_STATE:
+            paths.writable_state_dir(args.state_dir)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
     except RollbackOpsError as exc:
-        print(f"rollback-ops: error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
-        print("rollback-ops: interrupted", file=sys.stderr)
+        print("rollback-ops: interrupted; nothing was changed", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 141
+    except OSError as exc:
+        state_error = _state_dir_error(exc, args)
+        if state_error is None:
+            return _internal_error(exc, args)
+        _error(str(state_error))
+        return state_error.exit_code
+    except Exception as exc:  # the last resort: a bug, reported without a traceback
+        return _internal_error(exc, args)
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace | int:
+    """The parsed arguments, or argparse's exit code after its usage and a one-line error
+    (echoed values cut and their control characters escaped)."""
+    import contextlib
+    import io
+
+    from rollback_ops.text import one_line
+
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(out):
+            return build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2)
+        text = out.getvalue()
+        at = text.find(": error: ")
+        if at >= 0:
+            message = text[at + len(": error: ") :].rstrip("\n")
+            text = f"{text[:at]}: error: {one_line(message, 300)}\n"
+        sys.stderr.write(text)
+        return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    except BrokenPipeError:  # --help | head -1
+        _quiet_stdout()
+        return 141
+
+
+def _error(message: str) -> None:
+    """``rollback-ops: error: MESSAGE``: each line bounded and without control characters;
+    at most 40 lines (a multi-problem input error lists one problem a line)."""
+    from rollback_ops.text import one_line
+
+    lines = message[:40_000].splitlines() or [""]
+    shown = [one_line(line, 1000) for line in lines[:40]]
+    if len(lines) > 40:
+        shown.append(f"  ... and {len(lines) - 40} more lines")
+    print("rollback-ops: error: " + "\n".join(shown), file=sys.stderr)
+
+
+def _quiet_stdout() -> None:
+    """After a BrokenPipeError: point stdout at /dev/null so that Python's own flush at exit
+    does not fail again (the Python documentation's recipe for SIGPIPE)."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a file descriptor (tests capture it)
+        pass
+
+
+def _state_dir_error(exc: OSError, args: argparse.Namespace) -> RollbackOpsError | None:
+    try:
+        return paths.state_dir_error(exc, paths.state_dir(args.state_dir))
+    except RollbackOpsError:
+        return None
+
+
+def _internal_error(exc: BaseException, args: argparse.Namespace) -> int:
+    """A bug: one line on stderr naming the exception and where its traceback was saved
+    (the state dir's ``crashes/``, else the temp dir), exit 4."""
+    from rollback_ops.text import one_line
+
+    try:
+        message = one_line(str(exc), 200)
+    except Exception:  # a broken __str__
+        message = "(no message)"
+    saved = _save_traceback(exc, args)
+    print(
+        f"rollback-ops: internal error: {type(exc).__name__}: {message} "
+        f"(please report; details: {saved or 'the traceback could not be saved'})",
+        file=sys.stderr,
+    )
+    return 4
+
+
+def _save_traceback(exc: BaseException, args: argparse.Namespace) -> str:
+    import os
+    import platform
+    import tempfile
+    import time
+    import traceback
+    from importlib import metadata
+
+    try:
+        version = metadata.version("rollback-ops")
+    except metadata.PackageNotFoundError:
+        version = "(not installed)"
+    text = (
+        f"rollback-ops {version}, Python {platform.python_version()}, "
+        f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}, command {args.command}\n\n"
+        + "".join(traceback.format_exception(exc))
+    )
+    name = f"traceback-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}.txt"
+    for where in (lambda: paths.state_dir(args.state_dir) / "crashes", tempfile.gettempdir):
+        saved: Path | None = None
+        try:
+            folder = Path(where())
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as handle:
+                handle.write(text)
+            saved = folder / name
+        except Exception:  # the state dir may be what is broken: try the next place
+            saved = None
+        if saved is not None:
+            return str(saved)
+    return ""

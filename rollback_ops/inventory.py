@@ -182,8 +182,8 @@ def _collected_warnings() -> Iterator[list[str]]:
     def error_as_warning(msg: str, exception: BaseException, *args: Any, **kwargs: Any) -> None:
         collected.append(f"{msg.rstrip('.')}: {_describe(exception)}")
 
-    display.warning = warning  # type: ignore[method-assign]
-    display.error_as_warning = error_as_warning  # type: ignore[method-assign]
+    display.warning = warning
+    display.error_as_warning = error_as_warning
     try:
         yield collected
     finally:
@@ -198,7 +198,7 @@ def _describe(exc: BaseException) -> str:
         text = getattr(exc, "_original_message", None) or getattr(exc, "message", None)
         if text:
             message = str(text)
-        obj = getattr(exc, "obj", None)
+        obj: Any = getattr(exc, "obj", None)
         if getattr(obj, "path", None):
             where = str(obj.path)
             if getattr(obj, "line_num", None):

@@ -20,6 +20,7 @@ class Request:
     allow_new_flags: bool = False
     verify: bool = True
     unlock_run: str = ""  # unlock: clear only this run's host locks
+    unlock_runs: dict[str, str] = field(default_factory=dict)  # unlock: per host, the run to clear
     to_ref: str = ""  # code: the git ref to go back to (default: the previous release)
     backup_stamp: str = ""  # code: the backups to restore (default: each file's newest)
     force: bool = False  # code: revert despite uncommitted changes (recorded first)
@@ -105,6 +106,8 @@ class Level:
             "rollback_allow_new_flags": request.allow_new_flags,
             "rollback_verify": request.verify,
             "rollback_unlock_run_id": request.unlock_run,
+            "rollback_unlock_runs": dict(request.unlock_runs),
+            "rollback_unlock_inspect": request.level == UNLOCK_INSPECT.name,
             "rollback_code_to": request.to_ref,
             "rollback_backup_stamp": request.backup_stamp,
             "rollback_force": request.force,
@@ -366,6 +369,9 @@ BACKUP = {
     ),
 }
 UNLOCK = Level("unlock", "unlock", "clear the host locks a dead run left", "")
+UNLOCK_INSPECT = Level(
+    "unlock-inspect", "unlock", "read the host locks (who holds them)", "", kind="readonly"
+)
 RESUMABLE = ("code", "full")  # levels whose failed runs `apply --resume RUN_ID` continues
 
 
@@ -373,8 +379,9 @@ def get(name: str) -> Level:
     """A rollback level by name, or one of the runs that are not levels (verify, unlock)."""
     if name in LEVELS:
         return LEVELS[name]
-    if name in (VERIFY.name, UNLOCK.name):
-        return VERIFY if name == VERIFY.name else UNLOCK
+    for level in (VERIFY, UNLOCK, UNLOCK_INSPECT):
+        if name == level.name:
+            return level
     if name in BACKUP:
         return BACKUP[name]
     raise ConfigError(f"unknown level {name!r}; choose one of {', '.join(LEVELS)}")

@@ -85,6 +85,10 @@ def ansible_config_env() -> dict[str, str]:
         "ANSIBLE_ROLES_PATH": str(paths.roles_dir()),
         "ANSIBLE_MODULE_UTILS": str(paths.plugins_dir() / "module_utils"),
         "ANSIBLE_STRATEGY_PLUGINS": str(paths.plugins_dir() / "strategy"),
+        # an inventory source that does not parse is an error, never an empty inventory
+        # (set here, not in ansible.cfg: ansible-lint's syntax check runs with no inventory)
+        "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True",
+        "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "True",
     }
 
 
@@ -165,8 +169,11 @@ class _Collector:
                 host.flags.append(FlagChange(key, before, str(after), key in changed))
         if action.endswith("rollback_preflight") and status == "ok" and res.get("lock"):
             host.lock = "held"
-        if isinstance(res.get("lock_holder"), dict) and res["lock_holder"]:
-            host.lock_holder = res["lock_holder"]
+        holder = res.get("lock_holder") or (
+            res.get("held") if action.endswith("rollback_unlock") else None
+        )
+        if isinstance(holder, dict) and holder:
+            host.lock_holder = holder
         if (
             action.endswith("rollback_unlock")
             and host.lock == "held"

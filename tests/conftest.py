@@ -14,6 +14,11 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 def load_module(relative: str) -> ModuleType:
     """Import an Ansible module shipped in a role's library/ so its pure functions can be tested."""
+    import ansible.module_utils
+
+    shared = str(ROOT / "plugins" / "module_utils")  # what AnsiballZ ships with the module
+    if shared not in ansible.module_utils.__path__:
+        ansible.module_utils.__path__.append(shared)
     path = ROOT / relative
     spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec and spec.loader

@@ -1,117 +1,289 @@
-"""The env-file editor (roles/envfile/library/rollback_envfile.py): all but the value kept."""
+"""The env-file module (roles/envfile/library/rollback_envfile.py), run as Ansible runs it (own
+process, JSON arguments, plugins/module_utils on ansible.module_utils' path) on real files.
+
+The parser and editor themselves are tested in test_envfile_utils.py."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
 import pytest
 
-from tests.conftest import load_module
+from tests.conftest import run_module
 
-envfile = load_module("roles/envfile/library/rollback_envfile.py")
-
-
-def edit(text: str, values: dict[str, str], allow_new: bool = False) -> str:
-    return envfile.edit(text, values, allow_new)[0]
+MODULE = "roles/envfile/library/rollback_envfile.py"
+SECRET_OLD = "old-Rbo-Secret-4711"
+SECRET_NEW = "new-Rbo-Secret-0815"
 
 
-def test_only_the_value_changes_and_comments_order_blank_lines_stay():
-    text = "# header\n\nA=1\n# note\nB=true\nC=3\n"
-    assert edit(text, {"B": "false"}) == "# header\n\nA=1\n# note\nB=false\nC=3\n"
+def run(path: Path, check: bool = False, **args: object) -> dict:
+    return run_module(MODULE, {"path": str(path), "_ansible_diff": True, **args}, check)
 
 
-def test_before_and_changed_keys_are_reported():
-    new, before, changed, dups = envfile.edit("A=1\nB=2\n", {"A": "1", "B": "5"})
-    assert new == "A=1\nB=5\n"
-    assert before == {"A": "1", "B": "2"}
-    assert changed == ["B"]
-    assert dups == []
+def masked(value: str) -> str:
+    return f"<secret sha256:{hashlib.sha256(value.encode()).hexdigest()[:8]}>"
 
 
-@pytest.mark.parametrize(
-    ("line", "value", "expected"),
-    [
-        ('A="true"', "false", 'A="false"'),
-        ("A='true'", "false", "A='false'"),
-        ('A="x"', 'say "hi"', 'A="say \\"hi\\""'),
-        ('A="x"', "$HOME", 'A="\\$HOME"'),
-        ("A='x'", "it's", '''A="it's"'''),
-        ("A=x", "two words", "A='two words'"),
-        ("A=x", "a#b", "A='a#b'"),
-    ],
-)
-def test_quoting_style_is_kept_or_chosen_safely(line, value, expected):
-    assert edit(line + "\n", {"A": value}) == expected + "\n"
+def backups(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if ".backup." in p.name)
 
 
-def test_quoted_value_equal_to_the_new_one_is_left_alone():
-    assert edit('A="false"\n', {"A": "false"}) == 'A="false"\n'
-    assert envfile.edit('A="false"\n', {"A": "false"})[2] == []
+def leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith(".rollback-ops."))
 
 
-def test_export_prefix_and_indentation_and_spacing_are_kept():
-    text = "export A=1\n  export   B = 2\n"
-    assert edit(text, {"A": "9", "B": "8"}) == "export A=9\n  export   B = 8\n"
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """mount(size, inodes) -> a fresh tmpfs directory, unmounted at the end (root only)."""
+    mounted: list[Path] = []
+
+    def mount(size: str = "1m", inodes: int | None = None) -> Path:
+        if os.geteuid() != 0:
+            pytest.skip("mounting a small tmpfs (a real full disk) needs root")
+        where = tmp_path / f"tmpfs{len(mounted)}"
+        where.mkdir()
+        options = f"size={size}" + (f",nr_inodes={inodes}" if inodes else "")
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in reversed(mounted):
+        subprocess.run(["umount", str(where)], check=False)
 
 
-def test_inline_comment_and_its_spacing_are_kept():
-    assert edit("A=true   # keep me\n", {"A": "false"}) == "A=false   # keep me\n"
-    assert edit('A="on" # c\n', {"A": "off"}) == 'A="off" # c\n'
+# ----------------------------------------------------------------------------- guarantees
 
 
-def test_hash_without_space_is_part_of_the_value():
-    _new, before, _c, _d = envfile.edit("URL=http://x/#frag\n", {"URL": "y"})
-    assert before == {"URL": "http://x/#frag"}
+def test_set_backup_mode_owner_check_mode_and_second_run(tmp_path: Path):
+    env = tmp_path / ".env"
+    text = b"# c\r\nexport A='1' # keep\r\nB=2"
+    env.write_bytes(text)
+    env.chmod(0o640)
+    if os.geteuid() == 0:
+        os.chown(env, 1234, 5678)
+    checked = run(env, check=True, values={"A": "9"})
+    assert checked["changed"] is True
+    assert checked["backup_file"] == ""
+    assert env.read_bytes() == text
+    assert backups(tmp_path) == []
+    result = run(env, values={"A": "9"})
+    assert result["changed"] is True, result
+    assert result["before"] == {"A": "1"}
+    assert result["after"] == {"A": "9"}
+    assert result["changed_keys"] == ["A"]
+    assert result["diff"]["before"] == "2: export A='1' # keep\n"
+    assert result["diff"]["after"] == "2: export A='9' # keep\n"
+    assert env.read_bytes() == b"# c\r\nexport A='9' # keep\r\nB=2"
+    [copy] = backups(tmp_path)
+    assert str(copy) == result["backup_file"]
+    assert copy.read_bytes() == text
+    for path in (env, copy):
+        st = path.stat()
+        assert st.st_mode & 0o777 == 0o640
+        if os.geteuid() == 0:
+            assert (st.st_uid, st.st_gid) == (1234, 5678)
+    assert leftovers(tmp_path) == []
+    again = run(env, values={"A": "9"})
+    assert again["changed"] is False
+    assert again["backup_file"] == ""
+    assert len(backups(tmp_path)) == 1
 
 
-def test_values_with_equals_signs():
-    text = "DSN=postgres://u:p@h/db?a=b&c=d\nA=1\n"
-    new, before, _c, _d = envfile.edit(text, {"A": "2"})
-    assert before["A"] == "1"
-    assert new == "DSN=postgres://u:p@h/db?a=b&c=d\nA=2\n"
-    assert envfile.read_values(text)["DSN"] == "postgres://u:p@h/db?a=b&c=d"
+def test_missing_file_and_missing_key_fail_without_change(tmp_path: Path):
+    result = run(tmp_path / "nope", values={"A": "1"})
+    assert result["failed"] is True
+    assert result["msg"] == f"env file not found: {tmp_path / 'nope'}"
+    env = tmp_path / ".env"
+    env.write_text("A=1\n")
+    result = run(env, values={"TYPO": "1"})
+    assert result["msg"] == f"{env}: keys not present in the file: TYPO"
+    assert env.read_text() == "A=1\n"
 
 
-def test_crlf_line_endings_are_kept():
-    assert edit("A=1\r\nB=2\r\n", {"B": "3"}) == "A=1\r\nB=3\r\n"
+# ----------------------------------------------------------------------------- D4
 
 
-def test_missing_final_newline_is_kept():
-    assert edit("A=1\nB=2", {"B": "3"}) == "A=1\nB=3"
+def test_vertical_tab_and_form_feed_do_not_end_lines(tmp_path: Path):
+    env = tmp_path / ".env"
+    env.write_bytes(b"FOO=tr\x0bue\nBAR=true\x0cOTHER=1\nZ=1\n")
+    result = run(env, values={"FOO": "false", "BAR": "false"})
+    assert result["changed"] is True, result
+    assert env.read_bytes() == b"FOO=false\nBAR=false\nZ=1\n"
+    assert result["diff"]["before"] == "1: FOO=tr\x0bue\n2: BAR=true\x0cOTHER=1\n"
+    assert result["diff"]["after"] == "1: FOO=false\n2: BAR=false\n"
 
 
-def test_duplicate_keys_are_all_set_and_reported_and_last_wins_before():
-    new, before, changed, dups = envfile.edit("A=1\nB=2\nA=3\n", {"A": "0"})
-    assert new == "A=0\nB=2\nA=0\n"
-    assert before == {"A": "3"}
-    assert dups == ["A"]
-    assert changed == ["A"]
+def test_control_characters_in_values_are_refused_naming_the_key(tmp_path: Path):
+    env = tmp_path / ".env"
+    env.write_text("FOO=true\n")
+    result = run(env, values={"FOO": "a\x0bb"})
+    assert result["failed"] is True
+    assert "the value for FOO holds the control character U+000B" in result["msg"]
+    assert env.read_text() == "FOO=true\n"
+    assert backups(tmp_path) == []
 
 
-def test_missing_key_is_refused_unless_allowed():
-    with pytest.raises(envfile.EnvFileError, match="NEW"):
-        envfile.edit("A=1\n", {"NEW": "x"})
-    assert edit("A=1", {"NEW": "x"}, allow_new=True) == "A=1\nNEW=x\n"
-    assert edit("A=1\r\n", {"NEW": "x"}, allow_new=True) == "A=1\r\nNEW=x\r\n"
+def test_a_key_inside_a_multiline_value_is_not_touched(tmp_path: Path):
+    env = tmp_path / ".env"
+    text = 'CERT="-----BEGIN-----\nB=x\n-----END-----"\nB=1\n'
+    env.write_text(text)
+    result = run(env, values={"B": "2"})
+    assert result["changed"] is True, result
+    assert env.read_text() == text.replace("B=1", "B=2")
+    assert result["diff"]["before"] == "4: B=1\n"
+    refused = run(env, values={"CERT": "x"})
+    assert "CERT has a multi-line quoted value (lines 1-3)" in refused["msg"]
+    env.write_text('CERT="-----BEGIN-----\nB=x\n-----END-----"\n')
+    absent = run(env, values={"B": "2"})
+    assert absent["msg"] == f"{env}: keys not present in the file: B"
 
 
-def test_newlines_in_values_and_bad_keys_are_refused():
-    with pytest.raises(envfile.EnvFileError):
-        envfile.edit("A=1\n", {"A": "x\ny"})
-    with pytest.raises(envfile.EnvFileError):
-        envfile.edit("A=1\n", {"1A": "x"})
+def test_a_bom_before_the_first_key_is_kept(tmp_path: Path):
+    env = tmp_path / ".env"
+    env.write_bytes(b"\xef\xbb\xbfA=1\nB=2\n")
+    result = run(env, values={"A": "0"})
+    assert result["changed"] is True, result
+    assert result["before"] == {"A": "1"}
+    assert env.read_bytes() == b"\xef\xbb\xbfA=0\nB=2\n"
 
 
-def test_non_assignment_lines_are_never_touched():
-    text = "not an assignment\n=oops\nA=1\n"
-    assert edit(text, {"A": "2"}) == "not an assignment\n=oops\nA=2\n"
+# ----------------------------------------------------------------------------- D5
 
 
-def test_unterminated_quote_is_taken_literally():
-    assert envfile.split_value('"abc') == ("", '"abc', "")
+def test_a_symlink_is_kept_and_its_target_edited(tmp_path: Path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    target = shared / "app.env"
+    target.write_text("A=1\n")
+    target.chmod(0o600)
+    app = tmp_path / "app"
+    app.mkdir()
+    link = app / ".env"
+    link.symlink_to("../shared/app.env")
+    result = run(link, values={"A": "2"})
+    assert result["changed"] is True, result
+    assert link.is_symlink()
+    assert os.readlink(link) == "../shared/app.env"
+    assert target.read_text() == "A=2\n"
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert result["target"] == str(target)
+    [copy] = backups(app)
+    assert copy.read_text() == "A=1\n"
+    assert not copy.is_symlink()
+    assert copy.stat().st_mode & 0o777 == 0o600
+    assert backups(shared) == []
+    assert leftovers(shared) == []
+    assert run(link, values={"A": "2"})["changed"] is False
 
 
-def test_diff_holds_only_changed_lines():
-    old = "SECRET=hunter2\nA=1\n"
-    before, after = envfile.changed_lines(old, edit(old, {"A": "2"}))
-    assert before == "2: A=1\n"
-    assert after == "2: A=2\n"
-    assert "hunter2" not in before + after
+def test_a_hard_linked_file_is_refused_before_any_change(tmp_path: Path):
+    env = tmp_path / ".env"
+    env.write_text("A=1\n")
+    os.link(env, tmp_path / "other-name")
+    result = run(env, values={"A": "2"})
+    assert result["failed"] is True
+    assert f"env file {env} has 2 hard links; rollback-ops will not break them" in result["msg"]
+    assert env.read_text() == "A=1\n"
+    assert backups(tmp_path) == []
+    assert os.stat(env).st_nlink == 2
+
+
+# ----------------------------------------------------------------------------- D6
+
+
+def test_too_little_room_for_copy_and_temp_file_is_refused_before_writing(tmpfs):
+    # A 6.2 MiB file with 5.8 MiB free: the backup copy used to be cut short by ENOSPC and
+    # left behind. Now the room for the copy, the temp file and the margin is checked first.
+    small = tmpfs("12m")
+    env = small / ".env"
+    text = "A=1\n" + "#" * 6_500_000 + "\n"
+    env.write_text(text)
+    result = run(env, values={"A": "2"})
+    assert result.get("failed") is True, result
+    assert f"MiB free beside {env}" in result["msg"]
+    assert "need 22.4 MiB: backup copy 6.2 MiB + temp file 6.2 MiB + margin 10 MiB" in result["msg"]
+    assert sorted(p.name for p in small.iterdir()) == [".env"]
+    assert env.read_text() == text
+
+
+def test_a_failure_while_writing_leaves_no_partial_copy_or_temp_file(tmp_path: Path, tmpfs):
+    # The target's filesystem has bytes to spare but no inode left: the space check passes,
+    # the temp file cannot be created (ENOSPC) after the backup copy was made beside the link.
+    small = tmpfs("16m", inodes=16)
+    target = small / "app.env"
+    target.write_text("A=1\n")
+    for n in range(64):
+        try:
+            (small / f"filler{n}").touch()
+        except OSError:
+            break
+    link = tmp_path / ".env"
+    link.symlink_to(target)
+    result = run(link, values={"A": "2"})
+    assert result["failed"] is True, result
+    assert f"could not write the temp file for {link}" in result["msg"]
+    assert "No space left on device" in result["msg"]
+    assert backups(tmp_path) == []
+    assert leftovers(small) == []
+    assert target.read_text() == "A=1\n"
+    assert link.is_symlink()
+
+
+# ----------------------------------------------------------------------------- D12
+
+
+def test_secret_values_are_masked_everywhere(tmp_path: Path):
+    env = tmp_path / ".env"
+    env.write_text(f"PARTNER_API_KEY={SECRET_OLD}\nFLAG=on\n")
+    args = {"values": {"FLAG": "off"}, "secret_values": {"PARTNER_API_KEY": SECRET_NEW}}
+    result = run(env, **args)
+    assert result["changed"] is True, result
+    assert env.read_text() == f"PARTNER_API_KEY={SECRET_NEW}\nFLAG=off\n"
+    out = json.dumps(result)
+    assert SECRET_OLD not in out
+    assert SECRET_NEW not in out
+    assert result["before"] == {"FLAG": "on", "PARTNER_API_KEY": masked(SECRET_OLD)}
+    assert result["after"] == {"FLAG": "off", "PARTNER_API_KEY": masked(SECRET_NEW)}
+    assert result["secret_keys"] == ["PARTNER_API_KEY"]
+    assert result["diff"]["before"] == f"1: PARTNER_API_KEY={masked(SECRET_OLD)}\n2: FLAG=on\n"
+    assert result["diff"]["after"] == f"1: PARTNER_API_KEY={masked(SECRET_NEW)}\n2: FLAG=off\n"
+    assert run(env, **args)["changed"] is False
+
+
+def test_a_secret_key_given_in_values_is_masked_too(tmp_path: Path):
+    env = tmp_path / ".env"
+    env.write_text(f"DB_PASSWORD={SECRET_OLD}\nDATABASE_URL=postgres://u:{SECRET_OLD}@h/db\n")
+    result = run(
+        env,
+        values={"DB_PASSWORD": SECRET_NEW, "DATABASE_URL": f"postgres://u:{SECRET_NEW}@h/db"},
+        secret_keys=["*PASSWORD*", "DATABASE_URL"],
+    )
+    assert result["changed"] is True, result
+    out = json.dumps(result)
+    assert SECRET_OLD not in out
+    assert SECRET_NEW not in out
+    assert result["after"]["DB_PASSWORD"] == masked(SECRET_NEW)
+    assert result["invocation"]["module_args"]["values"]["DB_PASSWORD"] == masked(SECRET_NEW)
+
+
+def test_a_key_in_both_values_and_secret_values_is_refused(tmp_path: Path):
+    env = tmp_path / ".env"
+    env.write_text("API_KEY=x\n")
+    result = run(env, values={"API_KEY": "a"}, secret_values={"API_KEY": SECRET_NEW})
+    assert result["failed"] is True
+    assert "API_KEY given in both values and secret_values" in result["msg"]
+    assert SECRET_NEW not in json.dumps(result)
+    assert env.read_text() == "API_KEY=x\n"

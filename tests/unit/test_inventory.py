@@ -90,7 +90,8 @@ def test_every_file_ansible_reads_counts_for_the_guard(tmp_path: Path, state_dir
     (tmp_path / "host_vars").mkdir()
     (tmp_path / "host_vars" / "web2").mkdir()
     (tmp_path / "host_vars" / "web2" / "env.yaml").write_text(
-        "tier: prod\nrollback_environment: \"{{ 'production' if tier == 'prod' else 'staging' }}\"\n"
+        "tier: prod\n"
+        "rollback_environment: \"{{ 'production' if tier == 'prod' else 'staging' }}\"\n"
     )
     inv = inventory.load(str(tmp_path), state_dir)
     assert inv.hosts["web2"].vars["rollback_environment"] == "production"

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from tests.conftest import load_module
+import ansible.module_utils
+import pytest
 
+from tests.conftest import ROOT, load_module, run_module
+
+# The module imports the shared parser as ansible.module_utils.rollback_envfile, which Ansible
+# ships with it from plugins/module_utils; loaded in this process, that path is added here.
+if str(ROOT / "plugins" / "module_utils") not in ansible.module_utils.__path__:
+    ansible.module_utils.__path__.append(str(ROOT / "plugins" / "module_utils"))
 preflight = load_module("roles/preflight/library/rollback_preflight.py")
 
 
@@ -45,3 +55,104 @@ def test_missing_file_and_disk_space(tmp_path: Path):
     problems = []
     preflight.check_env(params(env_file=str(env), env_keys=["A"], min_free_mb=10**9), problems, {})
     assert "MiB free" in problems[0]
+
+
+def check(**kw: object) -> tuple[list[str], dict]:
+    problems: list[str] = []
+    result: dict = {}
+    preflight.check_env(params(**kw), problems, result)
+    return problems, result
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """mount(size) -> a fresh tmpfs directory, unmounted at the end (root only)."""
+    mounted: list[Path] = []
+
+    def mount(size: str = "1m") -> Path:
+        if os.geteuid() != 0:
+            pytest.skip("mounting a small tmpfs (a real full disk) needs root")
+        where = tmp_path / f"tmpfs{len(mounted)}"
+        where.mkdir()
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in reversed(mounted):
+        subprocess.run(["umount", str(where)], check=False)
+
+
+def test_free_space_is_checked_for_the_copy_and_the_temp_file(tmpfs):
+    # a 0.4 MiB file on a 1 MiB filesystem: the fixed margin alone (0 here) passed before
+    small = tmpfs("1m")
+    env = small / ".env"
+    env.write_text("A=1\n" + "#" * 400_000 + "\n")
+    problems, result = check(env_file=str(env), env_keys=["A"])
+    assert len(problems) == 1, problems
+    assert f"MiB free beside {env}" in problems[0]
+    assert "need 0.8 MiB: backup copy 0.4 MiB + temp file 0.4 MiB + margin 0 MiB" in problems[0]
+    assert result["free_mb"] == 0
+    assert result["needed_mb"] == 1
+
+
+def test_margin_is_added_to_twice_the_file_size(tmp_path: Path):
+    env = tmp_path / ".env"
+    env.write_text("A=1\n")
+    problems, result = check(env_file=str(env), env_keys=["A"], min_free_mb=3)
+    assert problems == []
+    assert result["needed_mb"] == 4  # 3 MiB margin + 8 bytes, rounded up
+
+
+def test_hard_links_are_reported(tmp_path: Path):
+    env = tmp_path / ".env"
+    env.write_text("A=1\n")
+    os.link(env, tmp_path / "other-name")
+    problems, _result = check(env_file=str(env), env_keys=["A"])
+    assert problems == [
+        f"env file {env} has 2 hard links; rollback-ops will not break them apart (its "
+        "atomic rename would leave the other names on the old content): remove the other "
+        "links or edit it by hand"
+    ]
+
+
+def test_a_symlink_is_followed(tmp_path: Path):
+    target = tmp_path / "real.env"
+    target.write_text("A=1\n")
+    link = tmp_path / ".env"
+    link.symlink_to(target)
+    assert check(env_file=str(link), env_keys=["A"])[0] == []
+
+
+def test_keys_are_read_by_the_editors_parser(tmp_path: Path):
+    env = tmp_path / ".env"
+    env.write_bytes(
+        b"\xef\xbb\xbfFIRST=1\nVT=a\x0bINNER_VT=1\nM='x\nINNER_Q=1\ny'\nC=a \\\nINNER_C=1\n"
+    )
+    assert preflight.env_keys_in(str(env)) == {"FIRST", "VT", "M", "C"}
+    problems, _result = check(env_file=str(env), env_keys=["FIRST", "INNER_VT", "INNER_Q", "M"])
+    assert problems == [
+        f"{env}: keys not present in the file: INNER_VT, INNER_Q",
+        f"{env}: M has a multi-line quoted value (lines 3-5); rollback-ops rewrites one-line "
+        "values only: edit it by hand",
+    ]
+
+
+def test_the_module_runs_with_the_shared_parser_and_prints_no_value(tmp_path: Path):
+    env = tmp_path / ".env"
+    env.write_text("API_KEY=hunter2-Rbo-secret\nFLAG=on\n")
+    result = run_module(
+        "roles/preflight/library/rollback_preflight.py",
+        {"env_file": str(env), "env_keys": ["FLAG", "NOPE"], "run_id": "", "min_free_mb": 0},
+        check_mode=True,
+    )
+    assert result["failed"] is True
+    assert result["problems"] == [f"{env}: keys not present in the file: NOPE"]
+    assert "hunter2" not in str(result)

@@ -12,23 +12,57 @@ short_description: Set keys in an env file in place, with a backup, atomically
 description:
   - Sets C(KEY=VALUE) assignments in a C(.env)-style file (dotenv, shell, systemd EnvironmentFile).
   - Only the value of each assignment changes; comments, order, blank lines, C(export) prefixes,
-    quoting style, inline comments, CRLF line endings and a missing final newline are kept
-    byte for byte.
+    quoting style, inline comments, CRLF line endings, a UTF-8 byte order mark and a missing
+    final newline are kept byte for byte.
+  - Lines end at C(\n) only, as shells, systemd and dotenv read them (not at C(\v), C(\f),
+    C(\x85), U+2028...). A new value holding a control character other than TAB (or C(\x85),
+    U+2028, U+2029) is refused, naming the key.
+  - Lines inside another key's multi-line quoted value (dotenv) or backslash-continued value are
+    part of that value, never assignments. A key whose own value spans lines is refused before
+    any change (edit it by hand).
   - Every assignment of a key that appears more than once is updated, and a warning names
     the duplicates.
-  - Before changing the file it makes a timestamped copy beside it (C(<path>.backup.<UTC stamp>)),
-    keeping mode and owner, then writes the new content atomically.
+  - A symlink is followed and kept; its final target is replaced atomically (temp file in the
+    target's directory, fsync, rename). A file with more than one hard link is refused before
+    any change (a rename would break the links apart).
+  - Before changing the file it makes a copy beside the path given (for a symlink, beside the
+    link) named C(<path>.backup.<UTC stamp>), holding the target's bytes, mode, owner and times.
+    It first checks (in check mode too) that the filesystems have room for that copy and the
+    temp file plus I(min_free_mb); on any failure while copying or writing (a full disk
+    included) it removes the partial copy and temp file, leaves the file as it was and fails
+    naming the file.
+  - The values of secret keys (I(secret_values), and keys matching I(secret_keys)) are never
+    reported; C(before), C(after), the diff, the module arguments echoed back and the messages
+    show C(<secret sha256:XXXXXXXX>) (the first 8 hex digits of the value's SHA-256) instead.
   - Supports check mode and diff mode. The diff holds only the changed lines, never the rest
     of the file, which often holds secrets.
 options:
   path:
-    description: The env file to edit. It must exist.
+    description: The env file to edit (or a symlink to it). It must exist.
     type: path
     required: true
   values:
-    description: Keys to set and their new values (compared as strings, after unquoting).
+    description:
+      - Keys to set and their new values (compared as strings, after unquoting).
+      - Put secret keys in I(secret_values) instead, so their values stay out of the task's
+        arguments and output.
     type: dict
-    required: true
+    default: {}
+  secret_values:
+    description:
+      - Keys to set whose values are secret, as for I(values); never shown. A key may not be
+        in both I(values) and I(secret_values).
+      - Ansible also replaces any occurrence of these values in the module's output with
+        C(********).
+    type: dict
+    default: {}
+  secret_keys:
+    description:
+      - fnmatch patterns (case-sensitive) or exact names of keys whose values are secret even
+        when given in I(values).
+    type: list
+    elements: str
+    default: ["*_KEY", "*_TOKEN", "*PASSWORD*", "*SECRET*"]
   allow_new_keys:
     description: Append keys that are not in the file yet instead of failing.
     type: bool
@@ -37,6 +71,12 @@ options:
     description: Copy the file beside itself before changing it.
     type: bool
     default: true
+  min_free_mb:
+    description:
+      - MiB that must stay free on each filesystem written to, beyond the backup copy and the
+        temp file (the same margin as rollback_preflight's I(min_free_mb)).
+    type: int
+    default: 10
 author: rollback-ops developers
 """
 
@@ -46,231 +86,158 @@ EXAMPLES = r"""
     path: /srv/analyticbot/.env.production
     values:
       ENABLE_ADVANCED_RECOMMENDATIONS: "false"
+
+- name: Rotate the API key back (its old and new values are never shown)
+  rollback_envfile:
+    path: /srv/analyticbot/.env.production
+    values:
+      ENABLE_TIME_WEIGHTING: "false"
+    secret_values:
+      PARTNER_API_KEY: "{{ vault_partner_api_key_previous }}"
+    secret_keys: ["*_KEY", "*_TOKEN", "*PASSWORD*", "*SECRET*", "DATABASE_URL"]
 """
 
 RETURN = r"""
 before:
-  description: Each requested key's effective value before the change (null when absent).
+  description:
+    - Each requested key's effective value before the change (null when absent).
+    - A secret key's value shows as C(<secret sha256:XXXXXXXX>).
   type: dict
   returned: always
 after:
-  description: Each requested key's value after the change.
+  description: Each requested key's value after the change (secret ones masked as in before).
   type: dict
   returned: always
 changed_keys:
-  description: The keys whose value changed (or would change in check mode).
+  description: The keys whose assignments changed (or would change in check mode).
+  type: list
+  returned: always
+secret_keys:
+  description: The requested keys whose values are masked.
   type: list
   returned: always
 backup_file:
-  description: Path of the copy made before the change; empty when nothing changed or in check mode.
+  description:
+    - Path of the copy made before the change, beside the path given (for a symlink, beside
+      the link); empty when nothing changed or in check mode.
+  type: str
+  returned: always
+target:
+  description: The file actually written (the symlink's final target, else I(path)).
   type: str
   returned: always
 """
 
 import os
-import re
-import tempfile
-import time
 
 from ansible.module_utils.basic import AnsibleModule
-
-ASSIGNMENT = re.compile(
-    r"^(?P<lead>[ \t]*(?:export[ \t]+)?)"
-    r"(?P<key>[A-Za-z_][A-Za-z0-9_]*)"
-    r"(?P<eq>[ \t]*=[ \t]*)"
-    r"(?P<raw>.*)$",
-    re.DOTALL,
+from ansible.module_utils.rollback_envfile import (
+    DEFAULT_SECRET_KEYS,
+    EnvFileError,
+    changed_lines,
+    decode,
+    edit,
+    encode,
+    file_problem,
+    is_secret,
+    mask,
+    safe_write,
+    space_problems,
 )
-SAFE_UNQUOTED = re.compile(r"^[A-Za-z0-9_./:@%+,-]*$")
 
 
-class EnvFileError(ValueError):
-    pass
-
-
-def split_lines(text):
-    """Lines as (body, eol) pairs; eol is '\\r\\n', '\\n' or '' (last line without newline)."""
-    out = []
-    for chunk in text.splitlines(True):
-        if chunk.endswith("\r\n"):
-            out.append((chunk[:-2], "\r\n"))
-        elif chunk.endswith("\n"):
-            out.append((chunk[:-1], "\n"))
-        else:
-            out.append((chunk, ""))
-    return out
-
-
-def split_value(raw):
-    """Split the text after '=' into (quote, value, suffix).
-
-    quote is '"', "'" or ''; suffix keeps trailing blanks and an inline comment.
-    """
-    if raw[:1] in ('"', "'"):
-        quote = raw[0]
-        i = 1
-        chars = []
-        while i < len(raw):
-            c = raw[i]
-            if quote == '"' and c == "\\" and i + 1 < len(raw):
-                nxt = raw[i + 1]
-                chars.append({"n": "\n", "t": "\t"}.get(nxt, nxt) if nxt in '"\\$`nt' else c + nxt)
-                i += 2
-                continue
-            if c == quote:
-                return quote, "".join(chars), raw[i + 1 :]
-            chars.append(c)
-            i += 1
-        # Unterminated quote: take the text literally rather than guess.
-        return "", raw, ""
-    match = re.search(r"[ \t]+#", raw)
-    value = raw[: match.start()] if match else raw.rstrip(" \t")
-    return "", value, raw[len(value) :]
-
-
-def quote_value(value, style):
-    """Render value in the quoting style the line already used, where that is safe."""
-    if "\n" in value or "\r" in value or "\0" in value:
-        raise EnvFileError("values cannot contain newlines or NUL bytes")
-    if style == "'" and "'" not in value:
-        return "'" + value + "'"
-    if style == '"':
-        return '"' + re.sub(r'(["\\$`])', r"\\\1", value) + '"'
-    if SAFE_UNQUOTED.match(value):
-        return value
-    if "'" not in value:
-        return "'" + value + "'"
-    return '"' + re.sub(r'(["\\$`])', r"\\\1", value) + '"'
-
-
-def read_values(text):
-    """The effective value of every key (the last assignment wins, as in shells and systemd)."""
-    values = {}
-    for body, _eol in split_lines(text):
-        match = ASSIGNMENT.match(body)
-        if match:
-            values[match.group("key")] = split_value(match.group("raw"))[1]
-    return values
-
-
-def edit(text, values, allow_new_keys=False):
-    """Return (new_text, before, changed_keys, duplicates) for setting values in text."""
-    values = dict((str(k), str(v)) for k, v in values.items())
-    for key in values:
-        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
-            raise EnvFileError("not a valid env key: %r" % key)
-    current = read_values(text)
-    before = dict((key, current.get(key)) for key in values)
-    missing = [key for key in values if key not in current]
-    if missing and not allow_new_keys:
-        raise EnvFileError("keys not present in the file: %s" % ", ".join(missing))
-    seen = {}
-    lines = []
-    for body, eol in split_lines(text):
-        match = ASSIGNMENT.match(body)
-        if match and match.group("key") in values:
-            key = match.group("key")
-            seen[key] = seen.get(key, 0) + 1
-            quote, old, suffix = split_value(match.group("raw"))
-            if old != values[key]:
-                body = (
-                    match.group("lead")
-                    + key
-                    + match.group("eq")
-                    + quote_value(values[key], quote)
-                    + suffix
-                )
-        lines.append(body + eol)
-    if missing:
-        newline = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
-        if lines and not lines[-1].endswith("\n"):
-            lines[-1] += newline
-        lines.extend(key + "=" + quote_value(values[key], "") + newline for key in missing)
-    changed_keys = [key for key in values if before[key] != values[key]]
-    duplicates = sorted(key for key, count in seen.items() if count > 1)
-    return "".join(lines), before, changed_keys, duplicates
-
-
-def changed_lines(old_text, new_text):
-    """The lines that differ, as 'N: line' texts (appended keys count as new lines)."""
-    old = old_text.splitlines()
-    new = new_text.splitlines()
-    before, after = [], []
-    for n in range(max(len(old), len(new))):
-        a = old[n] if n < len(old) else None
-        b = new[n] if n < len(new) else None
-        if a != b:
-            if a is not None:
-                before.append("%d: %s\n" % (n + 1, a))
-            if b is not None:
-                after.append("%d: %s\n" % (n + 1, b))
-    return "".join(before), "".join(after)
-
-
-def backup_path(path):
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    candidate = "%s.backup.%s" % (path, stamp)
-    n = 1
-    while os.path.lexists(candidate):
-        candidate = "%s.backup.%s.%d" % (path, stamp, n)
-        n += 1
-    return candidate
+def keep_selinux_context(module, target):
+    """A before_rename hook giving the temp file the target's SELinux context, if any."""
+    if not module.selinux_enabled():
+        return None
+    context = module.selinux_context(target)
+    return lambda tmp: module.set_context_if_different(tmp, context, False)
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
             path=dict(type="path", required=True),
-            values=dict(type="dict", required=True),
+            values=dict(type="dict", default={}),
+            secret_values=dict(type="dict", default={}, no_log=True),
+            secret_keys=dict(
+                type="list", elements="str", default=list(DEFAULT_SECRET_KEYS), no_log=False
+            ),
             allow_new_keys=dict(type="bool", default=False),
             backup=dict(type="bool", default=True),
+            min_free_mb=dict(type="int", default=10),
         ),
         supports_check_mode=True,
     )
-    path = module.params["path"]
-    if not os.path.isfile(path):
-        module.fail_json(msg="env file not found: %s" % path, path=path)
-    with open(path, "rb") as handle:
-        text = handle.read().decode("utf-8", "surrogateescape")
+    params = module.params
+    path = params["path"]
+    plain = dict((str(k), str(v)) for k, v in (params["values"] or {}).items())
+    hidden = dict((str(k), str(v)) for k, v in (params["secret_values"] or {}).items())
+    secret = set(hidden) | set(k for k in plain if is_secret(k, params["secret_keys"]))
+
+    def shown(values):
+        return dict((k, mask(v) if k in secret else v) for k, v in values.items())
+
+    # The arguments echoed back (invocation) with secret values masked: Ansible would echo
+    # values as given, and only the no_log option's values as VALUE_SPECIFIED_IN_NO_LOG_...
+    invocation = dict(module_args=dict(params, values=shown(plain), secret_values=shown(hidden)))
+    result = dict(
+        changed=False,
+        path=path,
+        target=path,
+        before={},
+        after={},
+        changed_keys=[],
+        secret_keys=sorted(k for k in secret if k in plain or k in hidden),
+        backup_file="",
+        invocation=invocation,
+    )
+
+    def fail(msg):
+        module.fail_json(msg="%s: %s" % (path, msg), **result)
+
+    both = sorted(set(plain) & set(hidden))
+    if both:
+        fail("%s given in both values and secret_values" % ", ".join(both))
+    problem = file_problem(path)
+    if problem:
+        module.fail_json(msg=problem, **result)
+    target = os.path.realpath(path)
+    result["target"] = target
+    with open(target, "rb") as handle:
+        data = handle.read()
+    text = decode(data)
+    wanted = dict(plain, **hidden)
     try:
-        new_text, before, changed_keys, duplicates = edit(
-            text, module.params["values"], module.params["allow_new_keys"]
-        )
+        new_text, before, changed_keys, duplicates = edit(text, wanted, params["allow_new_keys"])
     except EnvFileError as exc:
-        module.fail_json(msg="%s: %s" % (path, exc), path=path)
-    after = dict((str(k), str(v)) for k, v in module.params["values"].items())
+        fail(str(exc))
+    result.update(before=shown(before), after=shown(wanted), changed_keys=changed_keys)
     for key in duplicates:
         module.warn("%s: %s is assigned more than once; every assignment was set" % (path, key))
-    result = dict(
-        changed=new_text != text,
-        path=path,
-        before=before,
-        after=after,
-        changed_keys=changed_keys,
-        backup_file="",
-    )
+    result["changed"] = new_text != text
     if module._diff and result["changed"]:
         # Only the changed lines: the rest of an env file often holds secrets (DATABASE_URL,
         # API keys) that must not reach the output or ansible-runner's artifacts.
-        before_lines, after_lines = changed_lines(text, new_text)
+        before_lines, after_lines = changed_lines(text, new_text, secret)
         header = "%s (changed lines only)" % path
         result["diff"] = dict(
             before_header=header, after_header=header, before=before_lines, after=after_lines
         )
-    if result["changed"] and not module.check_mode:
-        if module.params["backup"]:
-            result["backup_file"] = backup_path(path)
-            module.preserved_copy(path, result["backup_file"])
-        fd, tmp = tempfile.mkstemp(prefix=".rollback-ops.", dir=os.path.dirname(path) or ".")
+    if not result["changed"]:
+        module.exit_json(**result)
+    new_data = encode(new_text)
+    backup_size = len(data) if params["backup"] else None
+    problems = space_problems(path, backup_size, len(new_data), params["min_free_mb"])
+    if problems:
+        module.fail_json(msg="; ".join(problems), **result)
+    if not module.check_mode:
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(new_text.encode("utf-8", "surrogateescape"))
-                handle.flush()
-                os.fsync(handle.fileno())
-        except Exception:
-            os.unlink(tmp)
-            raise
-        module.atomic_move(tmp, path)
+            result["backup_file"] = safe_write(
+                path, data, new_data, params["backup"], keep_selinux_context(module, target)
+            )
+        except EnvFileError as exc:
+            module.fail_json(msg=str(exc), **result)
     module.exit_json(**result)
 
 

@@ -12,8 +12,12 @@ short_description: Check a host can take a rollback, before anything is changed
 description:
   - Read-only but for the host's rollback lock (see I(lock_path)). Checks in one call
     everything a level needs and reports every problem found,
-    not only the first: the env file exists and is a writable regular file, the keys to set
-    are declared and present, systemd runs and knows every unit, there is free disk space.
+    not only the first (the env file exists and is a writable regular file with one link, a
+    symlink being followed; the keys to set are declared and present and none has a
+    multi-line value; systemd runs and knows every unit; there is free disk space for the env
+    file's backup copy and temp file).
+  - The env file is read with the same parser as rollback_envfile
+    (C(ansible.module_utils.rollback_envfile)). No value is ever returned or printed, only keys.
   - Also returns facts later steps use (whether systemd runs, the log's current size).
 options:
   env_file:
@@ -51,7 +55,10 @@ options:
     elements: str
     default: []
   min_free_mb:
-    description: Free space needed on the env file's filesystem, in MiB.
+    description:
+      - MiB to keep free beside the env file beyond what the edit writes there, a backup copy
+        and a temp file of the file's size (2 x its size on one filesystem; for a symlink the
+        copy goes beside the link and the temp file beside its target).
     type: int
     default: 10
   lock_path:
@@ -80,6 +87,29 @@ options:
     description: Minutes after which a lock is taken as left by a dead run.
     type: int
     default: 240
+  controller_pid:
+    description:
+      - The pid of the rollback-ops process on the controller, recorded in the lock so the
+        controller can tell a live holder from a dead one.
+    type: int
+    default: 0
+  controller_pid_start:
+    description: That process's start time (/proc/PID/stat field 22), recorded likewise.
+    type: str
+    default: ""
+  environment:
+    description: This host's C(rollback_environment) as Ansible resolves it on this host.
+    type: str
+    default: ""
+  authorized_environments:
+    description:
+      - The environments the controller's production guard authorized this run for. When set,
+        a host whose I(environment) is not among them is a problem. This is defense in depth,
+        so that a variable the controller did not see cannot turn a staging run into a
+        production one.
+      - Unset (null) skips the check.
+    type: list
+    elements: str
 author: rollback-ops developers
 """
 
@@ -105,7 +135,13 @@ paths:
   type: dict
   returned: always
 free_mb:
-  description: Free MiB on the env file's filesystem.
+  description:
+    - Free MiB on the env file's filesystem (the tighter one when the backup copy and the
+      temp file go to two).
+  type: int
+  returned: when env_file is set
+needed_mb:
+  description: MiB the env file's edit needs there (backup copy + temp file + min_free_mb).
   type: int
   returned: when env_file is set
 lock:
@@ -116,27 +152,34 @@ lock_taken_over:
   description: A dead run's lock that this run replaced (empty when none).
   type: dict
   returned: always
+lock_holder:
+  description: The lock of another run that made this preflight fail (empty when none).
+  type: dict
+  returned: always
 """
 
+import errno
 import json
 import os
-import re
 import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-
-ASSIGNMENT = re.compile(r"^[ \t]*(?:export[ \t]+)?([A-Za-z_][A-Za-z0-9_]*)[ \t]*=")
+from ansible.module_utils.rollback_envfile import (
+    MIB,
+    decode,
+    file_problem,
+    key_problems,
+    keys_in,
+    space_needs,
+    space_problems,
+)
 
 
 def env_keys_in(path):
-    keys = set()
+    """The keys assigned in the env file, read by rollback_envfile's own parser."""
     with open(path, "rb") as handle:
-        for raw in handle:
-            match = ASSIGNMENT.match(raw.decode("utf-8", "replace"))
-            if match:
-                keys.add(match.group(1))
-    return keys
+        return keys_in(decode(handle.read()))
 
 
 def check_env(params, problems, result):
@@ -152,26 +195,33 @@ def check_env(params, problems, result):
             )
     if not path:
         return
+    problem = file_problem(path)
+    if problem:
+        problems.append(problem)
     if not os.path.isfile(path):
-        problems.append("env file not found: %s" % path)
         return
-    if not os.access(path, os.R_OK | os.W_OK) or not os.access(
-        os.path.dirname(path) or ".", os.W_OK
+    target = os.path.realpath(path)
+    directories = set([os.path.dirname(target), os.path.dirname(os.path.abspath(path))])
+    if not os.access(target, os.R_OK | os.W_OK) or not all(
+        os.access(d, os.W_OK) for d in directories
     ):
         problems.append(
             "env file %s (or its directory) is not writable by %s" % (path, os.getuid())
         )
-    present = env_keys_in(path)
+    with open(target, "rb") as handle:
+        data = handle.read()
+    text = decode(data)
+    present = keys_in(text)
     missing = [k for k in wanted if k not in present]
     if missing and not params["allow_new_keys"]:
         problems.append("%s: keys not present in the file: %s" % (path, ", ".join(missing)))
-    stat = os.statvfs(os.path.dirname(path) or ".")
-    result["free_mb"] = int(stat.f_bavail * stat.f_frsize // (1024 * 1024))
-    if result["free_mb"] < params["min_free_mb"]:
-        problems.append(
-            "only %d MiB free beside %s (need %d)"
-            % (result["free_mb"], path, params["min_free_mb"])
-        )
+    problems.extend("%s: %s" % (path, p) for p in key_problems(text, wanted))
+    # Room for what the edit writes: a backup copy and a temp file of the file's size.
+    size, margin = len(data), params["min_free_mb"]
+    tightest = min(space_needs(path, size, size, margin), key=lambda n: n[1] - n[2])
+    result["free_mb"] = int(tightest[1] // MIB)
+    result["needed_mb"] = int(-(-tightest[2] // MIB))
+    problems.extend(space_problems(path, size, size, margin))
 
 
 def check_units(module, problems, result):
@@ -209,48 +259,123 @@ def read_lock(path):
     return data if isinstance(data, dict) else {}
 
 
-def check_lock(params, problems, result, check_mode, warn):
-    """Take the host's lock for this run, or say who holds it."""
-    result["lock"], result["lock_taken_over"] = {}, {}
-    path, run_id = params["lock_path"], params["run_id"]
-    if not path or not run_id:
+def check_guard(params, problems):
+    """Defense in depth: this host's environment, as Ansible resolved it here, must be one the
+    controller's production guard authorized for this run."""
+    authorized = params["authorized_environments"]
+    if authorized is None:
         return
-    held = read_lock(path)
-    if held and held.get("run_id") != run_id:
-        age = time.time() - float(held.get("epoch", 0))
-        if age < params["lock_max_age"] * 60:
-            holder = "run %s of %s from %s since %s" % (
-                held.get("run_id"),
-                held.get("operator"),
-                held.get("controller"),
-                held.get("since"),
-            )
-            if check_mode:
-                warn("another rollback holds this host: " + holder)
-            else:
-                problems.append(
-                    "host locked by %s; one rollback at a time (a dead run's lock: "
-                    "rollback-ops unlock)" % holder
-                )
-            return
-        result["lock_taken_over"] = held
-    if problems or check_mode:
-        return
-    record = dict(
-        run_id=run_id,
+    environment = params["environment"]
+    if environment not in authorized:
+        problems.append(
+            "this host's rollback_environment is %r as Ansible resolves it here, but the "
+            "controller authorized this run for %s only; refusing (nothing was changed)"
+            % (environment, ", ".join(repr(e) for e in authorized) or "no environment")
+        )
+
+
+def lock_record(params):
+    return dict(
+        run_id=params["run_id"],
         operator=params["operator"],
         controller=params["controller"],
+        pid=params["controller_pid"],
+        pid_start=params["controller_pid_start"],
         since=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         epoch=time.time(),
     )
+
+
+def describe(held):
+    return "run %s of %s from %s (pid %s) since %s" % (
+        held.get("run_id"),
+        held.get("operator"),
+        held.get("controller"),
+        held.get("pid", "?"),
+        held.get("since"),
+    )
+
+
+def lock_age(held):
+    try:
+        return time.time() - float(held.get("epoch", 0))
+    except (TypeError, ValueError):
+        return float("inf")
+
+
+def take_lock(path, record):
+    """Create the lock atomically: a link that fails when the file exists (no read-then-write
+    race between two runs). Returns (taken, held): held is the lock in the way."""
     directory = os.path.dirname(path)
     if not os.path.isdir(directory):
         os.makedirs(directory, 0o700)
     fd, tmp = tempfile.mkstemp(prefix=".lock.", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(record, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp, path)
+            return True, {}
+        except OSError as exc:
+            if exc.errno != errno.EEXIST:
+                raise
+        return False, read_lock(path)
+    finally:
+        os.unlink(tmp)
+
+
+def check_lock(params, problems, result, check_mode, warn):
+    """Take the host's lock for this run, or say who holds it (in lock_holder)."""
+    result["lock"], result["lock_taken_over"], result["lock_holder"] = {}, {}, {}
+    path, run_id = params["lock_path"], params["run_id"]
+    if not path or not run_id:
+        return
+    held = read_lock(path)
+    if held and held.get("run_id") != run_id and lock_age(held) < params["lock_max_age"] * 60:
+        if check_mode:
+            warn("another rollback holds this host: " + describe(held))
+        else:
+            problems.append("host locked by %s; one rollback at a time" % describe(held))
+            result["lock_holder"] = held
+        return
+    if problems or check_mode:
+        return
+    record = lock_record(params)
+    for _attempt in range(3):
+        taken, held = take_lock(path, record)
+        if taken:
+            result["lock"] = record
+            return
+        if held.get("run_id") == run_id:
+            # this run's own lock (a resumed step): renew it in place
+            write_lock(path, record)
+            result["lock"] = record
+            return
+        if held and lock_age(held) < params["lock_max_age"] * 60:
+            problems.append("host locked by %s; one rollback at a time" % describe(held))
+            result["lock_holder"] = held
+            return
+        # a dead run's lock (older than lock_max_age) or an unreadable one: move it aside
+        # atomically (of two runs doing so at once, one rename succeeds), then try again
+        stale = "%s.stale.%s" % (path, run_id)
+        try:
+            os.rename(path, stale)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+        else:
+            os.unlink(stale)
+            result["lock_taken_over"] = held
+    problems.append("could not take the host lock %s (it keeps changing)" % path)
+
+
+def write_lock(path, record):
+    fd, tmp = tempfile.mkstemp(prefix=".lock.", dir=os.path.dirname(path))
     with os.fdopen(fd, "w") as handle:
         json.dump(record, handle)
     os.rename(tmp, path)
-    result["lock"] = record
 
 
 def main():
@@ -269,6 +394,10 @@ def main():
             operator=dict(type="str", default=""),
             controller=dict(type="str", default=""),
             lock_max_age=dict(type="int", default=240),
+            controller_pid=dict(type="int", default=0),
+            controller_pid_start=dict(type="str", default=""),
+            environment=dict(type="str", default=""),
+            authorized_environments=dict(type="list", elements="str"),
         ),
         supports_check_mode=True,
     )
@@ -279,6 +408,7 @@ def main():
     log_path = module.params["log_path"]
     result["log_offset"] = os.path.getsize(log_path) if log_path and os.path.isfile(log_path) else 0
     result["paths"] = dict((p, os.path.lexists(p)) for p in module.params["paths"])
+    check_guard(module.params, problems)
     check_lock(module.params, problems, result, module.check_mode, module.warn)
     result["problems"] = problems
     if problems:

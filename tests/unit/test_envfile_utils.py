@@ -1,0 +1,383 @@
+"""The shared env-file code (plugins/module_utils/rollback_envfile.py): parser, editor, masking,
+space checks and the safe write, on strings and on real files (a real tmpfs for a full disk)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import load_module
+
+envfile = load_module("plugins/module_utils/rollback_envfile.py")
+
+
+def edit(text: str, values: dict[str, str], allow_new: bool = False) -> str:
+    return envfile.edit(text, values, allow_new)[0]
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """mount(size, inodes) -> a fresh tmpfs directory, unmounted at the end (root only)."""
+    mounted: list[Path] = []
+
+    def mount(size: str = "1m", inodes: int | None = None) -> Path:
+        if os.geteuid() != 0:
+            pytest.skip("mounting a small tmpfs (a real full disk) needs root")
+        where = tmp_path / f"tmpfs{len(mounted)}"
+        where.mkdir()
+        options = f"size={size}" + (f",nr_inodes={inodes}" if inodes else "")
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in reversed(mounted):
+        subprocess.run(["umount", str(where)], check=False)
+
+
+# ----------------------------------------------------------------------------- the editor
+
+
+def test_only_the_value_changes_and_comments_order_blank_lines_stay():
+    text = "# header\n\nA=1\n# note\nB=true\nC=3\n"
+    assert edit(text, {"B": "false"}) == "# header\n\nA=1\n# note\nB=false\nC=3\n"
+
+
+def test_before_and_changed_keys_are_reported():
+    new, before, changed, dups = envfile.edit("A=1\nB=2\n", {"A": "1", "B": "5"})
+    assert new == "A=1\nB=5\n"
+    assert before == {"A": "1", "B": "2"}
+    assert changed == ["B"]
+    assert dups == []
+
+
+@pytest.mark.parametrize(
+    ("line", "value", "expected"),
+    [
+        ('A="true"', "false", 'A="false"'),
+        ("A='true'", "false", "A='false'"),
+        ('A="x"', 'say "hi"', 'A="say \\"hi\\""'),
+        ('A="x"', "$HOME", 'A="\\$HOME"'),
+        ("A='x'", "it's", '''A="it's"'''),
+        ("A=x", "two words", "A='two words'"),
+        ("A=x", "a#b", "A='a#b'"),
+        ("A=x", "tab\there", "A='tab\there'"),
+    ],
+)
+def test_quoting_style_is_kept_or_chosen_safely(line, value, expected):
+    assert edit(line + "\n", {"A": value}) == expected + "\n"
+
+
+def test_quoted_value_equal_to_the_new_one_is_left_alone():
+    assert edit('A="false"\n', {"A": "false"}) == 'A="false"\n'
+    assert envfile.edit('A="false"\n', {"A": "false"})[2] == []
+
+
+def test_export_prefix_and_indentation_and_spacing_are_kept():
+    text = "export A=1\n  export   B = 2\n"
+    assert edit(text, {"A": "9", "B": "8"}) == "export A=9\n  export   B = 8\n"
+
+
+def test_inline_comment_and_its_spacing_are_kept():
+    assert edit("A=true   # keep me\n", {"A": "false"}) == "A=false   # keep me\n"
+    assert edit('A="on" # c\n', {"A": "off"}) == 'A="off" # c\n'
+
+
+def test_hash_without_space_is_part_of_the_value():
+    _new, before, _c, _d = envfile.edit("URL=http://x/#frag\n", {"URL": "y"})
+    assert before == {"URL": "http://x/#frag"}
+
+
+def test_values_with_equals_signs():
+    text = "DSN=postgres://u:p@h/db?a=b&c=d\nA=1\n"
+    new, before, _c, _d = envfile.edit(text, {"A": "2"})
+    assert before["A"] == "1"
+    assert new == "DSN=postgres://u:p@h/db?a=b&c=d\nA=2\n"
+    assert envfile.read_values(text)["DSN"] == "postgres://u:p@h/db?a=b&c=d"
+
+
+def test_crlf_line_endings_are_kept():
+    assert edit("A=1\r\nB=2\r\n", {"B": "3"}) == "A=1\r\nB=3\r\n"
+
+
+def test_missing_final_newline_is_kept():
+    assert edit("A=1\nB=2", {"B": "3"}) == "A=1\nB=3"
+
+
+def test_duplicate_keys_are_all_set_and_reported_and_last_wins_before():
+    new, before, changed, dups = envfile.edit("A=1\nB=2\nA=3\n", {"A": "0"})
+    assert new == "A=0\nB=2\nA=0\n"
+    assert before == {"A": "3"}
+    assert dups == ["A"]
+    assert changed == ["A"]
+
+
+def test_missing_key_is_refused_unless_allowed():
+    with pytest.raises(envfile.EnvFileError, match="NEW"):
+        envfile.edit("A=1\n", {"NEW": "x"})
+    assert edit("A=1", {"NEW": "x"}, allow_new=True) == "A=1\nNEW=x\n"
+    assert edit("A=1\r\n", {"NEW": "x"}, allow_new=True) == "A=1\r\nNEW=x\r\n"
+
+
+def test_newlines_in_values_and_bad_keys_are_refused():
+    with pytest.raises(envfile.EnvFileError):
+        envfile.edit("A=1\n", {"A": "x\ny"})
+    with pytest.raises(envfile.EnvFileError):
+        envfile.edit("A=1\n", {"1A": "x"})
+
+
+def test_non_assignment_lines_are_never_touched():
+    text = "not an assignment\n=oops\nA=1\n"
+    assert edit(text, {"A": "2"}) == "not an assignment\n=oops\nA=2\n"
+
+
+def test_unterminated_quote_is_taken_literally():
+    assert envfile.split_value('"abc') == ("", '"abc', "")
+    assert envfile.read_values('A="abc\nB=1\n') == {"A": '"abc', "B": "1"}
+
+
+def test_diff_holds_only_changed_lines():
+    old = "SECRET=hunter2\nA=1\n"
+    before, after = envfile.changed_lines(old, edit(old, {"A": "2"}))
+    assert before == "2: A=1\n"
+    assert after == "2: A=2\n"
+    assert "hunter2" not in before + after
+
+
+# ----------------------------------------------------------------------------- D4: lines
+
+
+@pytest.mark.parametrize("sep", ["\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"])
+def test_only_newline_ends_a_line(sep):
+    # str.splitlines() broke these lines apart: FOO=tr\vue became FOO=falseue
+    assert edit(f"FOO=tr{sep}ue\n", {"FOO": "false"}) == "FOO=false\n"
+    text = f"FOO=true{sep}OTHER=1\n"
+    assert envfile.read_values(text) == {"FOO": f"true{sep}OTHER=1"}
+    assert edit(text, {"FOO": "false"}) == "FOO=false\n"
+    with pytest.raises(envfile.EnvFileError, match="not present in the file: OTHER"):
+        envfile.edit(text, {"OTHER": "2"})
+
+
+@pytest.mark.parametrize(
+    "char", ["\v", "\f", "\n", "\r", "\0", "\x1b", "\x7f", "\x85", "\u2028", "\u2029"]
+)
+def test_control_characters_in_new_values_are_refused_naming_the_key(char):
+    problem = envfile.value_problem("FLAG", f"on{char}x")
+    assert problem is not None
+    assert "FLAG" in problem
+    assert f"U+{ord(char):04X}" in problem
+    with pytest.raises(envfile.EnvFileError, match="FLAG"):
+        envfile.edit("FLAG=off\n", {"FLAG": f"on{char}x"})
+
+
+def test_tab_and_ordinary_text_are_accepted():
+    assert envfile.value_problem("FLAG", "a\tb ü €") is None
+    assert envfile.value_problem("1FLAG", "x") == "not a valid env key: '1FLAG'"
+    assert envfile.value_problem("FLAG\n", "x") == "not a valid env key: 'FLAG\\n'"
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(envfile.EnvFileError) as info:
+        envfile.edit("A=1\n", {"A": "x\vy", "B": "\0"})
+    assert "for A" in str(info.value)
+    assert "for B" in str(info.value)
+
+
+@pytest.mark.parametrize("quote", ['"', "'"])
+def test_a_key_inside_another_keys_multiline_value_is_not_an_assignment(quote):
+    text = f"A={quote}line1\nB=x\nline3{quote}\nB=real\n"
+    assert envfile.read_values(text) == {"A": "line1\nB=x\nline3", "B": "real"}
+    assert edit(text, {"B": "new"}) == f"A={quote}line1\nB=x\nline3{quote}\nB=new\n"
+
+
+@pytest.mark.parametrize("quote", ['"', "'"])
+def test_a_key_only_inside_a_multiline_value_is_not_present(quote):
+    text = f"A={quote}line1\nB=x\nline3{quote}\nC=1\n"
+    assert envfile.keys_in(text) == {"A", "C"}
+    with pytest.raises(envfile.EnvFileError, match="not present in the file: B"):
+        envfile.edit(text, {"B": "new"})
+
+
+def test_escaped_quotes_do_not_end_a_multiline_value():
+    text = 'A="one \\" two\nB=\\"x\nend"\nB=1\n'
+    assert envfile.keys_in(text) == {"A", "B"}
+    assert edit(text, {"B": "2"}) == 'A="one \\" two\nB=\\"x\nend"\nB=2\n'
+
+
+def test_a_multiline_value_of_the_key_itself_is_refused():
+    text = 'A="line1\nline2"\nB=1\n'
+    with pytest.raises(
+        envfile.EnvFileError, match=r"A has a multi-line quoted value \(lines 1-2\)"
+    ):
+        envfile.edit(text, {"A": "x", "B": "2"})
+
+
+def test_a_backslash_continued_value_is_refused_and_its_lines_are_not_assignments():
+    text = "A=one \\\nB=two\nC=3\n"
+    assert envfile.keys_in(text) == {"A", "C"}
+    with pytest.raises(envfile.EnvFileError, match="trailing backslash"):
+        envfile.edit(text, {"A": "x"})
+    assert edit(text, {"C": "4"}) == "A=one \\\nB=two\nC=4\n"
+    # an escaped backslash does not continue the line
+    assert envfile.keys_in("A=x\\\\\nB=1\n") == {"A", "B"}
+
+
+def test_crlf_multiline_value_is_kept_byte_for_byte():
+    text = 'A="l1\r\nB=x\r\nl3"\r\nB=1\r\n'
+    assert edit(text, {"B": "2"}) == 'A="l1\r\nB=x\r\nl3"\r\nB=2\r\n'
+
+
+def test_changed_lines_split_on_newline_only():
+    old = "X=a\vb\nA=1\n"
+    assert envfile.changed_lines(old, edit(old, {"A": "2"})) == ("2: A=1\n", "2: A=2\n")
+
+
+# ----------------------------------------------------------------------------- BOM
+
+
+def test_a_bom_before_the_first_key_is_ignored_and_kept():
+    text = "\ufeffA=1\nB=2\n"
+    assert envfile.read_values(text) == {"A": "1", "B": "2"}
+    assert edit(text, {"A": "0"}) == "\ufeffA=0\nB=2\n"
+    assert envfile.changed_lines(text, "\ufeffA=0\nB=2\n") == ("1: A=1\n", "1: A=0\n")
+    data = envfile.encode(edit(envfile.decode(b"\xef\xbb\xbfA=1\n"), {"A": "0"}))
+    assert data == b"\xef\xbb\xbfA=0\n"
+
+
+def test_undecodable_bytes_survive():
+    data = b"LATIN=caf\xe9\nA=1\n"
+    assert envfile.encode(edit(envfile.decode(data), {"A": "2"})) == b"LATIN=caf\xe9\nA=2\n"
+
+
+# ----------------------------------------------------------------------------- D12: secrets
+
+
+def test_mask_is_a_short_hash_and_none_stays_none():
+    digest = hashlib.sha256(b"hunter2").hexdigest()[:8]
+    assert envfile.mask("hunter2") == f"<secret sha256:{digest}>"
+    assert envfile.mask(None) is None
+
+
+@pytest.mark.parametrize(
+    ("key", "secret"),
+    [
+        ("API_KEY", True),
+        ("GITHUB_TOKEN", True),
+        ("DB_PASSWORD", True),
+        ("PASSWORD_FILE", True),
+        ("CLIENT_SECRET_ID", True),
+        ("ENABLE_TIME_WEIGHTING", False),
+        ("api_key", False),
+        ("KEYS", False),
+    ],
+)
+def test_default_secret_patterns(key, secret):
+    assert envfile.is_secret(key, envfile.DEFAULT_SECRET_KEYS) is secret
+
+
+def test_secret_lines_in_the_diff_show_the_hash_only():
+    old = "export API_KEY='old-value'\nA=1\n"
+    new = edit(old, {"API_KEY": "new-value", "A": "2"})
+    before, after = envfile.changed_lines(old, new, {"API_KEY"})
+    assert before == f"1: export API_KEY={envfile.mask('old-value')}\n2: A=1\n"
+    assert after == f"1: export API_KEY={envfile.mask('new-value')}\n2: A=2\n"
+
+
+# ----------------------------------------------------------------------------- D5, D6: files
+
+
+def test_file_problem_names_hard_links(tmp_path: Path):
+    env = tmp_path / ".env"
+    env.write_text("A=1\n")
+    assert envfile.file_problem(str(env)) is None
+    os.link(env, tmp_path / "other")
+    problem = envfile.file_problem(str(env))
+    assert "has 2 hard links; rollback-ops will not break them apart" in problem
+    assert envfile.file_problem(str(tmp_path / "nope")) == f"env file not found: {tmp_path}/nope"
+    assert "not a regular file" in envfile.file_problem(str(tmp_path))
+
+
+def test_safe_write_through_a_symlink_keeps_the_link(tmp_path: Path):
+    real = tmp_path / "real"
+    real.mkdir()
+    target = real / "env"
+    target.write_bytes(b"A=1\n")
+    target.chmod(0o640)
+    if os.geteuid() == 0:
+        os.chown(target, 1234, 5678)
+    link = tmp_path / ".env"
+    link.symlink_to(target)
+    copy = envfile.safe_write(str(link), b"A=1\n", b"A=2\n")
+    assert link.is_symlink()
+    assert target.read_bytes() == b"A=2\n"
+    assert Path(copy).parent == tmp_path
+    assert Path(copy).name.startswith(".env.backup.")
+    assert Path(copy).read_bytes() == b"A=1\n"
+    for path in (target, Path(copy)):
+        st = path.stat()
+        assert st.st_mode & 0o777 == 0o640
+        if os.geteuid() == 0:
+            assert (st.st_uid, st.st_gid) == (1234, 5678)
+    assert sorted(p.name for p in real.iterdir()) == ["env"]
+
+
+def test_space_needs_count_the_copy_and_the_temp_file(tmp_path: Path):
+    env = tmp_path / ".env"
+    env.write_text("A=1\n")
+    [(directory, free, needed, parts)] = envfile.space_needs(str(env), 100, 120, 1)
+    assert directory == str(tmp_path)
+    assert needed == 220 + envfile.MIB
+    assert parts == [("backup copy", 100), ("temp file", 120)]
+    assert free > 0
+    assert envfile.space_problems(str(env), 100, 120, 0) == []
+
+
+def test_space_problems_on_a_small_filesystem_name_the_numbers(tmpfs):
+    small = tmpfs("1m")
+    env = small / ".env"
+    env.write_bytes(b"A=" + b"x" * 400_000 + b"\n")
+    [problem] = envfile.space_problems(str(env), 400_003, 400_003, 0)
+    assert problem.startswith("only 0.")
+    assert f"MiB free beside {env}" in problem
+    assert "need 0.8 MiB: backup copy 0.4 MiB + temp file 0.4 MiB + margin 0 MiB" in problem
+
+
+def test_safe_write_on_a_full_disk_leaves_no_partial_backup(tmpfs):
+    # The truncated-backup case: the copy itself does not fit (safe_write does not check).
+    small = tmpfs("1m")
+    env = small / ".env"
+    old = b"A=1\n" + b"#" * 600_000 + b"\n"
+    env.write_bytes(old)
+    with pytest.raises(envfile.EnvFileError) as info:
+        envfile.safe_write(str(env), old, old.replace(b"A=1", b"A=2"))
+    assert f"could not write the backup copy for {env}" in str(info.value)
+    assert "No space left on device" in str(info.value)
+    assert sorted(p.name for p in small.iterdir()) == [".env"]
+    assert env.read_bytes() == old
+
+
+def test_safe_write_failing_on_the_temp_file_removes_the_backup_copy(tmp_path: Path, tmpfs):
+    small = tmpfs("1m")
+    target = small / "env"
+    old = b"A=1\n" + b"#" * 600_000 + b"\n"
+    target.write_bytes(old)
+    link = tmp_path / ".env"
+    link.symlink_to(target)
+    with pytest.raises(envfile.EnvFileError, match="could not write the temp file"):
+        envfile.safe_write(str(link), old, old.replace(b"A=1", b"A=2"))
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".env")) == [".env"]
+    assert sorted(p.name for p in small.iterdir()) == ["env"]
+    assert target.read_bytes() == old
+    assert link.is_symlink()
