@@ -48,6 +48,11 @@ class Level:
     def check(self, app: AppSpec, request: Request) -> list[str]:
         """Problems that make this level impossible for this host's app."""
         problems: list[str] = []
+        if self.name == "verify" and not app.checks_anything and not app.verify_none_ok:
+            return [
+                f"nothing to verify: app {app.name} configures no units, health url or log "
+                "error_pattern (set rollback_app.verify: none to accept that)"
+            ]
         if self.name in ("code", "full"):
             return _code_problems(app, request, full=self.name == "full")
         if self.name == "config":
