@@ -6,6 +6,7 @@ results come back as :class:`RunResult`, problems are :mod:`rollback_ops.excepti
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -267,7 +268,7 @@ def execute(
     )
     authorization.check(auth, level=prep.level.name, production=production, check_mode=not changes)
     run_id = new_run_id()
-    state = paths.state_dir(state_dir)
+    state = paths.writable_state_dir(state_dir)  # before any host is touched
     run_dir = state / "runs" / run_id
     lock = HostsLock(state, {h: prep.inventory.hosts[h].address for h in prep.hosts})
     if locked:
@@ -332,24 +333,43 @@ def execute(
         if lock.stale_previous:
             result.warnings.append(lock.stale_previous)
         _explain_held_locks(result)
-        history.append(
-            state,
-            {
-                "event": "finished",
-                "run_id": run_id,
-                "result": result.outcome,
-                "duration": round(result.duration, 3),
-                **({"changed_hosts": result.changed_hosts} if result.changed_hosts else {}),
-                **({"locks_left": result.locks_left} if result.locks_left else {}),
-            },
-        )
+        # the hosts have changed by now: a state dir that fails (full, read-only) must not
+        # hide that; what cannot be recorded is said in the result instead
+        try:
+            history.append(
+                state,
+                {
+                    "event": "finished",
+                    "run_id": run_id,
+                    "result": result.outcome,
+                    "duration": round(result.duration, 3),
+                    **({"changed_hosts": result.changed_hosts} if result.changed_hosts else {}),
+                    **({"locks_left": result.locks_left} if result.locks_left else {}),
+                },
+            )
+        except (OSError, RollbackOpsError) as exc:
+            result.warnings.append(f"the history could not record this run's end: {exc}")
     finally:
         lock.release()
-    receipt = run_dir / "receipt.json"
-    fd = os.open(receipt, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(json.dumps(result.receipt(), indent=2) + "\n")
+    _save_receipt(result, run_dir / "receipt.json")
     return result
+
+
+def _save_receipt(result: RunResult, path: Path) -> None:
+    """Write the receipt atomically (0600); on failure say so in the result (the CLI then
+    prints the receipt on stdout so nothing is lost)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(result.receipt(), indent=2) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        result.receipt_error = f"{path}: {exc.strerror or exc}"
 
 
 def _authorized_environments(prep: Prepared, production: bool, changes: bool) -> list[str]:

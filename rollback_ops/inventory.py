@@ -85,7 +85,7 @@ class Inventory:
             from ansible.errors import AnsibleError
 
             try:
-                chosen = sorted({h.name for h in self._manager.get_hosts(limit)} & set(names))
+                chosen = sorted({str(h.name) for h in self._manager.get_hosts(limit)} & set(names))
             except AnsibleError as exc:
                 raise ConfigError(f"--limit {short(limit)}: {_first_line(exc)}") from None
         if not chosen:
@@ -147,8 +147,8 @@ def load(name_or_path: str, state_dir: Path) -> Inventory:
         try:
             manager = InventoryManager(loader=loader, sources=[str(path)])
             variables = VariableManager(loader=loader, inventory=manager)
-            found = sorted(manager.get_hosts("all"), key=lambda h: h.name)
-            hosts = {h.name: _host(h, variables, loader) for h in found}
+            found = sorted(manager.get_hosts("all"), key=lambda h: str(h.name))
+            hosts = {str(h.name): _host(h, variables, loader) for h in found}
         except AnsibleError as exc:
             parse = [p for p in problems if p.startswith("Failed to parse")]
             raise ConfigError(f"inventory {path}: {_best(parse) or _first_line(exc)}") from None
@@ -261,8 +261,9 @@ def _host(host: Any, variables: Any, loader: Any) -> Host:
 
     raw = variables.get_vars(host=host, include_hostvars=False)
     templar = Templar(loader=loader, variables=raw)
-    out = Host(host.name)
-    for key, value in raw.items():
+    out = Host(str(host.name))  # a plain str: ansible-core's names carry origin tags
+    for tagged, value in raw.items():
+        key = str(tagged)
         out.origins[key] = _origin(value)
         if key == "rollback_environment":
             # the guard decides on this one: resolved exactly, or refused

@@ -154,9 +154,14 @@ def recap(result: RunResult) -> str:
         "refused": "REFUSED (nothing was changed)",
         "interrupted": f"INTERRUPTED ({result.interrupted})",
     }[result.outcome]
+    saved = (
+        f"receipt NOT saved ({result.receipt_error}): printed on stdout"
+        if result.receipt_error
+        else f"receipt: {result.run_dir}/receipt.json"
+    )
     lines.append(
         f"  {verdict}: {len(result.hosts)} host(s), {result.changed} change(s), "
-        f"{result.duration:.1f}s; receipt: {result.run_dir}/receipt.json"
+        f"{result.duration:.1f}s; {saved}"
     )
     return "\n".join(lines)
 

@@ -99,6 +99,7 @@ class RunResult:
     resumes: str = ""
     interrupted: str = ""  # SIGINT or SIGTERM when a signal stopped the run
     hard_stop: bool = False  # a second signal killed the playbook mid-task
+    receipt_error: str = ""  # why the receipt could not be saved (it is printed instead)
 
     @property
     def failed_hosts(self) -> list[HostResult]:

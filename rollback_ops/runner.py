@@ -314,7 +314,9 @@ def write_extravars(path: Path, extravars: dict[str, Any]) -> Path:
         # its own YAML type: a tag on a quoted scalar would make ansible-core re-resolve
         # 'false' as a boolean)
         handle.write("--- !unsafe\n")
-        yaml.safe_dump(extravars, handle, sort_keys=True)
+        # through JSON first: plain types only (str subclasses such as ansible-core's tagged
+        # names would not serialize)
+        yaml.safe_dump(json.loads(json.dumps(extravars)), handle, sort_keys=True)
     return path
 
 

@@ -104,7 +104,9 @@ def test_two_applies_on_one_inventory_one_is_refused_naming_the_holder(lab: LabH
             time.sleep(0.05)
         second = lab.cli("apply", "--level", "emergency", "--inventory", lab.inventory, "--yes")
         assert second.code == 3
-        assert "locked by run" in second.stderr and "of carol" in second.stderr
+        # the same hosts: refused by this controller's per-host lock, naming the holder
+        assert "is in use by run" in second.stderr and "of carol" in second.stderr
+        assert "running now on this controller" in second.stderr
     finally:
         _out, err = first.communicate(timeout=120)
     assert first.returncode == 0, err
