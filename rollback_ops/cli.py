@@ -331,7 +331,7 @@ def _finish(result: RunResult, args: argparse.Namespace, observer: PlainProgress
     if isinstance(observer, LiveProgress):
         observer.finish()
     print(recap(result), file=sys.stderr)
-    if args.json:
+    if args.json or result.receipt_error:
         print(json.dumps(result.receipt(), indent=2))
     return result.exit_status
 
@@ -708,10 +708,12 @@ def _quiet_stdout() -> None:
     import os
 
     try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):  # stdout is not a file descriptor (tests capture it)
-        pass
+        fileno = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file descriptor (tests capture it)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fileno)
+    os.close(devnull)
 
 
 def _state_dir_error(exc: OSError, args: argparse.Namespace) -> RollbackOpsError | None:

@@ -40,3 +40,17 @@ class RunnerError(RollbackOpsError):
     """ansible-runner itself could not run (not: a playbook that failed on a host)."""
 
     exit_code = 4
+
+
+class StateDirError(RollbackOpsError):
+    """The state directory (runs, receipts, history, locks) cannot be used: not a directory,
+    read-only, full. Raised before any host is touched where it can be found out first."""
+
+    exit_code = 4
+
+    def __init__(self, path: object, problem: str):
+        from rollback_ops.text import one_line  # the path may be any length, any bytes
+
+        super().__init__(f"state dir {one_line(str(path), 200)}: {problem}")
+        self.path = path
+        self.problem = problem

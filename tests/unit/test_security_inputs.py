@@ -87,7 +87,10 @@ def write_inventory(tmp_path: Path, app_yaml: str) -> str:
         ("      emergency: {APP_MODE: }\n", "rollback_app.emergency.APP_MODE: has no value"),
         ("      emergency: {APP_MODE: {a: 1}}\n", "rollback_app.emergency.APP_MODE: must be"),
         ("      emergency: {APP_MODE: [x]}\n", "rollback_app.emergency.APP_MODE: must be"),
-        ('      emergency: {APP_MODE: "a\\vb"}\n', "rollback_app.emergency.APP_MODE: holds the control"),
+        (
+            '      emergency: {APP_MODE: "a\\vb"}\n',
+            "rollback_app.emergency.APP_MODE: holds the control",
+        ),
         (
             "      maintenance: {env: {MAINT: ~}}\n",
             "rollback_app.maintenance.env.MAINT: has no value",
