@@ -15,18 +15,41 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rollback_ops import api, authorization, history, levels, paths, progress
+from rollback_ops import api, authorization, history, levels, paths, progress, receipts
 from rollback_ops.authorization import Authorization, current_operator
 from rollback_ops.exceptions import Refused, RollbackOpsError
 from rollback_ops.progress import LiveProgress, PlainProgress, backup_table, recap
 from rollback_ops.results import RunResult
 
 INVENTORY_HELP = "staging, prod|production, lab, local (the demo's), or a path to a YAML inventory"
+
+
+def _amount(text: str) -> float:
+    """A measurement: a finite number >= 0 (nan, inf and negatives mean a typo)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a finite number >= 0")
+    return value
+
+
+def _count(text: str) -> int:
+    """A count of sets or days: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number >= 1")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,23 +200,23 @@ def build_parser() -> argparse.ArgumentParser:
         "recommend", help="which level, how urgently, approved by whom (the seeds' matrices)"
     )
     p_rec.add_argument(
-        "--error-rate", type=float, metavar="PCT", help="percent of requests failing"
+        "--error-rate", type=_amount, metavar="PCT", help="percent of requests failing"
     )
-    p_rec.add_argument("--p95-ms", type=float, metavar="MS", help="p95 response time")
+    p_rec.add_argument("--p95-ms", type=_amount, metavar="MS", help="p95 response time")
     p_rec.add_argument(
         "--for-minutes",
-        type=float,
+        type=_amount,
         default=0,
         metavar="N",
         help="how long the symptoms have lasted",
     )
     p_rec.add_argument(
         "--users-affected",
-        type=float,
+        type=_amount,
         metavar="PCT",
         help="percent of users unable to use core features",
     )
-    p_rec.add_argument("--memory-mb", type=float, metavar="MB", help="memory used by the app")
+    p_rec.add_argument("--memory-mb", type=_amount, metavar="MB", help="memory used by the app")
     p_rec.add_argument("--data-corruption", action="store_true", help="evidence of data corruption")
     p_rec.add_argument("--security", action="store_true", help="a security vulnerability")
     p_rec.add_argument("--service-down", action="store_true", help="the health check fails")
@@ -241,9 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
         "prune", help="remove old sets (never the newest verified one, never forensic sets)"
     )
     backup_target(p_bprune)
-    p_bprune.add_argument("--keep", type=int, metavar="N", help="keep the newest N sets")
+    p_bprune.add_argument("--keep", type=_count, metavar="N", help="keep the newest N sets")
     p_bprune.add_argument(
-        "--max-age", type=int, metavar="DAYS", help="remove the sets older than DAYS days"
+        "--max-age", type=_count, metavar="DAYS", help="remove the sets older than DAYS days"
     )
 
     p_bsched = backup_sub.add_parser(
@@ -258,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
         help='systemd calendar spec, e.g. "*-*-* 02:00:00" or daily (systemd.time(7))',
     )
     p_bsched.add_argument(
-        "--keep", type=int, metavar="N", help="prune to the newest N sets after each one"
+        "--keep", type=_count, metavar="N", help="prune to the newest N sets after each one"
     )
     p_bunsched = backup_sub.add_parser("unschedule", help="remove the backup timer")
     backup_target(p_bunsched)
@@ -416,6 +439,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_unlock(args: argparse.Namespace) -> int:
+    if args.run:
+        receipts.check_run_id(args.run)
     prep = api.prepare(
         "unlock", args.inventory, limit=args.limit, state_dir=args.state_dir, unlock_run=args.run
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,20 +75,39 @@ class Inventory:
         return "production" in self.environments
 
     def select(self, limit: str | None) -> list[str]:
-        """Hosts matching an Ansible ``--limit`` pattern (names, groups, ``!``, ``&``, ``*``)."""
+        """Hosts matching an Ansible ``--limit`` pattern (names, groups, ``!``, ``&``, ``*``).
+
+        Stricter than ansible-playbook where it would quietly widen or narrow a rollback: a
+        blank pattern, an empty term (``web1,``), an unclosed subscript (``web[``) and a term
+        that matches no host are errors, not warnings.
+        """
         names = sorted(self.hosts)
-        if not limit:
+        if limit is None:
             return names
+        terms = [t.lstrip("!&") for t in re.split(r"[,:](?![^\[]*\])", limit)]
+        if not limit.strip() or not all(t.strip() for t in terms):
+            raise ConfigError(f"--limit {short(limit)}: an empty pattern (would match every host)")
+        for term in terms:
+            if "[" in term and not re.search(r"\[-?\d*(:-?\d*)?\]$", term):
+                raise ConfigError(f"--limit {short(limit)}: {short(term)} is not a valid subscript")
         if self._manager is None:  # an inventory built by hand (tests)
             wanted = {p.strip() for p in limit.split(",")}
             chosen = [h for h in names if h in wanted]
         else:
             from ansible.errors import AnsibleError
 
-            try:
-                chosen = sorted({str(h.name) for h in self._manager.get_hosts(limit)} & set(names))
-            except AnsibleError as exc:
-                raise ConfigError(f"--limit {short(limit)}: {_first_line(exc)}") from None
+            with _collected_warnings() as problems:
+                try:
+                    found = self._manager.get_hosts(limit)
+                except AnsibleError as exc:
+                    raise ConfigError(f"--limit {short(limit)}: {_first_line(exc)}") from None
+            unmatched = [p for p in problems if "Could not match supplied host pattern" in p]
+            if unmatched:
+                raise ConfigError(
+                    f"--limit {short(limit)}: {short(unmatched[0].split(': ', 1)[-1])} matches "
+                    f"no host of inventory {self.name} ({', '.join(names)})"
+                )
+            chosen = sorted({str(h.name) for h in found} & set(names))
         if not chosen:
             raise ConfigError(
                 f"--limit {short(limit)} matches no host in inventory {self.name} "
@@ -134,6 +154,7 @@ def configure_ansible() -> None:
 def load(name_or_path: str, state_dir: Path) -> Inventory:
     """The inventory's hosts and their variables, as ansible-playbook will see them."""
     name, path = resolve(name_or_path, state_dir)
+    _refuse_alias_bombs(path)
     configure_ansible()
     from ansible.errors import AnsibleError
     from ansible.inventory.manager import InventoryManager
@@ -215,6 +236,69 @@ def _best(failures: list[str]) -> str:
             if plugin in failure:
                 return failure
     return failures[0] if failures else ""
+
+
+MAX_EXPANDED_NODES = 1_000_000  # far beyond any real inventory; a billion-laughs file is not
+
+
+def _refuse_alias_bombs(path: Path) -> None:
+    """Refuse YAML whose aliases expand to an absurd size (a "billion laughs" file), before
+    ansible-core builds it: its variable merging copies every expansion (minutes, gigabytes).
+
+    Only the YAML node graph is composed (aliases stay shared), and its expanded size counted.
+    """
+    import yaml
+
+    base = path if path.is_dir() else path.parent
+    candidates = [path] if path.is_file() else []
+    for sub in (base, base / "group_vars", base / "host_vars"):
+        if sub.is_dir():
+            candidates += [p for p in sorted(sub.rglob("*")) if p.is_file()]
+    for candidate in candidates[:2000]:
+        if candidate.name.startswith(".") or candidate.suffix not in ("", ".yml", ".yaml", ".json"):
+            continue
+        try:
+            with candidate.open("rb") as handle:
+                text = handle.read(16 << 20)
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+        except (OSError, yaml.YAMLError, ValueError):
+            continue  # ansible-core reports what it cannot read
+        if node is not None and _expanded_size(node) > MAX_EXPANDED_NODES:
+            raise ConfigError(
+                f"{candidate}: its YAML aliases expand to more than {MAX_EXPANDED_NODES:,} values; "
+                "refusing to load it"
+            )
+
+
+def _expanded_size(root: Any) -> int:
+    """How many nodes a YAML node graph has once every alias is expanded (memoized: a shared
+    node is walked once; a node that contains itself counts as infinite)."""
+    import yaml
+
+    def children(node: Any) -> list[Any]:
+        if isinstance(node, yaml.SequenceNode):
+            return list(node.value)
+        if isinstance(node, yaml.MappingNode):
+            return [item for pair in node.value for item in pair]
+        return []
+
+    infinite = 1 << 62
+    sizes: dict[int, int] = {}
+    pending: set[int] = set()  # nodes whose children are being counted (a cycle leads back)
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:  # post-order without recursion (no RecursionError on deep files)
+        node, expanded = stack.pop()
+        if id(node) in sizes or (id(node) in pending and not expanded):
+            continue
+        kids = children(node)
+        if expanded or not kids:
+            pending.discard(id(node))
+            sizes[id(node)] = min(1 + sum(sizes.get(id(k), infinite) for k in kids), infinite)
+        else:
+            pending.add(id(node))
+            stack.append((node, True))
+            stack += [(k, False) for k in kids if id(k) not in sizes and id(k) not in pending]
+    return sizes[id(root)]
 
 
 def _forget_vars_files() -> None:
