@@ -139,6 +139,9 @@ def prepare(
             raise ConfigError(
                 f"no host of inventory {inv.name} runs app {app!r} ({', '.join(names)})"
             )
+    bad = levels.request_problems(request)
+    if bad:
+        raise ConfigError("; ".join(bad))
     by_problem: dict[str, list[str]] = {}
     for h in hosts:
         for problem in lvl.check(apps[h], request):

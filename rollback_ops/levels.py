@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,35 @@ class Request:
     keep: int | None = None  # backup prune
     max_age_days: int | None = None  # backup prune
     schedule_at: str = ""  # backup schedule: systemd calendar spec
+
+
+# what --to, --backup-stamp and --backup-id may hold: they become git arguments and parts of
+# paths on the hosts, so nothing that reads as an option or leaves the directory
+GIT_REF = re.compile(r"^(?!-)(?!.*\.\.)[^\x00-\x20\x7f:\\]{1,200}\Z")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+SHA = re.compile(r"^[0-9a-f]{7,64}\Z")
+
+
+def request_problems(request: Request) -> list[str]:
+    """Values of the request that could be read as something else on a host."""
+    problems = []
+    if request.to_ref and not GIT_REF.match(request.to_ref):
+        problems.append(
+            f"--to {short(request.to_ref)}: not a git ref (no leading '-', blanks, '..' or ':')"
+        )
+    for option, value in (
+        ("--backup-stamp", request.backup_stamp),
+        ("--backup-id", request.backup_id),
+    ):
+        if value and (not NAME.match(value) or ".." in value):
+            problems.append(
+                f"{option} {short(value)}: letters, digits, '.', '_' and '-' only, as "
+                "`backup list` and the backup files show them"
+            )
+    for host, sha in request.targets.items():
+        if not SHA.match(sha):
+            problems.append(f"the pinned target of {host} ({short(sha)}) is not a commit id")
+    return problems
 
 
 @dataclass(frozen=True)

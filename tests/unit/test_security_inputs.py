@@ -174,3 +174,38 @@ def test_an_interrupted_run_exits_128_plus_the_signal_and_names_what_is_left():
     receipt = res.receipt()
     assert receipt["result"] == "interrupted"
     assert receipt["changed_hosts"] == ["web1"] and receipt["locks_left"] == ["web1"]
+
+
+# siblings of 1: values that become git arguments or host paths
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("to_ref", "--upload-pack=touch /tmp/x"),
+        ("to_ref", "-p"),
+        ("to_ref", "v1..v2"),
+        ("to_ref", "HEAD:secrets.txt"),
+        ("to_ref", "a b"),
+        ("backup_stamp", "../../../../etc/shadow"),
+        ("backup_stamp", "x/y"),
+        ("backup_id", ".."),
+        ("backup_id", "../other-app/set"),
+    ],
+)
+def test_refs_stamps_and_set_ids_that_read_as_options_or_paths_are_refused(option: str, value: str):
+    problems = levels.request_problems(levels.Request(level="code", **{option: value}))
+    assert problems and "--" in problems[0]
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("to_ref", "v1.4.0"),
+        ("to_ref", "HEAD~1"),
+        ("to_ref", "release/1.4"),
+        ("to_ref", "a1b2c3d"),
+        ("backup_stamp", "20260101T000000Z"),
+        ("backup_id", "20260101T000000Z-predeploy"),
+    ],
+)
+def test_ordinary_refs_stamps_and_set_ids_pass(option: str, value: str):
+    assert levels.request_problems(levels.Request(level="code", **{option: value})) == []
