@@ -160,3 +160,25 @@ def test_every_request_field_reaches_the_playbook_literally(tmp_path: Path):
     assert oct((run_dir / "extravars.yml").stat().st_mode)[-3:] == "600"
     command = json.loads((run_dir / "artifacts" / "ansible" / "command").read_text())
     assert not any("7*7" in part for part in command["command"])
+
+
+def test_a_secret_flag_reaches_the_file_and_nothing_else(
+    sandbox: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+):
+    """Defect 12: a secret value is written to the env file and appears nowhere else: not in
+    the diff, the recap, the receipt, ansible-runner's events or artifacts, the history."""
+    state, _inventory = sandbox
+    secret = "s3cr3t-" + "9f8e7d6c5b4a"
+    argv = ["--state-dir", str(state), "apply", "--level", "flag", "-i", "local"]
+    argv += ["--flag", f"STRIPE_API_KEY={secret}", "--allow-new-flag", "--diff", "--yes"]
+    assert cli.main([*argv, "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert env_value(state, "STRIPE_API_KEY") == secret
+    assert secret not in out + err
+    assert "<secret sha256:" in out and "<secret sha256:" in err
+    for path in state.rglob("*"):
+        if path.is_file() and path.name != ".env.production":
+            assert secret.encode() not in path.read_bytes(), path
+    for run in (state / "runs").iterdir():
+        assert oct(run.stat().st_mode)[-3:] == "700"
+        assert oct((run / "receipt.json").stat().st_mode)[-3:] == "600"
