@@ -4,8 +4,9 @@
 
 Shared host-side code of the rollback_envfile and rollback_preflight modules, which import it
 as ``ansible.module_utils.rollback_envfile`` (ansible.cfg: ``module_utils =
-plugins/module_utils``). Python 3.6+ standard library only, no Ansible import, so the
-controller and the tests can load it by path.
+plugins/module_utils``). Python 3.6+ standard library only; the file operations (checks,
+space, the safe write) come from ``ansible.module_utils.rollback_files``, shared with the
+other modules that replace files, and are re-exported here with the env file named.
 
 Parsing rules (one parser for both modules):
 
@@ -23,18 +24,20 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import contextlib
-import errno
 import fnmatch
 import hashlib
-import os
 import re
-import stat
-import tempfile
-import time
+
+# MIB, space_needs and space_problems are re-exported (the envfile and preflight modules and
+# their tests import them from here); file_problem and safe_write are wrapped below.
+from ansible.module_utils.rollback_files import MIB as MIB
+from ansible.module_utils.rollback_files import FileError
+from ansible.module_utils.rollback_files import file_problem as _file_problem
+from ansible.module_utils.rollback_files import safe_write as _safe_write
+from ansible.module_utils.rollback_files import space_needs as space_needs
+from ansible.module_utils.rollback_files import space_problems as space_problems
 
 BOM = "\ufeff"
-MIB = 1024 * 1024
 # Keys whose values are never shown (fnmatch patterns, case-sensitive).
 DEFAULT_SECRET_KEYS = ["*_KEY", "*_TOKEN", "*PASSWORD*", "*SECRET*"]
 
@@ -53,7 +56,7 @@ FORBIDDEN = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
 ESCAPES = {"n": "\n", "t": "\t"}
 
 
-class EnvFileError(ValueError):
+class EnvFileError(FileError, ValueError):
     """A request the file cannot take, or a failed write; the message names the key or file."""
 
 
@@ -350,147 +353,18 @@ def changed_lines(old_text, new_text, secret=()):
 
 
 # ----------------------------------------------------------------------------- files
+# The file operations are rollback_files'; these two name the env file in their messages.
 
 
 def file_problem(path):
-    """None, or why path cannot be edited in place: missing, not a file, hard-linked."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return "env file not found: %s" % path
-    if not stat.S_ISREG(st.st_mode):
-        return "env file %s is not a regular file" % path
-    if st.st_nlink > 1:
-        target = os.path.realpath(path)
-        named = path if target == os.path.abspath(path) else "%s (-> %s)" % (path, target)
-        return (
-            "env file %s has %d hard links; rollback-ops will not break them apart (its atomic "
-            "rename would leave the other names on the old content): remove the other links "
-            "or edit it by hand" % (named, st.st_nlink)
-        )
-    return None
-
-
-def _mib(size):
-    return "%.1f MiB" % (size / MIB)
-
-
-def free_bytes(directory):
-    st = os.statvfs(directory)
-    return st.f_bavail * st.f_frsize
-
-
-def space_needs(path, backup_size, temp_size, margin_mb=0):
-    """What an edit of path writes, per filesystem: [(directory, free, needed, parts)].
-
-    The backup copy goes beside path (the name given, a symlink's own directory), the temp
-    file beside its final target; each filesystem also keeps margin_mb free. backup_size
-    None means no backup copy.
-    """
-    target = os.path.realpath(path)
-    places = [(os.path.dirname(target), "temp file", temp_size)]
-    if backup_size is not None:
-        places.insert(0, (os.path.dirname(os.path.abspath(path)), "backup copy", backup_size))
-    by_device = {}
-    order = []
-    for directory, what, size in places:
-        device = os.stat(directory).st_dev
-        if device not in by_device:
-            by_device[device] = [directory, []]
-            order.append(device)
-        by_device[device][1].append((what, size))
-    out = []
-    for device in order:
-        directory, parts = by_device[device]
-        needed = sum(size for _what, size in parts) + margin_mb * MIB
-        out.append((directory, free_bytes(directory), needed, parts))
-    return out
-
-
-def space_problems(path, backup_size, temp_size, margin_mb=0):
-    """A message, naming the numbers, for each filesystem that cannot hold the edit's files."""
-    problems = []
-    for directory, free, needed, parts in space_needs(path, backup_size, temp_size, margin_mb):
-        if free < needed:
-            what = " + ".join("%s %s" % (name, _mib(size)) for name, size in parts)
-            problems.append(
-                "only %s free beside %s (in %s), need %s: %s + margin %d MiB"
-                % (_mib(free), path, directory, _mib(needed), what, margin_mb)
-            )
-    return problems
-
-
-def backup_path(path):
-    """<path>.backup.<UTC stamp>, with a counter when that name is taken."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    candidate = "%s.backup.%s" % (path, stamp)
-    n = 1
-    while os.path.lexists(candidate):
-        candidate = "%s.backup.%s.%d" % (path, stamp, n)
-        n += 1
-    return candidate
-
-
-def _write(fd, data, st):
-    """Write data to fd, give it st's owner and mode, fsync, close."""
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        if (os.fstat(fd).st_uid, os.fstat(fd).st_gid) != (st.st_uid, st.st_gid):
-            try:
-                os.fchown(fd, st.st_uid, st.st_gid)
-            except OSError as exc:
-                if exc.errno != errno.EPERM:
-                    raise
-        os.fchmod(fd, stat.S_IMODE(st.st_mode))
-        os.fsync(fd)
+    """None, or why the env file path cannot be edited in place: missing, not a file,
+    hard-linked (rollback_files.file_problem)."""
+    return _file_problem(path, what="env file")
 
 
 def safe_write(path, old_data, new_data, backup=True, before_rename=None):
-    """Replace path's final target with new_data atomically; return the backup copy's path.
-
-    A symlink is kept: its final target is replaced (temp file in the target's directory,
-    fsync, rename over the target). The backup copy ``<path>.backup.<stamp>`` is made beside
-    the name given (the link's own directory) and holds old_data with the target's mode,
-    owner and times. On any failure (ENOSPC included) the partial backup copy and the temp
-    file are removed, the file is left as it was, and EnvFileError names the file.
-    before_rename(temp_path) may adjust the temp file (e.g. its SELinux context).
-    """
-    target = os.path.realpath(path)
-    st = os.stat(target)
-    copy = tmp = None
-    step = "the backup copy"
+    """rollback_files.safe_write, failing with EnvFileError (a FileError)."""
     try:
-        if backup:
-            copy = backup_path(path)
-            fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            _write(fd, old_data, st)
-            os.utime(copy, ns=(st.st_atime_ns, st.st_mtime_ns))
-        step = "the temp file"
-        fd, tmp = tempfile.mkstemp(prefix=".rollback-ops.", dir=os.path.dirname(target))
-        _write(fd, new_data, st)
-        if before_rename is not None:
-            before_rename(tmp)
-        step = "the new content"
-        os.rename(tmp, target)
-        tmp = None
-    except BaseException as exc:
-        for leftover in (tmp, copy):
-            if leftover is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(leftover)
-        if not isinstance(exc, (OSError, IOError)):
-            raise
-        raise EnvFileError(
-            "could not write %s for %s: %s; the file is unchanged and no partial backup copy "
-            "or temp file was left" % (step, path, exc)
-        ) from exc
-    try:
-        dir_fd = os.open(os.path.dirname(target), os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
-    return copy or ""
+        return _safe_write(path, old_data, new_data, backup, before_rename)
+    except FileError as exc:
+        raise EnvFileError(str(exc)) from exc

@@ -204,7 +204,7 @@ def test_a_missing_backup_fails_preflight_and_no_host_is_changed(code: CodeLab, 
     code.lab.sh("web2", f"rm {APP}/worker/orchestrator.sh.backup.*")
     before = {h: code.fingerprint(h) for h in code.names}
     run = code.apply(inventory=inv)
-    assert run.code == 1
+    assert run.code == 3, run.stderr  # refused at preflight: nothing changed
     web2 = run.receipt["hosts"]["web2"]
     assert web2["status"] == "failed"
     assert f"no backup file found for {APP}/worker/orchestrator.sh" in web2["message"]
@@ -218,7 +218,7 @@ def test_a_missing_backup_fails_preflight_and_no_host_is_changed(code: CodeLab, 
 def test_an_unknown_ref_fails_preflight_naming_it(code: CodeLab):
     before = {h: code.fingerprint(h) for h in code.names}
     run = code.apply("--to", "release-9.9.9")
-    assert run.code == 1
+    assert run.code == 3, run.stderr  # refused at preflight: nothing changed
     assert "git ref 'release-9.9.9' not found" in run.receipt["hosts"]["web1"]["message"]
     assert {h: code.fingerprint(h) for h in code.names} == before
 

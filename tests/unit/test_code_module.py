@@ -209,3 +209,55 @@ def test_files_check_mode_and_paths_outside_the_tree(tree: Path):
         "'../etc/passwd' must be relative" in escaped["msg"]
         and "'/etc' must be relative" in escaped["msg"]
     )
+
+
+def test_files_a_symlinked_file_keeps_its_link_and_its_target_gets_the_backup(tree: Path):
+    # A deployment that symlinks the worker to a shared release directory: the link stays, the
+    # target gets the backup's bytes (renaming over the link would leave the target, which the
+    # service really runs, on the bad code while the run says OK).
+    worker = tree / "workers" / "agent_orchestrator.py"
+    shared = tree.parent / "shared"
+    shared.mkdir()
+    real = shared / "agent_orchestrator.py"
+    worker.rename(real)
+    worker.symlink_to(real)
+    checked = files(tree, run_id="r1")
+    assert checked["needed"] and not checked.get("failed"), checked
+    result = files(tree, state="reverted", run_id="r1")
+    assert result["changed"], result
+    assert worker.is_symlink() and os.readlink(worker) == str(real)
+    assert real.read_text() == "good\n"
+    assert real.stat().st_mode & 0o777 == 0o750
+    assert sorted(p.name for p in shared.iterdir()) == ["agent_orchestrator.py"]
+    with tarfile.open(result["backup_file"]) as tar:  # the bytes replaced, not the link
+        extracted = tar.extractfile("workers/agent_orchestrator.py")
+        assert extracted is not None and extracted.read() == b"phase 1 (bad)\n"
+    again = files(tree, state="reverted", run_id="r2")
+    assert not again["changed"] and not again["needed"], again
+
+
+def test_files_a_hard_linked_file_is_refused_in_the_check_before_any_change(tree: Path):
+    worker = tree / "workers" / "agent_orchestrator.py"
+    os.link(worker, tree.parent / "deployed-copy.py")
+    before = sorted(str(p) for p in tree.rglob("*"))
+    for state in ("checked", "reverted"):
+        result = files(tree, state=state, run_id="r1")
+        assert result["failed"], result
+        assert (
+            f"code file {worker} has 2 hard links; rollback-ops will not break them apart"
+            in result["msg"]
+        )
+    assert worker.read_text() == "phase 1 (bad)\n" and worker.stat().st_nlink == 2
+    assert sorted(str(p) for p in tree.rglob("*")) == before  # nothing removed either
+    assert not (tree.parent / "snapshots").exists()
+
+
+def test_files_a_missing_file_is_recreated_with_its_backups_mode(tree: Path):
+    worker = tree / "workers" / "agent_orchestrator.py"
+    worker.unlink()
+    backup = tree / "workers" / "agent_orchestrator.py.backup.20250120_140000"
+    backup.chmod(0o640)
+    result = files(tree, state="reverted", run_id="r1", remove=[])
+    assert result["changed"], result
+    assert worker.read_text() == "good\n"
+    assert worker.stat().st_mode & 0o777 == 0o640

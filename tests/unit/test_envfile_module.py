@@ -8,11 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-from collections.abc import Callable, Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.conftest import run_module
 
@@ -35,33 +31,6 @@ def backups(directory: Path) -> list[Path]:
 
 def leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.name.startswith(".rollback-ops."))
-
-
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
-    """mount(size, inodes) -> a fresh tmpfs directory, unmounted at the end (root only)."""
-    mounted: list[Path] = []
-
-    def mount(size: str = "1m", inodes: int | None = None) -> Path:
-        if os.geteuid() != 0:
-            pytest.skip("mounting a small tmpfs (a real full disk) needs root")
-        where = tmp_path / f"tmpfs{len(mounted)}"
-        where.mkdir()
-        options = f"size={size}" + (f",nr_inodes={inodes}" if inodes else "")
-        proc = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if proc.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
-        mounted.append(where)
-        return where
-
-    yield mount
-    for where in reversed(mounted):
-        subprocess.run(["umount", str(where)], check=False)
 
 
 # ----------------------------------------------------------------------------- guarantees

@@ -1,12 +1,10 @@
 """The shared env-file code (plugins/module_utils/rollback_envfile.py): parser, editor, masking,
-space checks and the safe write, on strings and on real files (a real tmpfs for a full disk)."""
+and the file operations it re-exports from rollback_files (named for an env file)."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,33 +16,6 @@ envfile = load_module("plugins/module_utils/rollback_envfile.py")
 
 def edit(text: str, values: dict[str, str], allow_new: bool = False) -> str:
     return envfile.edit(text, values, allow_new)[0]
-
-
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
-    """mount(size, inodes) -> a fresh tmpfs directory, unmounted at the end (root only)."""
-    mounted: list[Path] = []
-
-    def mount(size: str = "1m", inodes: int | None = None) -> Path:
-        if os.geteuid() != 0:
-            pytest.skip("mounting a small tmpfs (a real full disk) needs root")
-        where = tmp_path / f"tmpfs{len(mounted)}"
-        where.mkdir()
-        options = f"size={size}" + (f",nr_inodes={inodes}" if inodes else "")
-        proc = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if proc.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
-        mounted.append(where)
-        return where
-
-    yield mount
-    for where in reversed(mounted):
-        subprocess.run(["umount", str(where)], check=False)
 
 
 # ----------------------------------------------------------------------------- the editor
@@ -309,28 +280,20 @@ def test_file_problem_names_hard_links(tmp_path: Path):
     assert "not a regular file" in envfile.file_problem(str(tmp_path))
 
 
-def test_safe_write_through_a_symlink_keeps_the_link(tmp_path: Path):
-    real = tmp_path / "real"
-    real.mkdir()
-    target = real / "env"
-    target.write_bytes(b"A=1\n")
-    target.chmod(0o640)
-    if os.geteuid() == 0:
-        os.chown(target, 1234, 5678)
-    link = tmp_path / ".env"
-    link.symlink_to(target)
-    copy = envfile.safe_write(str(link), b"A=1\n", b"A=2\n")
-    assert link.is_symlink()
-    assert target.read_bytes() == b"A=2\n"
-    assert Path(copy).parent == tmp_path
-    assert Path(copy).name.startswith(".env.backup.")
-    assert Path(copy).read_bytes() == b"A=1\n"
-    for path in (target, Path(copy)):
-        st = path.stat()
-        assert st.st_mode & 0o777 == 0o640
-        if os.geteuid() == 0:
-            assert (st.st_uid, st.st_gid) == (1234, 5678)
-    assert sorted(p.name for p in real.iterdir()) == ["env"]
+def test_safe_write_fails_with_envfileerror_and_leaves_nothing_behind(tmp_path: Path):
+    # rollback_files.safe_write (tested in test_files_utils.py), its errors as EnvFileError
+    env = tmp_path / ".env"
+    env.write_bytes(b"A=1\n")
+
+    def refuse(tmp: str) -> None:
+        raise PermissionError(13, "context refused", tmp)
+
+    with pytest.raises(envfile.EnvFileError, match=f"could not write the temp file for {env}"):
+        envfile.safe_write(str(env), b"A=1\n", b"A=2\n", True, refuse)
+    assert issubclass(envfile.EnvFileError, (envfile.FileError, ValueError))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".env"]
+    copy = envfile.safe_write(str(env), b"A=1\n", b"A=2\n")
+    assert env.read_bytes() == b"A=2\n" and Path(copy).read_bytes() == b"A=1\n"
 
 
 def test_space_needs_count_the_copy_and_the_temp_file(tmp_path: Path):
@@ -342,42 +305,3 @@ def test_space_needs_count_the_copy_and_the_temp_file(tmp_path: Path):
     assert parts == [("backup copy", 100), ("temp file", 120)]
     assert free > 0
     assert envfile.space_problems(str(env), 100, 120, 0) == []
-
-
-def test_space_problems_on_a_small_filesystem_name_the_numbers(tmpfs):
-    small = tmpfs("1m")
-    env = small / ".env"
-    env.write_bytes(b"A=" + b"x" * 400_000 + b"\n")
-    [problem] = envfile.space_problems(str(env), 400_003, 400_003, 0)
-    assert problem.startswith("only 0.")
-    assert f"MiB free beside {env}" in problem
-    assert "need 0.8 MiB: backup copy 0.4 MiB + temp file 0.4 MiB + margin 0 MiB" in problem
-
-
-def test_safe_write_on_a_full_disk_leaves_no_partial_backup(tmpfs):
-    # The truncated-backup case: the copy itself does not fit (safe_write does not check).
-    small = tmpfs("1m")
-    env = small / ".env"
-    old = b"A=1\n" + b"#" * 600_000 + b"\n"
-    env.write_bytes(old)
-    with pytest.raises(envfile.EnvFileError) as info:
-        envfile.safe_write(str(env), old, old.replace(b"A=1", b"A=2"))
-    assert f"could not write the backup copy for {env}" in str(info.value)
-    assert "No space left on device" in str(info.value)
-    assert sorted(p.name for p in small.iterdir()) == [".env"]
-    assert env.read_bytes() == old
-
-
-def test_safe_write_failing_on_the_temp_file_removes_the_backup_copy(tmp_path: Path, tmpfs):
-    small = tmpfs("1m")
-    target = small / "env"
-    old = b"A=1\n" + b"#" * 600_000 + b"\n"
-    target.write_bytes(old)
-    link = tmp_path / ".env"
-    link.symlink_to(target)
-    with pytest.raises(envfile.EnvFileError, match="could not write the temp file"):
-        envfile.safe_write(str(link), old, old.replace(b"A=1", b"A=2"))
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".env")) == [".env"]
-    assert sorted(p.name for p in small.iterdir()) == ["env"]
-    assert target.read_bytes() == old
-    assert link.is_symlink()

@@ -14,9 +14,16 @@ description:
     and which holds every one of I(files).
   - C(state=checked) is read-only. Each file must be in the set, its copy must match the
     sha256 the manifest recorded. Reports which live files differ from their copy (C(needed)).
-  - C(state=restored) copies each differing live file to C(<file>.backup.<UTC stamp>) (mode
-    and owner kept), then replaces it atomically with the set's copy, with the mode, owner and
-    group the manifest recorded. Idempotent; supports check and diff mode.
+  - Both states refuse, before any change, a differing file that an atomic replace would get
+    wrong (more than one hard link, not a regular file, a missing file whose directory is
+    gone), and a filesystem without room for the backup copies, the temp files and
+    I(min_free_mb).
+  - C(state=restored) copies each differing live file to C(<file>.backup.<UTC stamp>) (mode,
+    owner and times kept), then replaces it atomically with the set's copy, with the mode,
+    owner and group the manifest recorded. A symlink is kept and its final target replaced
+    (the copy goes beside the link); a file missing on the host is created. A failed write
+    leaves the file as it was and no partial copy or temp file. Idempotent; supports check
+    and diff mode.
 options:
   state:
     type: str
@@ -40,6 +47,10 @@ options:
     elements: path
     required: true
     description: Absolute paths of the config files to restore.
+  min_free_mb:
+    type: int
+    default: 10
+    description: Free space each filesystem written to keeps beyond the copies and temp files.
 author: rollback-ops developers
 """
 
@@ -63,22 +74,17 @@ backup_files:
 """
 
 import difflib
-import hashlib
 import os
-import shutil
-import tempfile
-import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.rollback_backupset import BackupError, list_sets, read_manifest, set_path
-
-
-def sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from ansible.module_utils.rollback_files import (
+    FileError,
+    file_problem,
+    safe_write,
+    sha256,
+    writes_space_problems,
+)
 
 
 def choose(root, app, set_id, files):
@@ -123,36 +129,21 @@ def changed_lines(path, source):
     return "".join(before), "".join(after)
 
 
-def replace(entry, source):
-    path = entry["path"]
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
-            shutil.copyfileobj(src, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, int(str(entry.get("mode") or "0644"), 8))
-        if "uid" in entry and "gid" in entry:
-            os.chown(tmp, int(entry["uid"]), int(entry["gid"]))
-        os.rename(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def keep_copy(path):
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    copy = "%s.backup.%s" % (path, stamp)
-    n = 1
-    while os.path.exists(copy):
-        n += 1
-        copy = "%s.backup.%s.%d" % (path, stamp, n)
-    shutil.copy2(path, copy)
-    st = os.stat(path)
-    os.chown(copy, st.st_uid, st.st_gid)
-    return copy
+def restore(entry, source):
+    """Put the set's copy at entry's path with the recorded mode and owner (a symlink kept,
+    its target replaced); return the live file's backup copy ("" when there was none)."""
+    with open(source, "rb") as handle:
+        data = handle.read()
+    owner = "uid" in entry and "gid" in entry
+    return safe_write(
+        entry["path"],
+        None,
+        data,
+        backup=True,
+        mode=int(str(entry.get("mode") or "0644"), 8),
+        uid=int(entry["uid"]) if owner else None,
+        gid=int(entry["gid"]) if owner else None,
+    )
 
 
 def main():
@@ -163,6 +154,7 @@ def main():
             app=dict(type="str", required=True),
             set_id=dict(type="str", default=""),
             files=dict(type="list", elements="path", required=True),
+            min_free_mb=dict(type="int", default=10),
         ),
         supports_check_mode=True,
     )
@@ -188,11 +180,25 @@ def main():
             continue
         live_mode = "%04o" % (os.stat(path).st_mode & 0o7777) if os.path.exists(path) else ""
         if (
-            not os.path.exists(path)
+            not os.path.isfile(path)
             or sha256(path) != entry["sha256"]
             or live_mode != str(entry.get("mode")).zfill(4)
         ):
+            # Only a file to replace must be one an atomic replace gets right.
+            problem = file_problem(path, what="config file", missing_ok=True)
+            if problem:
+                result["problems"].append(problem)
+                continue
             plan.append((entry, source))
+    writes = [
+        (
+            entry["path"],
+            os.path.getsize(entry["path"]) if os.path.exists(entry["path"]) else None,
+            os.path.getsize(source),
+        )
+        for entry, source in plan
+    ]
+    result["problems"].extend(writes_space_problems(writes, params["min_free_mb"]))
     if result["problems"]:
         module.fail_json(msg="config: " + "; ".join(result["problems"]), **result)
     result["differs"] = [entry["path"] for entry, _ in plan]
@@ -215,9 +221,12 @@ def main():
         module.exit_json(**result)
     result["backup_files"] = []
     for entry, source in plan:
-        if os.path.exists(entry["path"]):
-            result["backup_files"].append(keep_copy(entry["path"]))
-        replace(entry, source)
+        try:
+            copy = restore(entry, source)
+        except FileError as exc:
+            module.fail_json(msg="config: %s" % exc, **result)
+        if copy:
+            result["backup_files"].append(copy)
     module.exit_json(**result)
 
 

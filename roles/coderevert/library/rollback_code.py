@@ -18,7 +18,11 @@ description:
     then reverts. git, C(checkout) mode puts the work tree on the target commit (detached HEAD);
     C(revert) mode keeps history, adding one commit on top of HEAD whose tree is the target's.
     files, each listed file gets its backup's bytes (atomic replace, the current file's mode
-    and owner kept) and each path the release added is removed.
+    and owner kept; a symlink is kept and its final target replaced; a missing file is
+    created with the backup's mode and owner) and each path the release added is removed.
+    C(checked) refuses, before any change, a file to restore that has more than one hard link
+    or is not a regular file, and a filesystem without room for the temp files (and the
+    tarball, when it shares it) plus I(min_free_mb).
   - The record is a ref C(refs/rollback-ops/<run_id>) on the old HEAD (plus
     C(refs/rollback-ops/<run_id>-worktree) holding uncommitted changes when forced), or a
     tarball of the listed files and added paths under I(snapshot_dir), mode 0600.
@@ -88,7 +92,9 @@ options:
     type: path
     default: /var/lib/rollback-ops/code
   min_free_mb:
-    description: Free space needed in I(snapshot_dir)'s filesystem beyond the tarball's size.
+    description:
+      - Free space needed in I(snapshot_dir)'s filesystem beyond the tarball's size, and in
+        each restored file's filesystem beyond its temp file.
     type: int
     default: 10
 author: rollback-ops developers
@@ -125,7 +131,6 @@ backup_file:
   returned: when state is reverted and something changed
 """
 
-import hashlib
 import os
 import re
 import shutil
@@ -134,6 +139,15 @@ import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.rollback_files import (
+    MIB,
+    FileError,
+    file_problem,
+    free_bytes,
+    safe_write,
+    sha256,
+    writes_space_problems,
+)
 
 
 class Git:
@@ -159,14 +173,6 @@ class Git:
         return self.run("rev-parse", ref + "^{tree}")[1]
 
 
-def sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def inside(base, rel):
     """rel as an absolute path under base, or None if it is absolute or escapes base."""
     if not rel or os.path.isabs(rel):
@@ -183,6 +189,8 @@ def newest_backup(full, wanted):
     prefix = os.path.basename(full) + ".backup."
     directory = os.path.dirname(full)
     if wanted:
+        if "/" in wanted or wanted.startswith("."):
+            return ""  # a stamp names a file beside the original, never a path elsewhere
         candidate = os.path.join(directory, prefix + wanted)
         return candidate if os.path.isfile(candidate) else ""
     try:
@@ -194,13 +202,6 @@ def newest_backup(full, wanted):
     if not found:
         return ""
     return max(found, key=lambda p: stamp_key(p, p[len(full) + len(".backup.") :]))
-
-
-def free_mb(path):
-    while path and not os.path.isdir(path):
-        path = os.path.dirname(path)
-    stat = os.statvfs(path or "/")
-    return int(stat.f_bavail * stat.f_frsize // (1024 * 1024))
 
 
 def inspect_git(module, params, result, problems):
@@ -234,7 +235,7 @@ def inspect_git(module, params, result, problems):
             )
             return None
         ref = tags[1]
-    sha = git.commit(ref)
+    sha = git.commit(ref) if not ref.startswith("-") else ""  # never a git option
     if not sha:
         problems.append("git ref %r not found in %s" % (ref, params["path"]))
         return None
@@ -276,6 +277,9 @@ def inspect_files(params, result, problems):
         if now != sha256(backup):
             plan["restore"].append((rel, full, backup))
             result["reasons"].append("%s differs from %s" % (full, backup))
+            problem = file_problem(full, what="code file", missing_ok=True)
+            if problem:
+                problems.append(problem)
     for rel in params["remove"]:
         full = inside(base, rel)
         if full is None:
@@ -309,33 +313,32 @@ def snapshot_files(params, plan):
     target = os.path.join(directory, name)
     fd, tmp = tempfile.mkstemp(prefix=".snapshot.", dir=directory)
     os.close(fd)
-    with tarfile.open(tmp, "w:gz") as tar:
-        for rel, full, _backup in plan["restore"]:
-            if os.path.lexists(full):
-                tar.add(full, arcname=rel)
-        for rel, full in plan["remove"]:
-            tar.add(full, arcname=rel)
-    os.chmod(tmp, 0o600)
-    os.rename(tmp, target)
-    return dict(kind="tarball", path=target, base=params["path"])
-
-
-def restore_file(full, backup):
-    reference = full if os.path.exists(full) else backup
-    stat = os.stat(reference)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(full) + ".", dir=os.path.dirname(full))
     try:
-        with os.fdopen(fd, "wb") as out, open(backup, "rb") as src:
-            shutil.copyfileobj(src, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, stat.st_mode & 0o7777)
-        os.chown(tmp, stat.st_uid, stat.st_gid)
-        os.rename(tmp, full)
+        with tarfile.open(tmp, "w:gz") as tar:
+            for rel, full, _backup in plan["restore"]:
+                if os.path.exists(full):
+                    # The bytes about to be replaced: a symlink's target, whose content the
+                    # restore replaces (the link itself stays).
+                    tar.add(os.path.realpath(full), arcname=rel)
+                elif os.path.lexists(full):
+                    tar.add(full, arcname=rel)
+            for rel, full in plan["remove"]:
+                tar.add(full, arcname=rel)
+        os.chmod(tmp, 0o600)
+        os.rename(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    return dict(kind="tarball", path=target, base=params["path"])
+
+
+def restore_file(full, backup):
+    """Give full its backup's bytes atomically (rollback_files.safe_write): a symlink is kept
+    and its final target replaced, mode and owner kept; a missing file gets the backup's."""
+    with open(backup, "rb") as handle:
+        data = handle.read()
+    safe_write(full, None, data, backup=False, reference=os.stat(backup))
 
 
 def revert_files(params, plan):
@@ -420,13 +423,17 @@ def main():
     else:
         handle = inspect_files(params, result, problems)
     if params["method"] == "files" and handle is not None:
-        needed_mb = size_of([p[1] for p in handle["restore"]] + [p[1] for p in handle["remove"]])
-        needed_mb = needed_mb // (1024 * 1024) + params["min_free_mb"]
-        if free_mb(params["snapshot_dir"]) < needed_mb:
+        tarball = size_of([p[1] for p in handle["restore"]] + [p[1] for p in handle["remove"]])
+        needed_mb = tarball // MIB + params["min_free_mb"]
+        free_mb = free_bytes(params["snapshot_dir"]) // MIB
+        if free_mb < needed_mb:
             problems.append(
                 "only %d MiB free for the snapshot in %s (need %d)"
-                % (free_mb(params["snapshot_dir"]), params["snapshot_dir"], needed_mb)
+                % (free_mb, params["snapshot_dir"], needed_mb)
             )
+        writes = [(full, None, os.path.getsize(backup)) for _rel, full, backup in handle["restore"]]
+        extra = [(params["snapshot_dir"], "snapshot", tarball)]
+        problems.extend(writes_space_problems(writes, params["min_free_mb"], extra))
     result["needed"] = bool(result["reasons"])
     result["problems"] = problems
     if problems:
@@ -445,12 +452,16 @@ def main():
         module.exit_json(**result)
     if params["method"] == "git":
         snapshot = revert_git(module, handle, params, result)
-        result["backup_file"] = "%s#%s" % (snapshot["path"], snapshot["ref"])
+        result.update(backup_file="%s#%s" % (snapshot["path"], snapshot["ref"]), snapshot=snapshot)
     else:
         snapshot = snapshot_files(params, handle)
-        revert_files(params, handle)
-        result["backup_file"] = snapshot["path"]
-    result["snapshot"] = snapshot
+        result.update(backup_file=snapshot["path"], snapshot=snapshot)
+        try:
+            revert_files(params, handle)
+        except FileError as exc:
+            module.fail_json(
+                msg="code: %s (the code before is in %s)" % (exc, snapshot["path"]), **result
+            )
     module.exit_json(**result)
 
 

@@ -1,0 +1,37 @@
+"""Fixtures the unit tests share."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """mount(size, inodes) -> a fresh tmpfs directory, unmounted at the end (root only)."""
+    mounted: list[Path] = []
+
+    def mount(size: str = "1m", inodes: int | None = None) -> Path:
+        if os.geteuid() != 0:
+            pytest.skip("mounting a small tmpfs (a real full disk) needs root")
+        where = tmp_path / f"tmpfs{len(mounted)}"
+        where.mkdir()
+        options = f"size={size}" + (f",nr_inodes={inodes}" if inodes else "")
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in reversed(mounted):
+        subprocess.run(["umount", str(where)], check=False)
