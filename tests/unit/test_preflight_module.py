@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Callable, Iterator
@@ -156,3 +157,42 @@ def test_the_module_runs_with_the_shared_parser_and_prints_no_value(tmp_path: Pa
     assert result["failed"] is True
     assert result["problems"] == [f"{env}: keys not present in the file: NOPE"]
     assert "hunter2" not in str(result)
+
+
+PREFLIGHT = "roles/preflight/library/rollback_preflight.py"
+
+
+def test_a_host_outside_the_authorized_environments_refuses_and_takes_no_lock(tmp_path: Path):
+    """Defense in depth (security issue 2): the host's own rollback_environment, as Ansible
+    resolved it there, must be one the controller's guard authorized."""
+    lock = tmp_path / "rollback.lock"
+    args = {"lock_path": str(lock), "run_id": "r1", "environment": "production"}
+    refused = run_module(PREFLIGHT, {**args, "authorized_environments": ["staging"]})
+    assert refused.get("failed") and "'production' as Ansible resolves it here" in refused["msg"]
+    assert not lock.exists()
+    allowed = run_module(PREFLIGHT, {**args, "authorized_environments": ["production"]})
+    assert not allowed.get("failed") and lock.exists()
+    assert allowed["lock"]["run_id"] == "r1"
+
+
+def test_two_preflights_at_once_one_takes_the_lock(tmp_path: Path):
+    """The lock is created atomically (a link that fails when the file exists): of two runs
+    racing for a host, exactly one holds it and the other is refused naming it."""
+    import concurrent.futures
+
+    lock = tmp_path / "rollback.lock"
+
+    def take(run_id: str) -> dict:
+        return run_module(PREFLIGHT, {"lock_path": str(lock), "run_id": run_id})
+
+    for attempt in range(5):
+        lock.unlink(missing_ok=True)
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(take, [f"a{attempt}", f"b{attempt}"]))
+        winners = [r for r in results if not r.get("failed")]
+        losers = [r for r in results if r.get("failed")]
+        assert len(winners) == 1 and len(losers) == 1, results
+        held = json.loads(lock.read_text())
+        assert held["run_id"] == winners[0]["lock"]["run_id"]
+        assert f"host locked by run {held['run_id']}" in losers[0]["msg"]
+        assert losers[0]["lock_holder"]["run_id"] == held["run_id"]

@@ -209,3 +209,20 @@ def test_refs_stamps_and_set_ids_that_read_as_options_or_paths_are_refused(optio
 )
 def test_ordinary_refs_stamps_and_set_ids_pass(option: str, value: str):
     assert levels.request_problems(levels.Request(level="code", **{option: value})) == []
+
+
+def test_the_recap_of_a_refused_run_reverts_no_code_and_says_refused():
+    """Defect 13: a run refused at preflight said "code reverted" for the hosts whose check
+    had passed."""
+    from rollback_ops.progress import recap
+
+    code = {"needed": True, "current": {"head": "b" * 40}, "target": {"ref": "v1", "sha": "a" * 40}}
+    checked = HostResult("web1", code=dict(code))
+    refused = HostResult("web2", status="failed", failed_step="preflight: Check the host")
+    res = result(web1=checked, web2=refused)
+    res.level = "code"
+    text = recap(res)
+    assert "code reverted" not in text and "REFUSED (nothing was changed)" in text
+    checked.steps.append(StepEvent("web1", "coderevert: Revert", "changed"))
+    res.hosts["web2"] = HostResult("web2")
+    assert "code reverted:" in recap(res)
