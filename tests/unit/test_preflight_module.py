@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import ansible.module_utils
-import pytest
 
 from tests.conftest import ROOT, load_module, run_module
 
@@ -63,32 +60,6 @@ def check(**kw: object) -> tuple[list[str], dict]:
     result: dict = {}
     preflight.check_env(params(**kw), problems, result)
     return problems, result
-
-
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
-    """mount(size) -> a fresh tmpfs directory, unmounted at the end (root only)."""
-    mounted: list[Path] = []
-
-    def mount(size: str = "1m") -> Path:
-        if os.geteuid() != 0:
-            pytest.skip("mounting a small tmpfs (a real full disk) needs root")
-        where = tmp_path / f"tmpfs{len(mounted)}"
-        where.mkdir()
-        proc = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if proc.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
-        mounted.append(where)
-        return where
-
-    yield mount
-    for where in reversed(mounted):
-        subprocess.run(["umount", str(where)], check=False)
 
 
 def test_free_space_is_checked_for_the_copy_and_the_temp_file(tmpfs):
