@@ -266,9 +266,7 @@ def execute(
     kind = prep.level.kind
     changes = not check and kind == "rollback"  # guarded, locked, notified
     locked = not check and kind in ("rollback", "locked")
-    production = any(
-        prep.inventory.hosts[h].vars.get("rollback_environment") == "production" for h in prep.hosts
-    )
+    production = prep.production
     authorization.check(auth, level=prep.level.name, production=production, check_mode=not changes)
     run_id = new_run_id()
     state = paths.writable_state_dir(state_dir)  # before any host is touched
@@ -324,10 +322,16 @@ def execute(
             if changes:
                 started.join()
                 notifier.send("failure", {**alert, "result": None})
-            history.append(
-                state,
-                {"event": "finished", "run_id": run_id, "result": "error", "error": str(exc)[:500]},
-            )
+            with contextlib.suppress(OSError, RollbackOpsError):  # the error at hand comes first
+                history.append(
+                    state,
+                    {
+                        "event": "finished",
+                        "run_id": run_id,
+                        "result": "error",
+                        "error": str(exc)[:500],
+                    },
+                )
             raise
         if changes:
             started.join()

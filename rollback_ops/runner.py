@@ -416,7 +416,14 @@ def run_playbook(
             suppress_env_files=True,
             rotate_artifacts=0,
         )
-    except Exception as exc:  # ansible-runner raises for setup problems only
+    except Exception as exc:  # setup problems; mid-run only when the controller fails (disk)
+        if collector.hosts:
+            changed = sorted(n for n, h in collector.hosts.items() if h.changed) or ["none seen"]
+            raise RunnerError(
+                f"ansible-runner failed during {spec.playbook.name}: {exc}; hosts it had "
+                f"changed: {', '.join(changed)}; run `rollback-ops verify` and the same command "
+                "again once the cause is fixed"
+            ) from exc
         raise RunnerError(f"ansible-runner could not start {spec.playbook.name}: {exc}") from exc
     finally:
         _scrub_artifacts(spec.run_dir / "artifacts" / ident)
