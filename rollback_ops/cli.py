@@ -27,7 +27,10 @@ from rollback_ops.exceptions import Refused, RollbackOpsError
 from rollback_ops.progress import LiveProgress, PlainProgress, backup_table, recap
 from rollback_ops.results import RunResult
 
-INVENTORY_HELP = "staging, prod|production, lab, local (the demo's), or a path to a YAML inventory"
+INVENTORY_HELP = (
+    "a path to an inventory (any Ansible reads; a path that exists wins), or a name: "
+    "staging, prod|production (./inventories/NAME, else the bundled examples), lab, local"
+)
 
 
 def _amount(text: str) -> float:
@@ -122,7 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
                 "(they are recorded first)",
             )
         p.add_argument("--inventory", "-i", required=required, help=INVENTORY_HELP)
-        p.add_argument("--limit", "-l", help="only these hosts (comma-separated names or patterns)")
+        p.add_argument(
+            "--limit",
+            "-l",
+            help="only these hosts: an Ansible host pattern (web1,web2  web*  web:!web2)",
+        )
         p.add_argument("--json", action="store_true", help="print the JSON receipt on stdout")
 
     p_apply = sub.add_parser("apply", help="run a rollback level against an inventory")
@@ -166,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         "unlock", help="clear the host locks a dead run left (see the refusal's message)"
     )
     p_unlock.add_argument("--inventory", "-i", required=True, help=INVENTORY_HELP)
-    p_unlock.add_argument("--limit", "-l", help="only these hosts")
+    p_unlock.add_argument("--limit", "-l", help="only these hosts: an Ansible host pattern")
     p_unlock.add_argument(
         "--run",
         default="",
@@ -231,7 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     def backup_target(p: argparse.ArgumentParser) -> None:
         p.add_argument("--inventory", "-i", required=True, help=INVENTORY_HELP)
-        p.add_argument("--limit", "-l", help="only these hosts (comma-separated names or patterns)")
+        p.add_argument(
+            "--limit",
+            "-l",
+            help="only these hosts: an Ansible host pattern (web1,web2  web*  web:!web2)",
+        )
         p.add_argument("--app", help="only the hosts of this app (rollback_app.name)")
         p.add_argument("--json", action="store_true", help="print the JSON receipt on stdout")
 

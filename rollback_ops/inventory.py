@@ -117,8 +117,22 @@ class Inventory:
 
 
 def resolve(name_or_path: str, state_dir: Path) -> tuple[str, Path]:
-    """Map ``staging|prod|production|lab|local|PATH`` to (display name, path)."""
+    """Map ``PATH|staging|prod|production|lab|local`` to (display name, path).
+
+    A path that exists always wins: ``-i prod`` in a directory holding ``./prod`` is that
+    directory, never a bundled example. A name then resolves inside the team's project
+    (``./inventories/<name>``), and only last to the examples shipped with rollback-ops.
+    """
+    given = Path(name_or_path).expanduser()
+    if name_or_path and given.exists():
+        return str(given), given.resolve()
     if name_or_path in NAMED:
+        for candidate in (
+            Path("inventories") / name_or_path,
+            Path("inventories") / NAMED[name_or_path],
+        ):
+            if candidate.exists():
+                return str(candidate), candidate.resolve()
         return NAMED[name_or_path], paths.inventories_dir() / NAMED[name_or_path]
     if name_or_path == "lab":
         path = state_dir / "labs" / "lab" / "inventory.yml"
@@ -130,13 +144,10 @@ def resolve(name_or_path: str, state_dir: Path) -> tuple[str, Path]:
         if not path.exists():
             raise ConfigError(f"no local inventory at {path}: run `rollback-ops demo` first")
         return "local", path
-    path = Path(name_or_path).expanduser()
-    if not path.exists():
-        known = ", ".join([*NAMED, "lab", "local"])
-        raise ConfigError(
-            f"inventory {short(name_or_path)} is neither a file nor a directory nor one of: {known}"
-        )
-    return str(path), path.resolve()
+    known = ", ".join([*NAMED, "lab", "local"])
+    raise ConfigError(
+        f"inventory {short(name_or_path)} is neither a file nor a directory nor one of: {known}"
+    )
 
 
 def configure_ansible() -> None:

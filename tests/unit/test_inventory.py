@@ -123,3 +123,22 @@ def test_shipped_inventories_are_valid(state_dir: Path):
         assert specs, name
     assert inventory.load("prod", state_dir).is_production
     assert not inventory.load("staging", state_dir).is_production
+
+
+def test_a_path_given_to_i_wins_over_a_bundled_example(
+    tmp_path: Path, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """`-i prod` in a team's directory holding ./prod is that inventory, never the example
+    shipped with rollback-ops (which lists prod-api-*.example.internal)."""
+    (tmp_path / "prod").mkdir()
+    (tmp_path / "prod" / "hosts.yml").write_text(
+        "all:\n  vars: {rollback_environment: production}\n  hosts:\n    team-web1:\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    assert sorted(inventory.load("prod", state_dir).hosts) == ["team-web1"]
+    # a name resolves inside the team's project before the examples
+    (tmp_path / "prod").rename(tmp_path / "elsewhere")
+    (tmp_path / "inventories").mkdir()
+    (tmp_path / "elsewhere").rename(tmp_path / "inventories" / "production")
+    assert sorted(inventory.load("prod", state_dir).hosts) == ["team-web1"]
+    assert sorted(inventory.load("staging", state_dir).hosts) != ["team-web1"]  # the example
