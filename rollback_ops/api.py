@@ -180,6 +180,15 @@ def prepare_resume(
     Steps RUN_ID completed are idempotent: they find their work done and change nothing.
     """
     state = paths.state_dir(state_dir)
+    receipts.check_run_id(run_id)
+    if not (state / "runs" / run_id / "receipt.json").exists():
+        row = next((r for r in history.read(state) if r.run_id == run_id), None)
+        if row is not None and row.result == "unfinished":
+            raise ConfigError(
+                f"run {run_id} left no receipt (it was killed mid-run; history: unfinished): "
+                f"run `rollback-ops apply --level {row.level} -i {row.inventory} ...` again "
+                "with its options; the steps it completed find their work done"
+            )
     receipt, _ = receipts.load(state, run_id)
     level = str(receipt.get("level", ""))
     if level not in levels.RESUMABLE:

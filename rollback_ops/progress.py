@@ -188,8 +188,10 @@ def _how_to_continue(result: RunResult) -> list[str]:
             "  to finish, run the same command again: the hosts already done report no change"
         )
     if result.locks_left:
+        # after a hard stop the release may have run on a host without its result arriving
+        held = "may still hold" if result.hard_stop else "still hold"
         lines.append(
-            f"  host locks left by this run on {', '.join(result.locks_left)}: clear them with "
+            f"  {', '.join(result.locks_left)} {held} this run's host lock: clear it with "
             f"rollback-ops unlock -i {result.inventory_path} --run {result.run_id}"
         )
     return lines

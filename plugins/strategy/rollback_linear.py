@@ -79,7 +79,7 @@ class StrategyModule(LinearStrategyModule):
             self._variable_manager.set_nonpersistent_facts(
                 host.name,
                 dict(
-                    ansible_failed_task=dict(name="interrupted"),
+                    ansible_failed_task=dict(name="(stopped before its next step)"),
                     ansible_failed_result=dict(msg=INTERRUPTED, failed=True),
                 ),
             )

@@ -14,8 +14,9 @@ description:
     main PID and start time before and after, so a caller can see that a restart really happened.
   - Before a start or restart it clears the units' failed state (C(systemctl reset-failed)),
     so a unit that crash-looped before the rollback, and hit its start limit, can start again.
-  - C(restarted) always changes; C(started) changes units that are not active; C(stopped) changes
-    units that are active. Supports check mode (reports what would change, acts on nothing).
+  - C(restarted) always changes (with I(only_if_older_than), only units that have not seen
+    that file); C(started) changes units that are not active; C(stopped) changes units that
+    are active. Supports check mode (reports what would change, acts on nothing).
   - A lighter alternative to ansible.builtin.systemd_service for the hot path of a rollback.
 options:
   units:
@@ -28,6 +29,15 @@ options:
     type: str
     choices: [restarted, started, stopped]
     default: restarted
+  only_if_older_than:
+    description:
+      - C(restarted) only. Restart only the units whose process has not seen this file: units
+        that became active before the file's last change (or are not active). Empty restarts
+        every unit.
+      - A rollback that changed the env file but was stopped before the restart is finished
+        by the next run this way, although the file no longer changes.
+    type: str
+    default: ""
   drain_timeout:
     description:
       - C(stopped) only. Seconds to wait for the units to stop on their own (workers finishing
@@ -46,6 +56,7 @@ units:
   returned: always
 """
 
+import os
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -74,6 +85,23 @@ def show(module, systemctl, units):
     return states
 
 
+def stale(module, states, path):
+    """The units whose process started before path last changed (or that are not active)."""
+    try:
+        changed_at = os.stat(path).st_mtime
+    except OSError as exc:
+        module.fail_json(msg="cannot read %s: %s" % (path, exc))
+    # systemd's monotonic clock is CLOCK_MONOTONIC, Python's time.monotonic()
+    boot_offset = time.time() - time.monotonic()
+    return [
+        unit
+        for unit, state in states.items()
+        if state["active_state"] != "active"
+        or not state["since"]
+        or boot_offset + state["since"] / 1e6 < changed_at
+    ]
+
+
 def wait_stopped(module, systemctl, units, timeout):
     """Wait until the units are inactive; SIGKILL those still running after timeout."""
     deadline = time.monotonic() + timeout
@@ -97,6 +125,7 @@ def main():
                 type="str", choices=["restarted", "started", "stopped"], default="restarted"
             ),
             drain_timeout=dict(type="int", default=0),
+            only_if_older_than=dict(type="str", default=""),
         ),
         supports_check_mode=True,
     )
@@ -105,7 +134,9 @@ def main():
         module.exit_json(changed=False, units={})
     systemctl = module.get_bin_path("systemctl", required=True)
     before = show(module, systemctl, units)
-    if state == "restarted":
+    if state == "restarted" and module.params["only_if_older_than"]:
+        targets = stale(module, before, module.params["only_if_older_than"])
+    elif state == "restarted":
         targets = list(units)
     elif state == "started":
         targets = [u for u in units if before[u]["active_state"] != "active"]
