@@ -140,7 +140,6 @@ class Level:
             "rollback_level": self.name,
             "rollback_allow_new_flags": request.allow_new_flags,
             "rollback_verify": request.verify,
-            "rollback_unlock_run_id": request.unlock_run,
             "rollback_unlock_runs": dict(request.unlock_runs),
             "rollback_unlock_inspect": request.level == UNLOCK_INSPECT.name,
             "rollback_code_to": request.to_ref,

@@ -112,7 +112,7 @@ def test_every_request_field_reaches_the_playbook_literally(tmp_path: Path):
         to_ref=value,
         backup_stamp=value,
         backup_id=value,
-        unlock_run=value,
+        unlock_runs={"localhost": value},
         schedule_at=value,
         targets={"localhost": value},
     )
@@ -128,7 +128,7 @@ def test_every_request_field_reaches_the_playbook_literally(tmp_path: Path):
         "    - ansible.builtin.copy:\n"
         "        dest: " + str(tmp_path / "seen.json") + "\n"
         "        content: \"{{ {'to': rollback_code_to, 'stamp': rollback_backup_stamp,"
-        " 'set': rollback_backup_id, 'unlock': rollback_unlock_run_id,"
+        " 'set': rollback_backup_id, 'unlock': rollback_unlock_runs,"
         " 'at': rollback_schedule_at, 'targets': rollback_code_targets,"
         " 'flags': rollback_flags, 'operator': rollback_operator,"
         " 'reason': rollback_reason} | to_json }}\"\n"
@@ -149,7 +149,7 @@ def test_every_request_field_reaches_the_playbook_literally(tmp_path: Path):
         "to": value,
         "stamp": value,
         "set": value,
-        "unlock": value,
+        "unlock": {"localhost": value},
         "at": value,
         "targets": {"localhost": value},
         "flags": {"A": "false", "B": "3", "C": "null", "D": value},
