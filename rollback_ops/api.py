@@ -58,12 +58,16 @@ class Prepared:
     notify: NotifyConfig = field(default_factory=NotifyConfig)
 
     @property
-    def production(self) -> bool:
-        """Whether any targeted host is production, as Ansible resolves its variables."""
-        return any(
-            self.inventory.hosts[h].vars.get("rollback_environment") == "production"
-            for h in self.hosts
+    def environments(self) -> list[str]:
+        """The targeted hosts' rollback_environment values, as Ansible resolves them."""
+        return sorted(
+            {str(self.inventory.hosts[h].vars.get("rollback_environment", "")) for h in self.hosts}
         )
+
+    @property
+    def production(self) -> bool:
+        """Whether any targeted host is production."""
+        return "production" in self.environments
 
     def is_secret(self, key: str) -> bool:
         """Whether a key is secret for any app this run targets (its value is masked)."""
@@ -113,7 +117,7 @@ def prepare(
     lvl = levels.get(level)
     inv = inventory.load(inventory_name, paths.state_dir(state_dir))
     apps = appspec.parse_inventory(inv)
-    hosts = select_hosts(inv, limit)
+    hosts = inv.select(limit)
     request = Request(
         level=lvl.name,
         flags=dict(flags or {}),
@@ -229,11 +233,6 @@ def prepare_resume(
     )
 
 
-def select_hosts(inv: Inventory, limit: str | None) -> list[str]:
-    """Hosts matching ``--limit`` (an Ansible host pattern), in order."""
-    return inv.select(limit)
-
-
 def plan(prep: Prepared) -> list[HostPlan]:
     """The ordered steps per host of a prepared run; contacts no host."""
     return [
@@ -275,8 +274,9 @@ def execute(
     kind = prep.level.kind
     changes = not check and kind == "rollback"  # guarded, locked, notified
     locked = not check and kind in ("rollback", "locked")
-    production = prep.production
-    authorization.check(auth, level=prep.level.name, production=production, check_mode=not changes)
+    authorization.check(
+        auth, level=prep.level.name, production=prep.production, check_mode=not changes
+    )
     run_id = new_run_id()
     state = paths.writable_state_dir(state_dir)  # before any host is touched
     run_dir = state / "runs" / run_id
@@ -290,9 +290,7 @@ def execute(
             **auth.as_dict(),
             "level": prep.level.name,
             "inventory": prep.inventory.name,
-            "environment": sorted(
-                {prep.inventory.hosts[h].vars.get("rollback_environment", "") for h in prep.hosts}
-            ),
+            "environment": prep.environments,
             "hosts": prep.hosts,
             **({"resumes": prep.request.resumes} if prep.request.resumes else {}),
         }
@@ -325,7 +323,9 @@ def execute(
                     observer=observer,
                     auth=auth,
                     interruption=interruption,
-                    authorized=_authorized_environments(prep, production, changes),
+                    # each host's preflight refuses an environment the guard did not see
+                    # (defense in depth): the guard authorized exactly these
+                    authorized=prep.environments,
                 )
         except RollbackOpsError as exc:
             if changes:
@@ -386,19 +386,6 @@ def _save_receipt(result: RunResult, path: Path) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         result.receipt_error = f"{path}: {exc.strerror or exc}"
-
-
-def _authorized_environments(prep: Prepared, production: bool, changes: bool) -> list[str]:
-    """The environments the controller's guard allowed this run to change.
-
-    Each host's preflight compares its own ``rollback_environment`` (as Ansible resolves it
-    there) with this list, so a host the controller did not see as production refuses a
-    production change all the same (defense in depth).
-    """
-    seen = {str(prep.inventory.hosts[h].vars.get("rollback_environment", "")) for h in prep.hosts}
-    if changes and not production:
-        seen.discard("production")
-    return sorted(seen)
 
 
 def _explain_held_locks(result: RunResult) -> None:

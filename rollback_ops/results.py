@@ -48,7 +48,6 @@ class HostResult:
     flags: list[FlagChange] = field(default_factory=list)
     backups: list[str] = field(default_factory=list)
     failed_step: str = ""
-    failed_action: str = ""
     message: str = ""
     notes: list[str] = field(default_factory=list)
     # code level: current and target code, the record of the code before (snapshot), images

@@ -217,7 +217,6 @@ class _Collector:
         if status in ("failed", "unreachable") and host.status not in ("failed", "unreachable"):
             host.status = "unreachable" if status == "unreachable" else "failed"
             host.failed_step, host.message = step.step, message
-            host.failed_action = action
         elif status == "changed" and host.status == "ok":
             host.status = "changed"
         hidden = is_hidden(action) and status != "failed"
@@ -342,10 +341,6 @@ class Interruption:
     @property
     def name(self) -> str:
         return signal.Signals(self.signum).name if self.signum else ""
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum if self.signum else 0
 
     def __enter__(self) -> Interruption:
         if threading.current_thread() is threading.main_thread():
