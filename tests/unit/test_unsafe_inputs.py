@@ -36,6 +36,13 @@ def env_value(state: Path, key: str) -> str:
     raise AssertionError(f"{key} not in {env}")
 
 
+def apply_flag(state: Path, *options: str) -> int:
+    """`rollback-ops apply --level flag` on the sandbox (`-i local`), with these options."""
+    return cli.main(
+        ["--state-dir", str(state), "apply", "--level", "flag", "-i", "local", *options]
+    )
+
+
 def test_a_flag_value_a_reason_and_an_operator_are_never_templated(
     sandbox: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
 ):
@@ -43,24 +50,16 @@ def test_a_flag_value_a_reason_and_an_operator_are_never_templated(
     marker = tmp_path / "pwned"
     value = payload(marker)
     monkeypatch.setenv("ROLLBACK_OPS_OPERATOR", "ana" + payload(tmp_path / "pwned-operator"))
-    code = cli.main(
-        [
-            "--state-dir",
-            str(state),
-            "apply",
-            "--level",
-            "flag",
-            "-i",
-            "local",
-            "--flag",
-            f"ENABLE_TIME_WEIGHTING={value}",
-            "--reason",
-            payload(tmp_path / "pwned-reason"),
-            "--approved-by",
-            "ben" + payload(tmp_path / "pwned-approver"),
-            "--yes",
-            "--json",
-        ]
+    code = apply_flag(
+        state,
+        "--flag",
+        f"ENABLE_TIME_WEIGHTING={value}",
+        "--reason",
+        payload(tmp_path / "pwned-reason"),
+        "--approved-by",
+        "ben" + payload(tmp_path / "pwned-approver"),
+        "--yes",
+        "--json",
     )
     out, err = capsys.readouterr()
     assert code == 0, err
@@ -78,21 +77,8 @@ def test_check_mode_takes_the_same_path(
 ):
     state, _inventory = sandbox
     value = payload(tmp_path / "pwned")
-    code = cli.main(
-        [
-            "--state-dir",
-            str(state),
-            "apply",
-            "--level",
-            "flag",
-            "-i",
-            "local",
-            "--flag",
-            f"ENABLE_TIME_WEIGHTING={value}",
-            "--check",
-            "--diff",
-            "--json",
-        ]
+    code = apply_flag(
+        state, "--flag", f"ENABLE_TIME_WEIGHTING={value}", "--check", "--diff", "--json"
     )
     out, err = capsys.readouterr()
     assert code == 0, err
@@ -169,9 +155,8 @@ def test_a_secret_flag_reaches_the_file_and_nothing_else(
     the diff, the recap, the receipt, ansible-runner's events or artifacts, the history."""
     state, _inventory = sandbox
     secret = "s3cr3t-" + "9f8e7d6c5b4a"
-    argv = ["--state-dir", str(state), "apply", "--level", "flag", "-i", "local"]
-    argv += ["--flag", f"STRIPE_API_KEY={secret}", "--allow-new-flag", "--diff", "--yes"]
-    assert cli.main([*argv, "--json"]) == 0
+    options = ["--flag", f"STRIPE_API_KEY={secret}", "--allow-new-flag", "--diff", "--yes"]
+    assert apply_flag(state, *options, "--json") == 0
     out, err = capsys.readouterr()
     assert env_value(state, "STRIPE_API_KEY") == secret
     assert secret not in out + err
