@@ -22,7 +22,7 @@ import pytest
 from rollback_ops import history
 from tests.integration.conftest import ENV_FILE, CliRun, LabHosts
 from tests.integration.test_code_level import MAINTENANCE, CodeLab
-from tests.integration.test_guard import processes_mentioning
+from tests.integration.test_guard import assert_no_orphans
 
 LOCK = "/var/lib/rollback-ops/rollback.lock"
 ORIGINAL = "/opt/analyticbot/env.production.orig"
@@ -154,13 +154,6 @@ def assert_old_or_new_with_copies(lab: LabHosts, old: dict[str, str]) -> set[str
 def history_result(lab: LabHosts, run_id: str) -> str:
     rows = {r.run_id: r for r in history.read(lab.state_dir)}
     return rows[run_id].result
-
-
-def assert_no_orphans(run_id: str) -> None:
-    deadline = time.monotonic() + 10
-    while processes_mentioning(run_id):
-        assert time.monotonic() < deadline, processes_mentioning(run_id)
-        time.sleep(0.2)
 
 
 def test_sigint_mid_flag_run_stops_between_steps_and_the_same_command_finishes(

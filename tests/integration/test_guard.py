@@ -138,16 +138,21 @@ def test_a_run_killed_mid_way_stays_in_history_and_frees_the_lock(lab: LabHosts)
     assert killed.result == "unfinished"
     # its ansible-playbook must not outlive it (the pty hangs up): nothing may go on
     # changing hosts once the lock is free
-    deadline = time.monotonic() + 10
-    while processes_mentioning(killed.run_id):
-        assert time.monotonic() < deadline, processes_mentioning(killed.run_id)
-        time.sleep(0.2)
+    assert_no_orphans(killed.run_id)
     run = lab.cli("apply", "--level", "emergency", "--inventory", lab.inventory, "--yes", "--json")
     assert run.code == 0, run.stderr  # the dead run's lock did not outlive it...
     assert any(f"run {killed.run_id} of dave" in w and "died" in w for w in run.receipt["warnings"])
     rows = {r.run_id: r for r in history.read(lab.state_dir)}
     assert rows[killed.run_id].result == "unfinished"  # ...and its entry was never rewritten
     assert rows[run.receipt["run_id"]].result == "ok"
+
+
+def assert_no_orphans(run_id: str) -> None:
+    """No process mentioning the run is left within 10 s (its ansible-playbook and workers)."""
+    deadline = time.monotonic() + 10
+    while processes_mentioning(run_id):
+        assert time.monotonic() < deadline, processes_mentioning(run_id)
+        time.sleep(0.2)
 
 
 def processes_mentioning(text: str) -> list[str]:
