@@ -48,7 +48,7 @@ import yaml
 DB = "benchdb"
 ROOT = "/var/backups/rollback-ops-bench"  # the bench's sets, apart from the app's
 WORK = "/var/tmp/rollback-ops-bench"  # on the host: the engine's copy, the plain dumps
-ENGINE = Path(__file__).resolve().parent.parent / "roles/backup/module_utils/rollback_backupset.py"
+ENGINE = Path(__file__).resolve().parent.parent / "plugins/module_utils/backupset.py"
 MIN_BYTES = 1 << 30
 
 RESTORE = """

@@ -156,9 +156,9 @@ def configure_ansible() -> None:
     ansible-core reads its configuration once, when ``ansible.constants`` is first imported:
     this must run before that, and sets the same variables ansible-runner gives the playbook.
     """
-    from rollback_ops.runner import ansible_config_env
+    from rollback_ops.runner import controller_env
 
-    for key, value in ansible_config_env().items():
+    for key, value in controller_env().items():
         os.environ[key] = value
 
 

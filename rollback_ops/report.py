@@ -125,7 +125,7 @@ def context(state_dir: Path, run_id: str) -> dict[str, Any]:
             if f["changed"]:
                 actions.append(f"{host}: set {f['key']} from {f['before']} to {f['after']}")
         for s in h.get("steps") or []:
-            if s["status"] == "changed" and not s["action"].endswith("rollback_envfile"):
+            if s["status"] == "changed" and s["action"] != "rollback_ops.rollback.envfile":
                 actions.append(f"{host}: {s['step']}")
         for s in h.get("steps") or []:
             verdict = s["action"].endswith("assert") and s["step"].startswith("healthcheck:")

@@ -77,33 +77,111 @@ class RunnerOutcome:
     finished: bool = False  # the play reached its end (its stats were reported)
 
 
-def ansible_config_env() -> dict[str, str]:
-    """The configuration ansible-core runs with, here and in the playbook's process alike."""
-    root = paths.ansible_root()
+COLLECTION = "rollback_ops.rollback"  # galaxy.yml's namespace and name
+STRATEGY = f"{COLLECTION}.rollback_linear"
+# connection and speed settings rollback-ops picks only where the team's configuration leaves
+# Ansible's default: (setting, plugin type, plugin name, environment variable, value)
+FILL_DEFAULTS: tuple[tuple[str, str | None, str | None, str, str], ...] = (
+    ("pipelining", "connection", "ssh", "ANSIBLE_PIPELINING", "True"),
+    (
+        "ssh_args",
+        "connection",
+        "ssh",
+        "ANSIBLE_SSH_ARGS",
+        "-o ControlMaster=auto -o ControlPersist=120s -o ServerAliveInterval=15",
+    ),
+    ("DEFAULT_FORKS", None, None, "ANSIBLE_FORKS", "20"),
+    ("INTERPRETER_PYTHON", None, None, "ANSIBLE_PYTHON_INTERPRETER", "auto_silent"),
+    ("DEFAULT_GATHERING", None, None, "ANSIBLE_GATHERING", "explicit"),
+    ("result_format", "callback", "default", "ANSIBLE_CALLBACK_RESULT_FORMAT", "yaml"),
+)
+
+
+def controller_env() -> dict[str, str]:
+    """What this process's ansible-core needs before it first reads its configuration.
+
+    Only strictness rollback-ops insists on: an inventory source that does not parse is an
+    error, never an empty inventory. Everything else is the team's configuration, found the
+    way Ansible finds it ($ANSIBLE_CONFIG, ./ansible.cfg, ~/.ansible.cfg, /etc/ansible).
+    """
     return {
-        "ANSIBLE_CONFIG": str(root / "ansible.cfg"),
-        "ANSIBLE_ROLES_PATH": str(paths.roles_dir()),
-        "ANSIBLE_MODULE_UTILS": str(paths.plugins_dir() / "module_utils"),
-        "ANSIBLE_STRATEGY_PLUGINS": str(paths.plugins_dir() / "strategy"),
-        # an inventory source that does not parse is an error, never an empty inventory
-        # (set here, not in ansible.cfg: ansible-lint's syntax check runs with no inventory)
         "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True",
         "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "True",
     }
 
 
-def ansible_env() -> dict[str, str]:
-    """Environment for ansible-playbook: our config and roles, and a PATH that finds it."""
+def team_config() -> Path | None:
+    """The ansible.cfg Ansible would read if run from here, or None (Ansible's defaults)."""
+    from ansible.config.manager import find_ini_config_file
+
+    found = find_ini_config_file()
+    return Path(found).resolve() if found else None
+
+
+def _left_default(setting: str, plugin_type: str | None, plugin_name: str | None) -> bool:
+    from ansible import constants as C
+
+    try:
+        if plugin_type and plugin_name:
+            from ansible.plugins.loader import callback_loader, connection_loader
+
+            loader = connection_loader if plugin_type == "connection" else callback_loader
+            loader.get(plugin_name, class_only=True)  # registers the plugin's settings
+            _, origin = C.config.get_config_value_and_origin(
+                setting, plugin_type=plugin_type, plugin_name=plugin_name
+            )
+        else:
+            _, origin = C.config.get_config_value_and_origin(setting)
+    except Exception:  # an unknown setting in this ansible-core: leave it alone
+        return False
+    return bool(origin == "default")
+
+
+def collections_dir(run_dir: Path) -> Path:
+    """A collections path holding this package's collection, for one run.
+
+    ``<run>/collections/ansible_collections/rollback_ops/rollback`` links to the content
+    shipped with rollback-ops (the repository root in a checkout, ``_ansible`` in a wheel).
+    """
+    base = run_dir / "collections"
+    link = base / "ansible_collections" / Path(*COLLECTION.split("."))
+    if not link.is_symlink():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(paths.ansible_root(), target_is_directory=True)
+    return base
+
+
+def ansible_env(run_dir: Path) -> dict[str, str]:
+    """Environment for ansible-playbook: the team's configuration, plus what rollback-ops needs.
+
+    The team's ansible.cfg is named explicitly (ansible-runner starts the playbook in another
+    directory, where Ansible would not find ``./ansible.cfg``). rollback-ops adds its
+    collection in front of the team's collections path, its interruptible strategy, and, only
+    where the team's configuration leaves Ansible's default, pipelining, a persistent SSH
+    master and more forks.
+    """
+    from ansible import constants as C
+
     bin_dir = str(Path(sys.executable).parent)
     path = os.environ.get("PATH", "")
-    return {
+    env = {
         "PATH": bin_dir + os.pathsep + path if bin_dir not in path.split(os.pathsep) else path,
-        **ansible_config_env(),
+        **controller_env(),
+        "ANSIBLE_COLLECTIONS_PATH": os.pathsep.join(
+            [str(collections_dir(run_dir)), *map(str, C.COLLECTIONS_PATHS or [])]
+        ),
+        "ANSIBLE_STRATEGY": STRATEGY,
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_FORCE_COLOR": "0",
         "ANSIBLE_RETRY_FILES_ENABLED": "0",
-        "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
     }
+    config = team_config()
+    if config is not None:
+        env["ANSIBLE_CONFIG"] = str(config)
+    for setting, plugin_type, plugin_name, variable, value in FILL_DEFAULTS:
+        if variable not in os.environ and _left_default(setting, plugin_type, plugin_name):
+            env[variable] = value
+    return env
 
 
 def ansible_playbook_binary() -> str:
@@ -147,6 +225,7 @@ class _Collector:
         host = self.host(host_name)
         res = data.get("res") or {}
         action = str(data.get("task_action", ""))
+        module = action.removeprefix(COLLECTION + ".")  # this collection's modules by short name
         status, message = classify(kind, data)
         now = time.time()
         start = self.started.pop((host_name, data.get("task_uuid", "")), now)
@@ -162,47 +241,45 @@ class _Collector:
         host.started = host.started or start
         host.ended = now
         host.steps.append(step)
-        if action.endswith("rollback_envfile") and status in ("ok", "changed"):
+        if module == "envfile" and status in ("ok", "changed"):
             changed = set(res.get("changed_keys") or [])
             for key, after in (res.get("after") or {}).items():
                 before = (res.get("before") or {}).get(key)
                 host.flags.append(FlagChange(key, before, str(after), key in changed))
-        if action.endswith("rollback_preflight") and status == "ok" and res.get("lock"):
+        if module == "preflight" and status == "ok" and res.get("lock"):
             host.lock = "held"
-        holder = res.get("lock_holder") or (
-            res.get("held") if action.endswith("rollback_unlock") else None
-        )
+        holder = res.get("lock_holder") or (res.get("held") if module == "unlock" else None)
         if isinstance(holder, dict) and holder:
             host.lock_holder = holder
         if (
-            action.endswith("rollback_unlock")
+            module == "unlock"
             and host.lock == "held"
             and isinstance(res.get("removed"), dict)
             and res["removed"]
         ):
             host.lock = "released"
         taken = res.get("lock_taken_over")
-        if action.endswith("rollback_preflight") and isinstance(taken, dict) and taken:
+        if module == "preflight" and isinstance(taken, dict) and taken:
             host.notes.append(
                 f"took over the lock left by run {taken.get('run_id')} of {taken.get('operator')} "
                 f"since {taken.get('since')} (older than the lock's maximum age)"
             )
         removed = res.get("removed")
-        if action.endswith("rollback_unlock") and status == "changed" and isinstance(removed, dict):
+        if module == "unlock" and status == "changed" and isinstance(removed, dict):
             host.notes.append(
                 f"cleared the lock of run {removed.get('run_id')} of {removed.get('operator')}"
             )
         host.notes += [str(w) for w in res.get("warnings") or [] if isinstance(w, str)]
-        if action.endswith("rollback_code") and status in ("ok", "changed"):
+        if module == "code" and status in ("ok", "changed"):
             for key in ("current", "target", "needed", "snapshot", "head_after", "revert_commit"):
                 if key in res:
                     host.code[key] = res[key]
-        if action.endswith("rollback_containers") and status in ("ok", "changed"):
+        if module == "containers" and status in ("ok", "changed"):
             if res.get("images"):
                 host.code["images"] = res["images"]
             if res.get("containers"):
                 host.code["containers"] = res["containers"]
-        if action.endswith(("rollback_dbrestore", "rollback_backup")) and status in (
+        if module in ("dbrestore", "backup") and status in (
             "ok",
             "changed",
         ):
@@ -390,7 +467,7 @@ def run_playbook(
     spec.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     ansible_playbook_binary()  # a clear error now rather than rc 127 later
     ident = "ansible"
-    env = {**ansible_env(), **(secret_env or {})}
+    env = {**ansible_env(spec.run_dir), **(secret_env or {})}
     if interruption is not None:
         env[STOP_FILE_ENV] = str(interruption.stop_file)
     try:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import os
+import sys
+import tempfile
 from pathlib import Path
 from types import ModuleType
 
@@ -10,16 +14,35 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+COLLECTION = ("rollback_ops", "rollback")
+
+
+def _collections_root() -> Path:
+    """A directory holding ansible_collections/rollback_ops/rollback -> the repository, so the
+    modules' ``ansible_collections.rollback_ops.rollback.plugins.module_utils`` imports resolve
+    here as they do on a host (where AnsiballZ ships them)."""
+    base = Path(tempfile.gettempdir()) / f"rollback-ops-tests-{os.getuid()}" / "collections"
+    link = base / "ansible_collections" / Path(*COLLECTION)
+    if not link.is_symlink():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        tmp = link.with_name(f".{os.getpid()}")
+        tmp.symlink_to(ROOT, target_is_directory=True)
+        tmp.replace(link)
+    return base
+
+
+COLLECTIONS = _collections_root()
+if str(COLLECTIONS) not in sys.path:
+    sys.path.insert(0, str(COLLECTIONS))
 
 
 def load_module(relative: str) -> ModuleType:
-    """Import an Ansible module shipped in a role's library/ so its pure functions can be tested."""
-    import ansible.module_utils
-
-    shared = str(ROOT / "plugins" / "module_utils")  # what AnsiballZ ships with the module
-    if shared not in ansible.module_utils.__path__:
-        ansible.module_utils.__path__.append(shared)
+    """Import one of the collection's modules or module_utils by its path in the repository,
+    under its collection name, so its pure functions can be tested."""
     path = ROOT / relative
+    if relative.startswith("plugins/"):
+        name = ".".join(("ansible_collections", *COLLECTION, *Path(relative).with_suffix("").parts))
+        return importlib.import_module(name)
     spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
@@ -42,11 +65,11 @@ def run_module(relative: str, args: dict[str, object], check_mode: bool = False)
     payload = {"ANSIBLE_MODULE_ARGS": {**args, "_ansible_check_mode": check_mode}}
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump(payload, handle)
-    # Ansible ships plugins/module_utils with the module (AnsiballZ); here the package path
-    # of ansible.module_utils is extended instead, so `from ansible.module_utils.X` resolves
+    # Ansible ships the collection's module_utils with the module (AnsiballZ); here the
+    # collections root is put on sys.path instead, so the same imports resolve
     bootstrap = (
-        "import runpy, sys, ansible.module_utils as m; "
-        f"m.__path__.append({str(ROOT / 'plugins' / 'module_utils')!r}); "
+        "import runpy, sys; "
+        f"sys.path.insert(0, {str(COLLECTIONS)!r}); "
         "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
     )
     proc = subprocess.run(

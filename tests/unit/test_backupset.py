@@ -35,9 +35,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, load_module
+from tests.conftest import COLLECTIONS, ROOT, load_module
 
-rbs = load_module("roles/backup/module_utils/rollback_backupset.py")
+rbs = load_module("plugins/module_utils/backupset.py")
 
 PASSWORD = "pw-Rbo-Secret-42"
 
@@ -588,7 +588,7 @@ def test_cli_runs_as_a_standalone_script(app: dict, tmp_path: Path):
     """On a host the file runs by itself (python3 rollback_backupset.py), no Ansible around."""
     config = tmp_path / "c.json"
     config.write_text(json.dumps({"app": "shop", "root": app["root"], "databases": [app["spec"]]}))
-    script = ROOT / "roles/backup/module_utils/rollback_backupset.py"
+    script = ROOT / "plugins/module_utils/backupset.py"
     proc = subprocess.run(
         [sys.executable, "-I", str(script), "create", "--config", str(config)],
         capture_output=True,
@@ -649,27 +649,30 @@ def test_the_role_end_to_end_through_ansible_playbook(app: dict, tmp_path: Path)
 - hosts: all
   gather_facts: false
   tasks:
-    - ansible.builtin.import_role: {name: backup, tasks_from: create}
+    - ansible.builtin.import_role: {name: rollback_ops.rollback.backup, tasks_from: create}
       check_mode: true
     - ansible.builtin.set_fact: {check_created: "{{ backup_result }}"}
-    - ansible.builtin.import_role: {name: backup, tasks_from: create}
+    - ansible.builtin.import_role: {name: rollback_ops.rollback.backup, tasks_from: create}
       vars: {backup_kind: predeploy}
-    - ansible.builtin.import_role: {name: backup, tasks_from: verify}
+    - ansible.builtin.import_role: {name: rollback_ops.rollback.backup, tasks_from: verify}
       vars: {backup_restore_test: true}
-    - {ansible.builtin.import_role: {name: backup, tasks_from: list}}
-    - {ansible.builtin.import_role: {name: backup, tasks_from: restore_check}}
+    - {ansible.builtin.import_role: {name: rollback_ops.rollback.backup, tasks_from: list}}
+    - {ansible.builtin.import_role: {name: rollback_ops.rollback.backup, tasks_from: restore_check}}
     - name: The release writes a row
       ansible.builtin.command: >-
         {{ ansible_python_interpreter }} -c "import sqlite3; c = sqlite3.connect('{{ db }}');
         c.execute('INSERT INTO orders VALUES (999, 1, 1, NULL)'); c.commit()"
       changed_when: true
-    - {ansible.builtin.import_role: {name: backup, tasks_from: restore_forensic}}
-    - {ansible.builtin.import_role: {name: backup, tasks_from: restore_forensic}}
-    - ansible.builtin.import_role: {name: backup, tasks_from: restore}
+    - ansible.builtin.import_role:
+        {name: rollback_ops.rollback.backup, tasks_from: restore_forensic}
+    - ansible.builtin.import_role:
+        {name: rollback_ops.rollback.backup, tasks_from: restore_forensic}
+    - ansible.builtin.import_role: {name: rollback_ops.rollback.backup, tasks_from: restore}
       vars: {backup_set_id: "{{ backup_restore_check.set_id }}"}
-    - {ansible.builtin.import_role: {name: backup, tasks_from: prune}, vars: {backup_keep: 1}}
+    - ansible.builtin.import_role: {name: rollback_ops.rollback.backup, tasks_from: prune}
+      vars: {backup_keep: 1}
     - name: A password inside databases is refused
-      rollback_backup:
+      rollback_ops.rollback.backup:
         state: listed
         app: shop
         root: "{{ backup_root }}"
@@ -688,8 +691,7 @@ def test_the_role_end_to_end_through_ansible_playbook(app: dict, tmp_path: Path)
     )
     env = {
         **os.environ,
-        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS),
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_PIPELINING": "1",
     }

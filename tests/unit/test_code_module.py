@@ -1,4 +1,4 @@
-"""The code module (roles/coderevert/library/rollback_code.py), run as Ansible runs it, on
+"""The code module (plugins/modules/code.py), run as Ansible runs it, on
 real git repositories and files in a temporary directory."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import run_module
 
-MODULE = "roles/coderevert/library/rollback_code.py"
+MODULE = "plugins/modules/code.py"
 GIT_ENV = {
     **os.environ,
     "GIT_AUTHOR_NAME": "t",

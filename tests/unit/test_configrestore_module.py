@@ -1,4 +1,4 @@
-"""The config restore module (roles/backup/library/rollback_configrestore.py), run by Ansible
+"""The config restore module (plugins/modules/configrestore.py), run by Ansible
 itself (`ansible localhost -m`, so AnsiballZ ships rollback_backupset from the role and
 rollback_files from plugins/module_utils), on real backup sets and files in a temp directory."""
 
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, load_module
+from tests.conftest import COLLECTIONS, ROOT, load_module
 
-rbs = load_module("roles/backup/module_utils/rollback_backupset.py")
+rbs = load_module("plugins/module_utils/backupset.py")
 GOOD = b"recommendation_model: v1\ncache_ttl: 300\n"
 BAD = b"recommendation_model: v2-experimental\ncache_ttl: 300\n"
 
@@ -24,11 +24,7 @@ def configrestore(root: Path, paths: list[Path], check_mode: bool = False, **kw:
     args = {"root": str(root), "app": "shop", "files": [str(p) for p in paths], **kw}
     env = {
         **os.environ,
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "ANSIBLE_LIBRARY": str(ROOT / "roles/backup/library"),
-        "ANSIBLE_MODULE_UTILS": os.pathsep.join(
-            [str(ROOT / "plugins/module_utils"), str(ROOT / "roles/backup/module_utils")]
-        ),
+        "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS),
         "ANSIBLE_STDOUT_CALLBACK": "minimal",
         "ANSIBLE_CALLBACK_RESULT_FORMAT": "json",
         "ANSIBLE_NOCOLOR": "1",
@@ -44,7 +40,7 @@ def configrestore(root: Path, paths: list[Path], check_mode: bool = False, **kw:
         "-e",
         f"ansible_python_interpreter={sys.executable}",
         "-m",
-        "rollback_configrestore",
+        "rollback_ops.rollback.configrestore",
         "-a",
         json.dumps(args),
     ] + (["--check"] if check_mode else [])

@@ -1,4 +1,4 @@
-"""The env-file module (roles/envfile/library/rollback_envfile.py), run as Ansible runs it (own
+"""The env-file module (plugins/modules/envfile.py), run as Ansible runs it (own
 process, JSON arguments, plugins/module_utils on ansible.module_utils' path) on real files.
 
 The parser and editor themselves are tested in test_envfile_utils.py."""
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tests.conftest import run_module
 
-MODULE = "roles/envfile/library/rollback_envfile.py"
+MODULE = "plugins/modules/envfile.py"
 SECRET_OLD = "old-Rbo-Secret-4711"
 SECRET_NEW = "new-Rbo-Secret-0815"
 

@@ -1,4 +1,4 @@
-"""The shared env-file code (plugins/module_utils/rollback_envfile.py): parser, editor, masking,
+"""The shared env-file code (plugins/module_utils/envfile.py): parser, editor, masking,
 and the file operations it re-exports from rollback_files (named for an env file)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import load_module
 
-envfile = load_module("plugins/module_utils/rollback_envfile.py")
+envfile = load_module("plugins/module_utils/envfile.py")
 
 
 def edit(text: str, values: dict[str, str], allow_new: bool = False) -> str:

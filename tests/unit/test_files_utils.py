@@ -1,4 +1,4 @@
-"""The shared file operations (plugins/module_utils/rollback_files.py): refusals, space checks
+"""The shared file operations (plugins/module_utils/files.py): refusals, space checks
 and the safe write, on real files (a real tmpfs for a full disk)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import load_module
 
-files = load_module("plugins/module_utils/rollback_files.py")
+files = load_module("plugins/module_utils/files.py")
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="setting another owner needs root")
 
 

@@ -1,4 +1,4 @@
-"""The log scanner (roles/healthcheck/library/rollback_logscan.py)."""
+"""The log scanner (plugins/modules/logscan_info.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 
 from tests.conftest import load_module
 
-logscan = load_module("roles/healthcheck/library/rollback_logscan.py")
+logscan = load_module("plugins/modules/logscan_info.py")
 ERR = re.compile(r"\[ERROR\]")
 
 

@@ -1,4 +1,4 @@
-"""The preflight module's env-file checks (roles/preflight/library/rollback_preflight.py)."""
+"""The preflight module's env-file checks (plugins/modules/preflight.py)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,9 @@ import json
 import os
 from pathlib import Path
 
-import ansible.module_utils
+from tests.conftest import load_module, run_module
 
-from tests.conftest import ROOT, load_module, run_module
-
-# The module imports the shared parser as ansible.module_utils.rollback_envfile, which Ansible
-# ships with it from plugins/module_utils; loaded in this process, that path is added here.
-if str(ROOT / "plugins" / "module_utils") not in ansible.module_utils.__path__:
-    ansible.module_utils.__path__.append(str(ROOT / "plugins" / "module_utils"))
-preflight = load_module("roles/preflight/library/rollback_preflight.py")
+preflight = load_module("plugins/modules/preflight.py")
 
 
 def params(**kw: object) -> dict:
@@ -121,7 +115,7 @@ def test_the_module_runs_with_the_shared_parser_and_prints_no_value(tmp_path: Pa
     env = tmp_path / ".env"
     env.write_text("API_KEY=hunter2-Rbo-secret\nFLAG=on\n")
     result = run_module(
-        "roles/preflight/library/rollback_preflight.py",
+        "plugins/modules/preflight.py",
         {"env_file": str(env), "env_keys": ["FLAG", "NOPE"], "run_id": "", "min_free_mb": 0},
         check_mode=True,
     )
@@ -130,7 +124,7 @@ def test_the_module_runs_with_the_shared_parser_and_prints_no_value(tmp_path: Pa
     assert "hunter2" not in str(result)
 
 
-PREFLIGHT = "roles/preflight/library/rollback_preflight.py"
+PREFLIGHT = "plugins/modules/preflight.py"
 
 
 def test_a_host_outside_the_authorized_environments_refuses_and_takes_no_lock(tmp_path: Path):

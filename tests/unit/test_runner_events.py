@@ -30,7 +30,7 @@ def test_collector_builds_host_results_and_forwards_steps():
                 "changed_keys": ["A"],
                 "backup_file": "/srv/.env.backup.1",
             },
-            task_action="rollback_envfile",
+            task_action="rollback_ops.rollback.envfile",
             role="envfile",
         )
     )
@@ -98,7 +98,7 @@ def test_recap_and_receipt_say_what_happened():
                 "changed_keys": ["A"],
                 "backup_file": "/b",
             },
-            task_action="rollback_envfile",
+            task_action="rollback_ops.rollback.envfile",
         )
     )
     result = RunResult("r1", "flag", "lab", "/inv", False, c.hosts, "t", 1.5, 0, "/runs/r1")

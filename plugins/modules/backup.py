@@ -130,7 +130,7 @@ kept:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.rollback_backupset import (
+from ansible_collections.rollback_ops.rollback.plugins.module_utils.backupset import (
     BackupError,
     create_set,
     list_sets,

@@ -139,7 +139,7 @@ import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.rollback_files import (
+from ansible_collections.rollback_ops.rollback.plugins.module_utils.files import (
     MIB,
     FileError,
     file_problem,

@@ -77,7 +77,7 @@ class BackupError(Exception):
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)  # noqa: UP017 (runs on hosts' Python 3.9)
+    return datetime.now(timezone.utc)
 
 
 def _iso(moment: datetime) -> str:
@@ -85,9 +85,7 @@ def _iso(moment: datetime) -> str:
 
 
 def _parse_iso(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(
-        tzinfo=timezone.utc  # noqa: UP017
-    )
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
 
 
 def _md5(data: bytes) -> str:

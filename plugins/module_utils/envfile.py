@@ -30,12 +30,12 @@ import re
 
 # MIB, space_needs and space_problems are re-exported (the envfile and preflight modules and
 # their tests import them from here); file_problem and safe_write are wrapped below.
-from ansible.module_utils.rollback_files import MIB as MIB
-from ansible.module_utils.rollback_files import FileError
-from ansible.module_utils.rollback_files import file_problem as _file_problem
-from ansible.module_utils.rollback_files import safe_write as _safe_write
-from ansible.module_utils.rollback_files import space_needs as space_needs
-from ansible.module_utils.rollback_files import space_problems as space_problems
+from .files import MIB as MIB
+from .files import FileError
+from .files import file_problem as _file_problem
+from .files import safe_write as _safe_write
+from .files import space_needs as space_needs
+from .files import space_problems as space_problems
 
 BOM = "\ufeff"
 # Keys whose values are never shown (fnmatch patterns, case-sensitive).

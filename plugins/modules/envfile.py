@@ -131,7 +131,7 @@ target:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.rollback_envfile import (
+from ansible_collections.rollback_ops.rollback.plugins.module_utils.envfile import (
     DEFAULT_SECRET_KEYS,
     EnvFileError,
     changed_lines,

@@ -141,7 +141,7 @@ data_loss:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.rollback_backupset import (
+from ansible_collections.rollback_ops.rollback.plugins.module_utils.backupset import (
     BackupError,
     check_restorable,
     choose_set,

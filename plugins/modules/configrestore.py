@@ -77,8 +77,13 @@ import difflib
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.rollback_backupset import BackupError, list_sets, read_manifest, set_path
-from ansible.module_utils.rollback_files import (
+from ansible_collections.rollback_ops.rollback.plugins.module_utils.backupset import (
+    BackupError,
+    list_sets,
+    read_manifest,
+    set_path,
+)
+from ansible_collections.rollback_ops.rollback.plugins.module_utils.files import (
     FileError,
     file_problem,
     safe_write,

@@ -165,7 +165,7 @@ import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.rollback_envfile import (
+from ansible_collections.rollback_ops.rollback.plugins.module_utils.envfile import (
     MIB,
     decode,
     file_problem,

@@ -52,7 +52,11 @@ databases:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.rollback_backupset import BackupError, schema_check, with_passwords
+from ansible_collections.rollback_ops.rollback.plugins.module_utils.backupset import (
+    BackupError,
+    schema_check,
+    with_passwords,
+)
 
 
 def main():
