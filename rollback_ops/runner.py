@@ -56,6 +56,23 @@ RESULT_EVENTS: dict[str, StepStatus] = {
 }
 
 
+@dataclass(frozen=True)
+class AnsibleOptions:
+    """Ansible's own command-line options, passed through with Ansible's meaning.
+
+    Unset options leave the team's configuration (ansible.cfg, inventory) in charge.
+    """
+
+    user: str | None = None  # -u/--user
+    private_key: str | None = None  # --private-key
+    verbosity: int = 0  # -v (1) .. -vvvv (4)
+    ssh_common_args: str | None = None  # --ssh-common-args
+    forks: int | None = None  # -f/--forks
+    vault_ids: tuple[str, ...] = ()  # --vault-id [label@]source, repeatable
+    vault_password_files: tuple[str, ...] = ()  # --vault-password-file, repeatable
+    ask_vault_pass: bool = False  # --ask-vault-pass: asked once, on the controller
+
+
 @dataclass
 class PlaybookRun:
     playbook: Path
@@ -65,6 +82,7 @@ class PlaybookRun:
     check: bool = False
     diff: bool = False
     limit: str | None = None
+    options: AnsibleOptions = field(default_factory=AnsibleOptions)
 
 
 @dataclass
