@@ -13,13 +13,14 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rollback_ops import paths
 from rollback_ops.exceptions import ConfigError
+from rollback_ops.runner import AnsibleOptions, vault_password
 from rollback_ops.text import short
 
 NAMED = {
@@ -62,9 +63,14 @@ class Host:
 @dataclass
 class Inventory:
     name: str
-    path: Path
+    path: Path  # the first source
     hosts: dict[str, Host]
     _manager: Any = field(default=None, repr=False)
+    sources: tuple[Path, ...] = ()  # every source, in the order given (-i repeated)
+
+    def __post_init__(self) -> None:
+        if not self.sources:
+            self.sources = (self.path,)
 
     @property
     def environments(self) -> set[str]:
@@ -116,24 +122,38 @@ class Inventory:
         return chosen
 
 
+EXAMPLE = "example:"  # the examples shipped with rollback-ops, only by this explicit name
+PROJECT_INVENTORIES_ENV = "ROLLBACK_OPS_INVENTORIES"  # more directories holding named ones
+
+
+def project_dirs() -> list[Path]:
+    """Where a named inventory is looked for: the team's ./inventories, then the directories
+    listed in $ROLLBACK_OPS_INVENTORIES (os.pathsep-separated)."""
+    listed = os.environ.get(PROJECT_INVENTORIES_ENV, "")
+    return [Path("inventories"), *(Path(d).expanduser() for d in listed.split(os.pathsep) if d)]
+
+
 def resolve(name_or_path: str, state_dir: Path) -> tuple[str, Path]:
-    """Map ``PATH|staging|prod|production|lab|local`` to (display name, path).
+    """Map an inventory argument to (display name, path).
 
     A path that exists always wins: ``-i prod`` in a directory holding ``./prod`` is that
-    directory, never a bundled example. A name then resolves inside the team's project
-    (``./inventories/<name>``), and only last to the examples shipped with rollback-ops.
+    directory. A name then resolves inside the team's project (``./inventories/<name>``, with
+    ``prod`` and ``production`` standing for each other, then $ROLLBACK_OPS_INVENTORIES),
+    never silently to the examples shipped with rollback-ops: those are reachable only as
+    ``example:staging`` / ``example:production`` (or by their path). ``lab`` and ``local`` are
+    the test lab's and the demo's inventories in the state directory.
     """
     given = Path(name_or_path).expanduser()
     if name_or_path and given.exists():
         return str(given), given.resolve()
-    if name_or_path in NAMED:
-        for candidate in (
-            Path("inventories") / name_or_path,
-            Path("inventories") / NAMED[name_or_path],
-        ):
-            if candidate.exists():
-                return str(candidate), candidate.resolve()
-        return NAMED[name_or_path], paths.inventories_dir() / NAMED[name_or_path]
+    if name_or_path.startswith(EXAMPLE):
+        example = NAMED.get(name_or_path.removeprefix(EXAMPLE))
+        if example is None:
+            raise ConfigError(
+                f"inventory {short(name_or_path)}: no such example "
+                f"(examples: {EXAMPLE}staging, {EXAMPLE}production)"
+            )
+        return name_or_path, paths.inventories_dir() / example
     if name_or_path == "lab":
         path = state_dir / "labs" / "lab" / "inventory.yml"
         if not path.exists():
@@ -144,9 +164,20 @@ def resolve(name_or_path: str, state_dir: Path) -> tuple[str, Path]:
         if not path.exists():
             raise ConfigError(f"no local inventory at {path}: run `rollback-ops demo` first")
         return "local", path
-    known = ", ".join([*NAMED, "lab", "local"])
+    names = dict.fromkeys([name_or_path, NAMED.get(name_or_path, name_or_path)])
+    looked = []
+    if name_or_path and "/" not in name_or_path and "\0" not in name_or_path:
+        for base in project_dirs():
+            for name in names:
+                candidate = base / name
+                looked.append(str(candidate))
+                if candidate.exists():
+                    return name_or_path, candidate.resolve()
+    where = f" nor {', '.join(looked)}" if looked else ""
     raise ConfigError(
-        f"inventory {short(name_or_path)} is neither a file nor a directory nor one of: {known}"
+        f"inventory {short(name_or_path)}: no such file or directory{where} "
+        f"(lab, local, and the shipped examples {EXAMPLE}staging and {EXAMPLE}production "
+        "are also accepted)"
     )
 
 
@@ -162,10 +193,21 @@ def configure_ansible() -> None:
         os.environ[key] = value
 
 
-def load(name_or_path: str, state_dir: Path) -> Inventory:
-    """The inventory's hosts and their variables, as ansible-playbook will see them."""
-    name, path = resolve(name_or_path, state_dir)
-    _refuse_alias_bombs(path)
+def load(
+    sources: str | Sequence[str], state_dir: Path, options: AnsibleOptions | None = None
+) -> Inventory:
+    """The hosts and their variables, as ansible-playbook will see them with the same ``-i``
+    sources (one or several, merged as Ansible merges them) and vault options."""
+    options = options or AnsibleOptions()
+    given = [sources] if isinstance(sources, str) else list(sources)
+    if not given:
+        raise ConfigError("no inventory given (--inventory NAME|PATH)")
+    resolved = [resolve(source, state_dir) for source in given]
+    name = ",".join(n for n, _ in resolved)
+    found_paths = [p for _, p in resolved]
+    path = found_paths[0]
+    for source in found_paths:
+        _refuse_alias_bombs(source)
     configure_ansible()
     from ansible.errors import AnsibleError
     from ansible.inventory.manager import InventoryManager
@@ -173,27 +215,27 @@ def load(name_or_path: str, state_dir: Path) -> Inventory:
     from ansible.vars.manager import VariableManager
 
     loader = DataLoader()
-    _vault_secrets(loader)
+    _vault_secrets(loader, options)
     _forget_vars_files()
     with _collected_warnings() as problems:
         try:
-            manager = InventoryManager(loader=loader, sources=[str(path)])
+            manager = InventoryManager(loader=loader, sources=[str(p) for p in found_paths])
             variables = VariableManager(loader=loader, inventory=manager)
             found = sorted(manager.get_hosts("all"), key=lambda h: str(h.name))
             hosts = {str(h.name): _host(h, variables, loader) for h in found}
         except AnsibleError as exc:
             parse = [p for p in problems if p.startswith("Failed to parse")]
-            raise ConfigError(f"inventory {path}: {_best(parse) or _first_line(exc)}") from None
+            raise ConfigError(f"inventory {name}: {_best(parse) or _first_line(exc)}") from None
         except (RecursionError, MemoryError):
-            raise ConfigError(f"inventory {path}: too deeply nested or too large to read") from None
+            raise ConfigError(f"inventory {name}: too deeply nested or too large to read") from None
     # what ansible-playbook would only warn about (a misspelt group key drops its hosts) is
     # refused here: a rollback must not run on an inventory read differently than it was meant
     skipped = [p for p in problems if p.startswith(SKIPPING)]
     if skipped:
-        raise ConfigError(f"inventory {path}: " + "; ".join(short(p, 200) for p in skipped))
+        raise ConfigError(f"inventory {name}: " + "; ".join(short(p, 200) for p in skipped))
     if not hosts:
-        raise ConfigError(f"{path}: the inventory lists no hosts")
-    return Inventory(name=name, path=path, hosts=hosts, _manager=manager)
+        raise ConfigError(f"inventory {name}: lists no hosts")
+    return Inventory(name, path, hosts, manager, tuple(found_paths))
 
 
 SKIPPING = ("Skipping unexpected key", "Skipping key")
@@ -325,29 +367,42 @@ def _forget_vars_files() -> None:
                     getattr(module, cache).clear()
 
 
-def _vault_secrets(loader: Any) -> None:
-    """The vault secrets ansible.cfg names (vault_identity_list, vault_password_file)."""
+def _vault_secrets(loader: Any, options: AnsibleOptions) -> None:
+    """The vault secrets ansible-playbook will have: those ansible.cfg names
+    (vault_identity_list, vault_password_file), --vault-id, --vault-password-file, and the
+    password typed once for --ask-vault-pass."""
     from ansible import constants as C
     from ansible.cli import CLI
 
-    ids = list(C.DEFAULT_VAULT_IDENTITY_LIST or [])
+    ids = [*(C.DEFAULT_VAULT_IDENTITY_LIST or []), *options.vault_ids]
     files = [C.DEFAULT_VAULT_PASSWORD_FILE] if C.DEFAULT_VAULT_PASSWORD_FILE else []
-    # with no secret configured the context is still set up: a vaulted value then stays
-    # opaque (VAULT_MARK) instead of failing the load
+    files += list(options.vault_password_files)
+    from ansible.errors import AnsibleError
+
     try:
-        from ansible.parsing.vault import VaultSecretsContext
-    except ImportError:  # ansible-core before 2.19: secrets live on the loader only
-        first = True
-    else:  # one context per process (ansible-core allows it to be set once)
-        first = VaultSecretsContext.current(optional=True) is None
-    secrets = CLI.setup_vault_secrets(
-        loader,
-        vault_ids=ids,
-        vault_password_files=files,
-        auto_prompt=False,
-        initialize_context=first,
-    )
+        secrets = CLI.setup_vault_secrets(
+            loader,
+            vault_ids=ids,
+            vault_password_files=files,
+            auto_prompt=False,
+            initialize_context=False,
+        )
+    except AnsibleError as exc:
+        raise ConfigError(f"vault: {_first_line(exc)}") from None
+    password = vault_password(options)
+    if password is not None:
+        from ansible.parsing.vault import VaultSecret
+
+        secrets.append((C.DEFAULT_VAULT_IDENTITY, VaultSecret(password.encode())))
     loader.set_vault_secrets(secrets)
+    try:
+        from ansible.parsing.vault import VaultSecretsContext as context
+    except ImportError:  # ansible-core before 2.19: secrets live on the loader only
+        return
+    # one context per process (ansible-core allows it to be set once); with no secret it is
+    # still set up, so a vaulted value stays opaque (VAULT_MARK) instead of failing the load
+    if context.current(optional=True) is None:
+        context.initialize(context(secrets))
 
 
 def _host(host: Any, variables: Any, loader: Any) -> Host:

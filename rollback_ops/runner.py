@@ -11,12 +11,13 @@ import contextlib
 import difflib
 import json
 import os
+import shlex
 import shutil
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,10 +74,47 @@ class AnsibleOptions:
     ask_vault_pass: bool = False  # --ask-vault-pass: asked once, on the controller
 
 
+_VAULT_PASSWORD: list[str] = []  # asked once per process (--ask-vault-pass)
+
+
+def vault_password(options: AnsibleOptions) -> str | None:
+    """The vault password typed for --ask-vault-pass: asked once, on the controller's
+    terminal, then given to ansible-core here and to the playbook's prompt by ansible-runner."""
+    if not options.ask_vault_pass:
+        return None
+    if not _VAULT_PASSWORD:
+        import getpass
+
+        try:
+            _VAULT_PASSWORD.append(getpass.getpass("Vault password: "))
+        except (EOFError, OSError) as exc:
+            raise RunnerError(f"--ask-vault-pass: cannot read the password: {exc}") from None
+    return _VAULT_PASSWORD[0]
+
+
+def option_args(options: AnsibleOptions) -> list[str]:
+    """ansible-playbook's own arguments for the pass-through options (forks and verbosity go
+    to ansible-runner's parameters of the same meaning)."""
+    args: list[str] = []
+    if options.user:
+        args += ["--user", options.user]
+    if options.private_key:
+        args += ["--private-key", options.private_key]
+    if options.ssh_common_args:
+        args += ["--ssh-common-args", options.ssh_common_args]
+    for vault_id in options.vault_ids:
+        args += ["--vault-id", vault_id]
+    for password_file in options.vault_password_files:
+        args += ["--vault-password-file", password_file]
+    if options.ask_vault_pass:
+        args.append("--ask-vault-pass")
+    return args
+
+
 @dataclass
 class PlaybookRun:
     playbook: Path
-    inventory: Path
+    inventory: Path | Sequence[Path]  # one source, or several (-i repeated)
     run_dir: Path
     extravars: dict[str, Any] = field(default_factory=dict)
     check: bool = False
@@ -477,11 +515,13 @@ def run_playbook(
     secret_env: dict[str, str] | None = None,
 ) -> RunnerOutcome:
     collector = _Collector(sink)
-    cmdline = []
+    cmdline = option_args(spec.options)
     if spec.check:
         cmdline.append("--check")
     if spec.diff:
         cmdline.append("--diff")
+    password = vault_password(spec.options)
+    sources = [spec.inventory] if isinstance(spec.inventory, Path) else list(spec.inventory)
     spec.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     ansible_playbook_binary()  # a clear error now rather than rc 127 later
     ident = "ansible"
@@ -493,10 +533,14 @@ def run_playbook(
             private_data_dir=str(spec.run_dir),
             ident=ident,
             playbook=str(spec.playbook),
-            inventory=str(spec.inventory),
+            inventory=[str(source) for source in sources],
             extravars=str(write_extravars(spec.run_dir / "extravars.yml", spec.extravars)),
-            cmdline=" ".join(cmdline) or None,
+            cmdline=" ".join(shlex.quote(arg) for arg in cmdline) or None,
             limit=spec.limit,
+            forks=spec.options.forks,
+            verbosity=spec.options.verbosity or None,
+            # the answer to ansible-playbook's own prompt: never on argv or in a file
+            passwords={r"^Vault password[^:]*:\s*$": password} if password is not None else None,
             envvars=env,
             project_dir=str(spec.playbook.parent),
             event_handler=collector,

@@ -53,8 +53,10 @@ def test_every_problem_is_reported_with_its_file_and_key(state_dir: Path):
 
 
 def test_unknown_names_and_missing_paths_are_refused(state_dir: Path):
-    with pytest.raises(ConfigError, match="neither a file nor a directory"):
+    with pytest.raises(ConfigError, match=r"no-such-inventory'?: no such file or directory nor "):
         inventory.load("no-such-inventory", state_dir)
+    with pytest.raises(ConfigError, match="no such example"):
+        inventory.load("example:qa", state_dir)
     with pytest.raises(ConfigError, match="rollback-ops lab up"):
         inventory.load("lab", state_dir)
     with pytest.raises(ConfigError, match="rollback-ops demo"):
@@ -117,12 +119,12 @@ def test_vault_values_load_as_opaque_strings(tmp_path: Path, state_dir: Path):
 
 
 def test_shipped_inventories_are_valid(state_dir: Path):
-    for name in ("staging", "production", "prod"):
+    for name in ("example:staging", "example:production", "example:prod"):
         inv = inventory.load(name, state_dir)
         specs = appspec.parse_inventory(inv)
         assert specs, name
-    assert inventory.load("prod", state_dir).is_production
-    assert not inventory.load("staging", state_dir).is_production
+    assert inventory.load("example:prod", state_dir).is_production
+    assert not inventory.load("example:staging", state_dir).is_production
 
 
 def test_a_path_given_to_i_wins_over_a_bundled_example(
@@ -141,4 +143,22 @@ def test_a_path_given_to_i_wins_over_a_bundled_example(
     (tmp_path / "inventories").mkdir()
     (tmp_path / "elsewhere").rename(tmp_path / "inventories" / "production")
     assert sorted(inventory.load("prod", state_dir).hosts) == ["team-web1"]
-    assert sorted(inventory.load("staging", state_dir).hosts) != ["team-web1"]  # the example
+    # never silently the example: a name the project lacks is an error naming where it looked
+    with pytest.raises(ConfigError, match=r"staging'?: no such file or directory nor inventories/"):
+        inventory.load("staging", state_dir)
+    assert inventory.load("example:staging", state_dir).hosts  # the example, asked by name
+    # more project directories through $ROLLBACK_OPS_INVENTORIES
+    (tmp_path / "more" / "qa").mkdir(parents=True)
+    (tmp_path / "more" / "qa" / "hosts.yml").write_text("all:\n  hosts:\n    qa-web1:\n")
+    monkeypatch.setenv("ROLLBACK_OPS_INVENTORIES", str(tmp_path / "more"))
+    assert sorted(inventory.load("qa", state_dir).hosts) == ["qa-web1"]
+
+
+def test_several_sources_merge_as_ansible_merges_them(tmp_path: Path, state_dir: Path):
+    """-i a -i b: the hosts of both, a later source's group vars winning, as in Ansible."""
+    (tmp_path / "a.yml").write_text("all:\n  hosts:\n    web1:\n  vars: {x: 1}\n")
+    (tmp_path / "b.ini").write_text("[web]\nweb2\n\n[all:vars]\nx=2\n")
+    inv = inventory.load([str(tmp_path / "a.yml"), str(tmp_path / "b.ini")], state_dir)
+    assert sorted(inv.hosts) == ["web1", "web2"]
+    assert inv.sources == (tmp_path / "a.yml", tmp_path / "b.ini")
+    assert inv.name == f"{tmp_path / 'a.yml'},{tmp_path / 'b.ini'}"
