@@ -185,7 +185,8 @@ def test_proxyjump_from_the_teams_ansible_cfg(lab: LabHosts, tmp_path: Path):
         assert json.loads(run.stdout)["hosts"]["web2"]["status"] == "changed"
         assert flag_value(lab, "web2") == "false"
     finally:
-        lab.sh("web1", f"sed -i '/{alias}/d' /etc/hosts")
+        # /etc/hosts is a bind mount: rewritten in place, not renamed over
+        lab.sh("web1", f"grep -v {alias} /etc/hosts > /tmp/hosts; cat /tmp/hosts > /etc/hosts")
 
 
 def test_a_foreign_playbook_uses_the_built_collection(lab: LabHosts, tmp_path: Path):
