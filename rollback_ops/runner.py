@@ -26,8 +26,9 @@ import ansible_runner
 import yaml
 
 from rollback_ops import paths
-from rollback_ops.exceptions import RunnerError
+from rollback_ops.exceptions import ConfigError, RunnerError
 from rollback_ops.results import SKIP_PREFIX, FlagChange, HostResult, StepEvent, StepStatus
+from rollback_ops.text import short
 
 EventSink = Callable[[StepEvent], None]
 STOP_FILE_ENV = "ROLLBACK_OPS_STOP_FILE"  # watched by plugins/strategy/rollback_linear.py
@@ -72,6 +73,33 @@ class AnsibleOptions:
     vault_ids: tuple[str, ...] = ()  # --vault-id [label@]source, repeatable
     vault_password_files: tuple[str, ...] = ()  # --vault-password-file, repeatable
     ask_vault_pass: bool = False  # --ask-vault-pass: asked once, on the controller
+
+    def __post_init__(self) -> None:
+        # ansible-playbook templates some of its own options (-u '{{ lookup(...) }}' runs the
+        # lookup): a value a person typed must reach the host literally, so a template
+        # marker is refused here, before anything runs
+        named: dict[str, list[str | None]] = {
+            "--user": [self.user],
+            "--private-key": [self.private_key],
+            "--ssh-common-args": [self.ssh_common_args],
+            "--vault-id": list(self.vault_ids),
+            "--vault-password-file": list(self.vault_password_files),
+        }
+        for option, values in named.items():
+            for value in values:
+                if value is not None and not value.strip():
+                    raise ConfigError(f"{option}: a blank value")
+                if value and any(mark in value for mark in ("{{", "{%", "{#")):
+                    raise ConfigError(
+                        f"{option}: {short(value)} contains a template marker "
+                        "({{, {% or {#): values are passed literally, never templated"
+                    )
+                if value and "\0" in value:
+                    raise ConfigError(f"{option}: contains a NUL byte")
+        if self.forks is not None and not 1 <= self.forks <= 500:
+            raise ConfigError(f"--forks {self.forks}: must be between 1 and 500")
+        if not 0 <= self.verbosity <= 6:
+            raise ConfigError(f"-v: at most 6 (-vvvvvv), not {self.verbosity}")
 
 
 _VAULT_PASSWORD: list[str] = []  # asked once per process (--ask-vault-pass)
