@@ -181,8 +181,13 @@ def resolve(name_or_path: str, state_dir: Path) -> tuple[str, Path]:
     )
 
 
+_PLUGIN_LOADER: list[bool] = []
+
+
 def configure_ansible() -> None:
-    """Make this process's ansible-core read the configuration the playbooks run with.
+    """Make this process's ansible-core read the configuration the playbooks run with, and
+    find plugins by collection name as ansible-playbook does (an inventory config naming
+    ``plugin: ansible.builtin.constructed`` or an installed collection's plugin).
 
     ansible-core reads its configuration once, when ``ansible.constants`` is first imported:
     this must run before that, and sets the same variables ansible-runner gives the playbook.
@@ -191,6 +196,11 @@ def configure_ansible() -> None:
 
     for key, value in controller_env().items():
         os.environ[key] = value
+    if not _PLUGIN_LOADER:
+        from ansible.plugins.loader import init_plugin_loader
+
+        init_plugin_loader()  # the team's collections path, as ansible-playbook starts
+        _PLUGIN_LOADER.append(True)
 
 
 def load(

@@ -162,3 +162,24 @@ def test_several_sources_merge_as_ansible_merges_them(tmp_path: Path, state_dir:
     assert sorted(inv.hosts) == ["web1", "web2"]
     assert inv.sources == (tmp_path / "a.yml", tmp_path / "b.ini")
     assert inv.name == f"{tmp_path / 'a.yml'},{tmp_path / 'b.ini'}"
+
+
+def test_an_inventory_plugin_config_and_constructed_groups(tmp_path: Path, state_dir: Path):
+    """A `plugin:` config file (read by the `auto` plugin) and the `constructed` plugin over a
+    YAML source: the groups it builds are usable in --limit, and the guard sees production
+    set through `compose`, exactly as ansible-playbook would."""
+    (tmp_path / "hosts.yml").write_text(
+        "all:\n  hosts:\n    web1: {tier: front}\n    web2: {tier: front}\n    db1: {tier: data}\n"
+    )
+    (tmp_path / "zz.constructed.yml").write_text(
+        "plugin: ansible.builtin.constructed\nstrict: true\n"
+        "keyed_groups:\n  - key: tier\n    prefix: tier\n"
+        "compose:\n  rollback_environment: \"'production' if tier == 'data' else 'staging'\"\n"
+    )
+    inv = inventory.load(
+        [str(tmp_path / "hosts.yml"), str(tmp_path / "zz.constructed.yml")], state_dir
+    )
+    assert inv.select("tier_front") == ["web1", "web2"]
+    assert inv.select("all:!tier_front") == ["db1"]
+    assert inv.hosts["db1"].vars["rollback_environment"] == "production"
+    assert inv.environments == {"production", "staging"}
