@@ -322,7 +322,14 @@ def _load(playbook: Path, manager: Any) -> _Loaded:
     from ansible.playbook import Playbook
     from ansible.vars.manager import VariableManager
 
-    loader = DataLoader()
+    class _Loader(DataLoader):  # type: ignore[misc]
+        """Reads each vars file once for all the tasks of the plan (ansible-playbook reads the
+        play's vars files again for every task; they do not change while planning)."""
+
+        def load_from_file(self, file_name: str, cache: str = "all", **kwargs: Any) -> Any:
+            return super().load_from_file(file_name, cache="all", **kwargs)
+
+    loader = _Loader()
     variables = VariableManager(loader=loader, inventory=manager)
     try:
         plays = Playbook.load(str(playbook), variable_manager=variables, loader=loader).get_plays()
