@@ -57,7 +57,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -94,6 +94,7 @@ RUNTIME_VARIABLES = frozenset(
 )
 RESCUE_CONDITION = "a step of its block failed"
 _EXPRESSION = re.compile(r"\{\{.*?\}\}", re.S)
+_UNKNOWN = object()  # decided by the run
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,7 @@ class _Loaded:
     variables: Any
     entries: list[_Entry]
     produced: frozenset[str]  # variables the play itself sets while running (register, set_fact)
+    results: dict[tuple[Any, ...], Any] = field(default_factory=dict)  # see _Scope
 
 
 _CACHE: dict[str, _Loaded] = {}
@@ -179,9 +181,8 @@ def _step(
     variables = loaded.variables.get_vars(play=entry.play, host=host, task=task)
     variables.update(data)  # extra vars win over everything, as in ansible-playbook
     variables["ansible_check_mode"] = check_mode
-    unknown = loaded.produced | RUNTIME_VARIABLES | _loop_vars(task)
-    unknown -= set(data)
-    scope = _Scope(loaded.loader, variables, unknown, frozenset(data))
+    unknown = (loaded.produced | RUNTIME_VARIABLES | _loop_vars(task)) - set(data)
+    scope = _Scope(loaded.loader, variables, frozenset(unknown), frozenset(data), loaded.results)
 
     left: list[str] = []
     for condition in _conditions(entry):
@@ -190,14 +191,11 @@ def _step(
                 return None
             continue
         text = str(condition).strip()
-        if scope.depends(text):
+        decided = scope.evaluate(text, conditional=True)
+        if decided is _UNKNOWN:
             left.append(text)
-            continue
-        try:
-            if not scope.templar.evaluate_conditional(_trusted(text)):
-                return None
-        except Exception:  # a condition that fails here fails (or is decided) in the run
-            left.append(text)
+        elif not decided:
+            return None
     if entry.rescue:
         left.insert(0, RESCUE_CONDITION)
     if scope.known_empty_loop(task):
@@ -212,41 +210,74 @@ def _step(
 
 
 class _Scope:
-    """The host's variables for one task, and which of them the run has yet to produce."""
+    """The host's variables for one task, and which of them the run has yet to produce.
+
+    Results are shared (``results``) between the tasks and hosts of a plan: a template
+    gives the same result wherever the raw values of every variable it uses are the same
+    (compiling a template is most of the time a plan takes).
+    """
 
     def __init__(
-        self, loader: Any, variables: dict[str, Any], unknown: set[str], data: frozenset[str]
+        self,
+        loader: Any,
+        variables: dict[str, Any],
+        unknown: frozenset[str],
+        data: frozenset[str],
+        results: dict[tuple[Any, ...], Any],
     ) -> None:
-        from ansible.template import Templar
-
-        self.templar = Templar(loader=loader, variables=variables)
+        self.loader = loader
         self.variables = variables
         self.unknown = unknown
         self.data = data  # the extra vars: values, never templates
+        self.results = results
+        self._templar: Any = None
 
-    def depends(self, text: str) -> bool:
-        """Whether a template or condition uses a value the run produces, directly or
-        through the templates of the variables it uses."""
-        pending, seen = [text], set()
+    def uses(self, text: str) -> frozenset[str] | None:
+        """The variables a template or condition uses, directly or through the templates of
+        other variables; None when one of them is a value the run produces."""
+        pending, seen = [text], set[str]()
         while pending:
             names = _names(pending.pop())
             if names is None or names & self.unknown:
-                return True
+                return None
             for name in names - seen:
                 seen.add(name)
                 if name in self.variables and name not in self.data:
                     pending.extend(_templates(self.variables[name]))
-        return False
+        return frozenset(seen)
+
+    def evaluate(self, text: str, conditional: bool) -> Any:
+        """The template's value (or the condition's truth) before the run, or _UNKNOWN."""
+        names = self.uses(text)
+        if names is None:
+            return _UNKNOWN
+        key = (
+            conditional,
+            text,
+            tuple(sorted((n, repr(self.variables.get(n, _UNKNOWN))) for n in names)),
+        )
+        if key not in self.results:
+            if len(self.results) > 20_000:  # a long-lived process: keep it bounded
+                self.results.clear()
+            self.results[key] = self._evaluate(text, conditional)
+        return self.results[key]
+
+    def _evaluate(self, text: str, conditional: bool) -> Any:
+        if self._templar is None:
+            from ansible.template import Templar
+
+            self._templar = Templar(loader=self.loader, variables=self.variables)
+        try:
+            if conditional:
+                return bool(self._templar.evaluate_conditional(_trusted(text)))
+            return self._templar.template(_trusted(text))
+        except Exception:  # what fails here fails (or is decided) in the run
+            return _UNKNOWN
 
     def name(self, raw: str) -> str:
         def render(match: re.Match[str]) -> str:
-            expression = match.group(0)
-            if self.depends(expression):
-                return expression
-            try:
-                return str(self.templar.template(_trusted(expression)))
-            except Exception:
-                return expression
+            value = self.evaluate(match.group(0), conditional=False)
+            return match.group(0) if value is _UNKNOWN else str(value)
 
         return _EXPRESSION.sub(render, raw)
 
@@ -255,12 +286,7 @@ class _Scope:
         if loop is None or task.loop_with:
             return False
         if isinstance(loop, str):
-            if self.depends(loop):
-                return False
-            try:
-                loop = self.templar.template(_trusted(loop))
-            except Exception:
-                return False
+            loop = self.evaluate(loop, conditional=False)
         return isinstance(loop, list | tuple) and len(loop) == 0
 
 
@@ -488,7 +514,8 @@ def _no_op(*args: Any, **kwargs: Any) -> None:
 def _jinja() -> Any:
     import jinja2
 
-    environment = jinja2.Environment()
+    # only parsed, never rendered: autoescape is of no concern
+    environment = jinja2.Environment(autoescape=False)  # noqa: S701
     environment.filters = _AnyName()
     environment.tests = _AnyName()
     return environment
@@ -529,7 +556,8 @@ def _trusted(text: str) -> str:
         from ansible.template import trust_as_template
     except ImportError:  # ansible-core before 2.19 templates every str
         return text
-    return trust_as_template(text)
+    trusted: str = trust_as_template(text)  # a tagged str: str() would drop the tag
+    return trusted
 
 
 # -- text ----------------------------------------------------------------------------------

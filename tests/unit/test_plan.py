@@ -225,8 +225,10 @@ def test_no_host_is_contacted(tmp_path: Path) -> None:
     assert elapsed < 20, f"planning 4 levels on 3 hosts took {elapsed:.1f}s"
 
 
-def test_bad_host_or_playbook_is_a_one_line_error(full: inventory.Inventory, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="host .nowhere. is not in inventory"):
+def test_bad_host_or_playbook_is_a_one_line_error(
+    full: inventory.Inventory, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match=r"host .nowhere. is not in inventory"):
         plan.steps(paths.playbook("flag"), full, "nowhere", {})
     broken = tmp_path / "broken.yml"
     broken.write_text("- hosts: all\n  tasks:\n    - name: x\n      no.such.module: {}\n")
@@ -261,7 +263,7 @@ def _unnamed(tasks: Any, where: str) -> list[str]:
 
 @pytest.mark.parametrize("path", TASK_FILES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_task_has_a_name(path: Path) -> None:
-    data = yaml.load(path.read_text(), Loader=_AnyTag)  # noqa: S506 (a SafeLoader)
+    data = yaml.load(path.read_text(), Loader=_AnyTag)
     if path.parent.name == "playbooks":  # plays: their tasks, handlers, pre/post tasks
         missing = []
         for number, play in enumerate(data or []):
