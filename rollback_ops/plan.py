@@ -55,6 +55,7 @@ import atexit
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -490,6 +491,13 @@ def _collection_loader() -> None:
         _AnsibleCollectionFinder(
             paths=[ours, *existing], scan_sys_paths=C.COLLECTIONS_SCAN_SYS_PATH
         )._install()
+    # ``ansible_collections`` packages imported before, as plain namespace packages from
+    # sys.path (the tests import module_utils so), would hide the collections from the
+    # finder: they are imported again, through it, when next needed
+    for name in [n for n in sys.modules if n.split(".", 1)[0] == "ansible_collections"]:
+        loader = getattr(sys.modules[name], "__loader__", None)
+        if not type(loader).__module__.startswith("ansible.utils.collection_loader"):
+            del sys.modules[name]
 
 
 # -- templates ------------------------------------------------------------------------------
