@@ -31,6 +31,7 @@ extends_documentation_fragment:
   - rollback_ops.rollback.run
   - rollback_ops.rollback.space
   - ansible.builtin.action_common_attributes
+  - rollback_ops.rollback.attributes
 attributes:
   check_mode:
     support: full
@@ -38,8 +39,6 @@ attributes:
   diff_mode:
     support: full
     details: What differs, and what the revert would do, one line each.
-  platform:
-    platforms: posix
 options:
   path:
     description: The app's code directory (the git work tree, or the base of the listed files).

@@ -29,14 +29,11 @@ requirements:
   - C(docker compose) or C(docker-compose) on the host, for I(project_dir)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - rollback_ops.rollback.attributes
 attributes:
   check_mode:
     support: full
     details: Checks everything and says what would change; builds, stops and starts nothing.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
 options:
   state:
     type: str

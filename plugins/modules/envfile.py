@@ -39,6 +39,7 @@ description:
 extends_documentation_fragment:
   - rollback_ops.rollback.space
   - ansible.builtin.action_common_attributes
+  - rollback_ops.rollback.attributes
 attributes:
   check_mode:
     support: full
@@ -46,8 +47,6 @@ attributes:
   diff_mode:
     support: full
     details: The changed lines only.
-  platform:
-    platforms: posix
 options:
   path:
     description: The env file to edit (or a symlink to it). It must exist.

@@ -15,13 +15,7 @@ description:
   - Read-only; a missing file has no new lines.
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+  - rollback_ops.rollback.attributes
 options:
   path:
     description: The log file. A missing file has no new lines.

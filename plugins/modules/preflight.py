@@ -29,14 +29,11 @@ extends_documentation_fragment:
   - rollback_ops.rollback.lock
   - rollback_ops.rollback.space
   - ansible.builtin.action_common_attributes
+  - rollback_ops.rollback.attributes
 attributes:
   check_mode:
     support: full
     details: Checks everything; the lock is not taken, and another run's lock is a warning.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
 options:
   env_file:
     description: Env file the level will edit (empty when the level edits none).

@@ -21,14 +21,11 @@ description:
   - Every unit must be loaded (known to systemd); the module fails naming the first that is not.
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - rollback_ops.rollback.attributes
 attributes:
   check_mode:
     support: full
     details: Reports what would change and acts on nothing.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
 options:
   units:
     description: systemd units, acted on in this order.

@@ -20,13 +20,7 @@ extends_documentation_fragment:
   - rollback_ops.rollback.run.run_id
   - rollback_ops.rollback.lock
   - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+  - rollback_ops.rollback.attributes
 options:
   clear:
     description: Remove the lock whoever holds it (or only I(clear_run_id)'s).
