@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import os
@@ -21,7 +22,9 @@ def _collections_root() -> Path:
     """A directory holding ansible_collections/rollback_ops/rollback -> the repository, so the
     modules' ``ansible_collections.rollback_ops.rollback.plugins.module_utils`` imports resolve
     here as they do on a host (where AnsiballZ ships them)."""
-    base = Path(tempfile.gettempdir()) / f"rollback-ops-tests-{os.getuid()}" / "collections"
+    # one per checkout: two worktrees' test runs must each import their own collection
+    checkout = hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]
+    base = Path(tempfile.gettempdir()) / f"rollback-ops-tests-{os.getuid()}" / checkout
     link = base / "ansible_collections" / Path(*COLLECTION)
     if not link.is_symlink():
         link.parent.mkdir(parents=True, exist_ok=True)

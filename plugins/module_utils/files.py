@@ -26,6 +26,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import re
 import stat
 import tempfile
 import time
@@ -37,13 +38,17 @@ class FileError(Exception):
     """A file that cannot be replaced, or a failed write; the message names the file."""
 
 
-def sha256(path):
-    """The sha256 hex digest of the file at path (symlinks followed)."""
-    digest = hashlib.sha256()
+def update_digest(digest, path):
+    """Feed the bytes of the file at path (symlinks followed) to digest, 1 MiB at a time."""
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest()
+    return digest
+
+
+def sha256(path):
+    """The sha256 hex digest of the file at path (symlinks followed)."""
+    return update_digest(hashlib.sha256(), path).hexdigest()
 
 
 def file_problem(path, what="file", missing_ok=False):
@@ -170,6 +175,44 @@ def backup_path(path):
         candidate = "%s.backup.%s.%d" % (path, stamp, n)
         n += 1
     return candidate
+
+
+def _stamp_key(backup, stamp):
+    """Sort key of a backup copy: its stamp's digits, then its mtime."""
+    return (re.sub(r"\D", "", stamp), os.path.getmtime(backup))
+
+
+def find_backup(path, stamp=""):
+    """The backup copy of path that backup_path named: <path>.backup.<stamp> when stamp is
+    given (a name beside path, never a path elsewhere), else the newest one; "" when none."""
+    prefix = os.path.basename(path) + ".backup."
+    directory = os.path.dirname(path)
+    if stamp:
+        if "/" in stamp or stamp.startswith("."):
+            return ""
+        candidate = os.path.join(directory, prefix + stamp)
+        return candidate if os.path.isfile(candidate) else ""
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(prefix)]
+    except OSError:
+        return ""
+    found = [os.path.join(directory, n) for n in names]
+    found = [p for p in found if os.path.isfile(p)]
+    if not found:
+        return ""
+    return max(found, key=lambda p: _stamp_key(p, os.path.basename(p)[len(prefix) :]))
+
+
+def tree_size(paths):
+    """Bytes in the regular files at paths, directories counted with all they hold."""
+    total = 0
+    for path in paths:
+        if os.path.isdir(path) and not os.path.islink(path):
+            for root, _dirs, files in os.walk(path):
+                total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
+        elif os.path.isfile(path):
+            total += os.path.getsize(path)
+    return total
 
 
 def _write(fd, data, mode, uid, gid, strict):

@@ -7,7 +7,7 @@ __metaclass__ = type
 
 DOCUMENTATION = r"""
 ---
-module: rollback_code
+module: code
 short_description: Check and revert an app's code (git ref or .backup.<stamp> files)
 description:
   - C(state=checked) is read-only. It resolves the target (a git commit, or the backup of each
@@ -26,7 +26,19 @@ description:
   - The record is a ref C(refs/rollback-ops/<run_id>) on the old HEAD (plus
     C(refs/rollback-ops/<run_id>-worktree) holding uncommitted changes when forced), or a
     tarball of the listed files and added paths under I(snapshot_dir), mode 0600.
-  - Idempotent; supports check and diff mode.
+  - Idempotent.
+extends_documentation_fragment:
+  - rollback_ops.rollback.run
+  - rollback_ops.rollback.space
+  - ansible.builtin.action_common_attributes
+  - rollback_ops.rollback.attributes
+attributes:
+  check_mode:
+    support: full
+    details: Checks everything and says what would change; reverts nothing.
+  diff_mode:
+    support: full
+    details: What differs, and what the revert would do, one line each.
 options:
   path:
     description: The app's code directory (the git work tree, or the base of the listed files).
@@ -75,29 +87,44 @@ options:
     description: Revert even though tracked files have uncommitted changes (they are recorded).
     type: bool
     default: false
-  run_id:
-    description: The run's id, naming the record of the current code.
-    type: str
-    default: ""
   app:
     description: The app's name, naming the tarball.
     type: str
     default: app
-  operator:
-    description: Who runs the rollback (in the revert commit's message).
-    type: str
-    default: ""
   snapshot_dir:
     description: Where tarballs of the current files are kept.
     type: path
     default: /var/lib/rollback-ops/code
-  min_free_mb:
-    description:
-      - Free space needed in I(snapshot_dir)'s filesystem beyond the tarball's size, and in
-        each restored file's filesystem beyond its temp file.
-    type: int
-    default: 10
 author: rollback-ops developers
+"""
+
+EXAMPLES = r"""
+- name: Check the work tree can go back to the previous release tag
+  rollback_ops.rollback.code:
+    path: /srv/analyticbot/app
+    method: git
+    release_tags: "v*"
+  register: code_check
+
+- name: Put the work tree back on v1.4.2 with a revert commit, recording the current HEAD
+  rollback_ops.rollback.code:
+    path: /srv/analyticbot/app
+    method: git
+    state: reverted
+    ref: v1.4.2
+    git_mode: revert
+    run_id: 20240501T101500Z-1a2b
+    operator: ana
+
+- name: Restore two files from their backup copies and remove a file the release added
+  rollback_ops.rollback.code:
+    path: /srv/analyticbot/app
+    method: files
+    state: reverted
+    restore: [app.py, templates/base.html]
+    remove: [static/new-widget.js]
+    app: analyticbot
+    run_id: 20240501T101500Z-1a2b
 """
 
 RETURN = r"""
@@ -108,10 +135,12 @@ needed:
 reasons:
   description: What differs, one line each.
   type: list
+  elements: str
   returned: always
 problems:
   description: Every problem found by C(checked) (the module fails when there is any).
   type: list
+  elements: str
   returned: always
 current:
   description: The code before; git, C(head), C(branch), C(dirty); files, the sha256 per file.
@@ -132,7 +161,6 @@ backup_file:
 """
 
 import os
-import re
 import shutil
 import tarfile
 import tempfile
@@ -143,10 +171,16 @@ from ansible_collections.rollback_ops.rollback.plugins.module_utils.files import
     MIB,
     FileError,
     file_problem,
+    find_backup,
     free_bytes,
     safe_write,
     sha256,
+    tree_size,
     writes_space_problems,
+)
+from ansible_collections.rollback_ops.rollback.plugins.module_utils.options import (
+    run_argument_spec,
+    space_argument_spec,
 )
 
 
@@ -179,29 +213,6 @@ def inside(base, rel):
         return None
     full = os.path.normpath(os.path.join(base, rel))
     return full if full.startswith(base.rstrip("/") + "/") else None
-
-
-def stamp_key(path, stamp):
-    return (re.sub(r"\D", "", stamp), os.path.getmtime(path))
-
-
-def newest_backup(full, wanted):
-    prefix = os.path.basename(full) + ".backup."
-    directory = os.path.dirname(full)
-    if wanted:
-        if "/" in wanted or wanted.startswith("."):
-            return ""  # a stamp names a file beside the original, never a path elsewhere
-        candidate = os.path.join(directory, prefix + wanted)
-        return candidate if os.path.isfile(candidate) else ""
-    try:
-        names = [n for n in os.listdir(directory) if n.startswith(prefix)]
-    except OSError:
-        return ""
-    found = [os.path.join(directory, n) for n in names]
-    found = [p for p in found if os.path.isfile(p)]
-    if not found:
-        return ""
-    return max(found, key=lambda p: stamp_key(p, p[len(full) + len(".backup.") :]))
 
 
 def inspect_git(module, params, result, problems):
@@ -264,7 +275,7 @@ def inspect_files(params, result, problems):
         if full is None:
             problems.append("restore path %r must be relative to %s, inside it" % (rel, base))
             continue
-        backup = newest_backup(full, params["backup_stamp"])
+        backup = find_backup(full, params["backup_stamp"])
         if not backup:
             problems.append(
                 "no backup file found for %s (checked %s.backup.%s)"
@@ -291,17 +302,6 @@ def inspect_files(params, result, problems):
     result["current"] = dict(files=current)
     result["target"] = dict(backups=backups, stamp=params["backup_stamp"])
     return plan
-
-
-def size_of(paths):
-    total = 0
-    for path in paths:
-        if os.path.isdir(path) and not os.path.islink(path):
-            for root, _dirs, files in os.walk(path):
-                total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
-        elif os.path.isfile(path):
-            total += os.path.getsize(path)
-    return total
 
 
 def snapshot_files(params, plan):
@@ -334,7 +334,7 @@ def snapshot_files(params, plan):
 
 
 def restore_file(full, backup):
-    """Give full its backup's bytes atomically (rollback_files.safe_write): a symlink is kept
+    """Give full its backup's bytes atomically (files.safe_write): a symlink is kept
     and its final target replaced, mode and owner kept; a missing file gets the backup's."""
     with open(backup, "rb") as handle:
         data = handle.read()
@@ -407,11 +407,9 @@ def main():
             remove=dict(type="list", elements="str", default=[]),
             backup_stamp=dict(type="str", default=""),
             force=dict(type="bool", default=False),
-            run_id=dict(type="str", default=""),
             app=dict(type="str", default="app"),
-            operator=dict(type="str", default=""),
             snapshot_dir=dict(type="path", default="/var/lib/rollback-ops/code"),
-            min_free_mb=dict(type="int", default=10),
+            **dict(run_argument_spec(), **space_argument_spec()),
         ),
         supports_check_mode=True,
     )
@@ -423,7 +421,7 @@ def main():
     else:
         handle = inspect_files(params, result, problems)
     if params["method"] == "files" and handle is not None:
-        tarball = size_of([p[1] for p in handle["restore"]] + [p[1] for p in handle["remove"]])
+        tarball = tree_size([p[1] for p in handle["restore"]] + [p[1] for p in handle["remove"]])
         needed_mb = tarball // MIB + params["min_free_mb"]
         free_mb = free_bytes(params["snapshot_dir"]) // MIB
         if free_mb < needed_mb:

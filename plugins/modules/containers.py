@@ -7,7 +7,7 @@ __metaclass__ = type
 
 DOCUMENTATION = r"""
 ---
-module: rollback_containers
+module: containers
 short_description: Check, stop, rebuild and bring up an app's images and compose services
 description:
   - Talks to the host's Docker engine with the docker SDK (python3-docker on the host) and runs
@@ -16,15 +16,24 @@ description:
     args, honouring C(.dockerignore)); an image whose label matches the context is current and
     is not rebuilt, so a second rollback changes nothing. C(nocache) applies when it is rebuilt.
   - C(state=checked) is read-only. It reports every problem at once (engine not answering,
-    missing context or Dockerfile, no compose) and whether anything is stale (C(needed)): an
-    image older than its context, a service whose container is missing, not running, or
-    runs another image than its tag's.
+    missing context or Dockerfile, no compose) and whether anything is stale, in C(needed).
+    Stale is an image older than its context, or a service whose container is missing, not
+    running, or runs another image than its tag's.
   - C(state=stopped) stops the services' running containers (C(compose stop -t drain_timeout)).
   - C(state=built) builds the stale images.
   - C(state=up) runs C(compose up -d --no-build) for the services, then watches their
-    containers for I(settle) seconds: each must be running, not restarting, with the same start
-    time, and its log since the start must not match I(log_error_pattern).
-  - Supports check mode.
+    containers for I(settle) seconds. Each must be running, not restarting, with the same
+    start time, and its log since the start must not match I(log_error_pattern).
+requirements:
+  - the docker SDK for Python on the host (C(python3-docker))
+  - C(docker compose) or C(docker-compose) on the host, for I(project_dir)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - rollback_ops.rollback.attributes
+attributes:
+  check_mode:
+    support: full
+    details: Checks everything and says what would change; builds, stops and starts nothing.
 options:
   state:
     type: str
@@ -63,6 +72,34 @@ options:
 author: rollback-ops developers
 """
 
+EXAMPLES = r"""
+- name: Check whether the images or the services are stale
+  rollback_ops.rollback.containers:
+    images:
+      - context: /srv/analyticbot/app
+        tag: analyticbot:rollback
+        buildargs: {RELEASE: v1.4.2}
+    project_dir: /srv/analyticbot
+    services: [api, worker]
+  register: containers_check
+
+- name: Rebuild the stale images
+  rollback_ops.rollback.containers:
+    state: built
+    images:
+      - context: /srv/analyticbot/app
+        tag: analyticbot:rollback
+        buildargs: {RELEASE: v1.4.2}
+
+- name: Bring the services up and watch them for 10 seconds
+  rollback_ops.rollback.containers:
+    state: up
+    project_dir: /srv/analyticbot
+    services: [api, worker]
+    settle: 10
+    log_error_pattern: "Traceback|ERROR"
+"""
+
 RETURN = r"""
 needed:
   description: Whether an image is stale or a service is not running its current image.
@@ -71,10 +108,12 @@ needed:
 reasons:
   description: What is stale, one line each.
   type: list
+  elements: str
   returned: always
 problems:
   description: Every problem found (the module fails when there is any).
   type: list
+  elements: str
   returned: always
 images:
   description: Per tag, C(id) before and after, C(context) hash, C(built).
@@ -84,6 +123,10 @@ containers:
   description: Per service, its containers' id, image, status, restart count.
   type: dict
   returned: always
+engine:
+  description: The Docker engine's version.
+  type: str
+  returned: when the engine answers
 """
 
 import calendar
@@ -93,6 +136,7 @@ import re
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.rollback_ops.rollback.plugins.module_utils.files import update_digest
 
 try:
     import docker
@@ -126,9 +170,7 @@ def context_hash(image):
             digest.update(("link %s %s\n" % (rel, os.readlink(full))).encode())
         elif os.path.isfile(full):
             digest.update(("file %s %o\n" % (rel, os.stat(full).st_mode & 0o7777)).encode())
-            with open(full, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
+            update_digest(digest, full)
         elif os.path.isdir(full):
             digest.update(("dir %s\n" % rel).encode())
     return digest.hexdigest()

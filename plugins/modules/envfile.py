@@ -7,7 +7,7 @@ __metaclass__ = type
 
 DOCUMENTATION = r"""
 ---
-module: rollback_envfile
+module: envfile
 short_description: Set keys in an env file in place, with a backup, atomically
 description:
   - Sets C(KEY=VALUE) assignments in a C(.env)-style file (dotenv, shell, systemd EnvironmentFile).
@@ -34,8 +34,19 @@ description:
   - The values of secret keys (I(secret_values), and keys matching I(secret_keys)) are never
     reported; C(before), C(after), the diff, the module arguments echoed back and the messages
     show C(<secret sha256:XXXXXXXX>) (the first 8 hex digits of the value's SHA-256) instead.
-  - Supports check mode and diff mode. The diff holds only the changed lines, never the rest
-    of the file, which often holds secrets.
+  - The diff holds only the changed lines, never the rest of the file, which often holds
+    secrets.
+extends_documentation_fragment:
+  - rollback_ops.rollback.space
+  - ansible.builtin.action_common_attributes
+  - rollback_ops.rollback.attributes
+attributes:
+  check_mode:
+    support: full
+    details: Checks the edit and the free space; writes nothing.
+  diff_mode:
+    support: full
+    details: The changed lines only.
 options:
   path:
     description: The env file to edit (or a symlink to it). It must exist.
@@ -71,24 +82,18 @@ options:
     description: Copy the file beside itself before changing it.
     type: bool
     default: true
-  min_free_mb:
-    description:
-      - MiB that must stay free on each filesystem written to, beyond the backup copy and the
-        temp file (the same margin as rollback_preflight's I(min_free_mb)).
-    type: int
-    default: 10
 author: rollback-ops developers
 """
 
 EXAMPLES = r"""
 - name: Turn the master switch off
-  rollback_envfile:
+  rollback_ops.rollback.envfile:
     path: /srv/analyticbot/.env.production
     values:
       ENABLE_ADVANCED_RECOMMENDATIONS: "false"
 
 - name: Rotate the API key back (its old and new values are never shown)
-  rollback_envfile:
+  rollback_ops.rollback.envfile:
     path: /srv/analyticbot/.env.production
     values:
       ENABLE_TIME_WEIGHTING: "false"
@@ -111,10 +116,12 @@ after:
 changed_keys:
   description: The keys whose assignments changed (or would change in check mode).
   type: list
+  elements: str
   returned: always
 secret_keys:
   description: The requested keys whose values are masked.
   type: list
+  elements: str
   returned: always
 backup_file:
   description:
@@ -144,6 +151,9 @@ from ansible_collections.rollback_ops.rollback.plugins.module_utils.envfile impo
     safe_write,
     space_problems,
 )
+from ansible_collections.rollback_ops.rollback.plugins.module_utils.options import (
+    space_argument_spec,
+)
 
 
 def keep_selinux_context(module, target):
@@ -165,7 +175,7 @@ def main():
             ),
             allow_new_keys=dict(type="bool", default=False),
             backup=dict(type="bool", default=True),
-            min_free_mb=dict(type="int", default=10),
+            **space_argument_spec(),
         ),
         supports_check_mode=True,
     )

@@ -7,11 +7,15 @@ __metaclass__ = type
 
 DOCUMENTATION = r"""
 ---
-module: rollback_logscan
+module: logscan_info
 short_description: Find new lines matching a pattern in a log since a byte offset
 description:
   - Reads the log from I(offset) (from the start when the file is now shorter, i.e. rotated)
-    and returns the lines that match I(pattern). Read-only.
+    and returns the lines that match I(pattern).
+  - Read-only; a missing file has no new lines.
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - rollback_ops.rollback.attributes
 options:
   path:
     description: The log file. A missing file has no new lines.
@@ -32,10 +36,26 @@ options:
 author: rollback-ops developers
 """
 
+EXAMPLES = r"""
+- name: Note the log's size before the restart
+  ansible.builtin.stat:
+    path: /var/log/analyticbot/app.log
+  register: log_before
+
+- name: Look for errors the app logged since then
+  rollback_ops.rollback.logscan_info:
+    path: /var/log/analyticbot/app.log
+    offset: "{{ log_before.stat.size | default(0) }}"
+    pattern: "ERROR|Traceback"
+  register: new_errors
+  failed_when: new_errors.count > 0
+"""
+
 RETURN = r"""
 matches:
   description: The matching lines (at most max_matches).
   type: list
+  elements: str
   returned: always
 count:
   description: How many lines matched in all.

@@ -7,7 +7,7 @@ __metaclass__ = type
 
 DOCUMENTATION = r"""
 ---
-module: rollback_preflight
+module: preflight
 short_description: Check a host can take a rollback, before anything is changed
 description:
   - Read-only but for the host's rollback lock (see I(lock_path)). Checks in one call
@@ -16,9 +16,24 @@ description:
     symlink being followed; the keys to set are declared and present and none has a
     multi-line value; systemd runs and knows every unit; there is free disk space for the env
     file's backup copy and temp file).
-  - The env file is read with the same parser as rollback_envfile
-    (C(ansible.module_utils.rollback_envfile)). No value is ever returned or printed, only keys.
+  - The env file is read with the same parser as M(rollback_ops.rollback.envfile). No value is
+    ever returned or printed, only keys.
   - Also returns facts later steps use (whether systemd runs, the log's current size).
+  - With I(run_id) set, the host's lock is taken for this run when every other check passed
+    (never in check mode); a lock held by another live run is a problem naming its holder; one
+    older than I(lock_max_age) was left by a dead run and is taken over (reported in
+    C(lock_taken_over)). Taking the lock is bookkeeping for the run, not a change to the
+    host's app, so it does not make the task changed. An empty I(run_id) takes no lock.
+extends_documentation_fragment:
+  - rollback_ops.rollback.run
+  - rollback_ops.rollback.lock
+  - rollback_ops.rollback.space
+  - ansible.builtin.action_common_attributes
+  - rollback_ops.rollback.attributes
+attributes:
+  check_mode:
+    support: full
+    details: Checks everything; the lock is not taken, and another run's lock is a warning.
 options:
   env_file:
     description: Env file the level will edit (empty when the level edits none).
@@ -61,24 +76,6 @@ options:
         copy goes beside the link and the temp file beside its target).
     type: int
     default: 10
-  lock_path:
-    description:
-      - The host's rollback lock file. With I(run_id) set, the lock is taken for this run when
-        every other check passed (never in check mode); a lock held by another live run is a
-        problem naming its holder; one older than I(lock_max_age) was left by a dead run and is
-        taken over (reported in C(lock_taken_over)).
-      - Taking the lock is bookkeeping for the run, not a change to the host's app, so it does
-        not make the task changed.
-    type: str
-    default: /var/lib/rollback-ops/rollback.lock
-  run_id:
-    description: This run's id; empty takes no lock.
-    type: str
-    default: ""
-  operator:
-    description: Who runs the rollback (recorded in the lock).
-    type: str
-    default: ""
   controller:
     description: The machine the rollback runs from (recorded in the lock).
     type: str
@@ -113,19 +110,39 @@ options:
 author: rollback-ops developers
 """
 
+EXAMPLES = r"""
+- name: Check the env file, the keys and the units, and take the host's lock for the run
+  rollback_ops.rollback.preflight:
+    env_file: /srv/analyticbot/.env.production
+    env_keys: [ENABLE_ADVANCED_RECOMMENDATIONS]
+    declared_keys: [ENABLE_ADVANCED_RECOMMENDATIONS, ENABLE_TIME_WEIGHTING]
+    units: [analyticbot-api.service, analyticbot-worker.service]
+    log_path: /var/log/analyticbot/app.log
+    run_id: 20240501T101500Z-1a2b
+    operator: ana
+    controller: ops1.example.com
+  register: preflight
+
+- name: Only check (without a run id no lock is taken)
+  rollback_ops.rollback.preflight:
+    units: [analyticbot-api.service]
+"""
+
 RETURN = r"""
 problems:
   description: Every problem found (the module fails when there is any).
   type: list
+  elements: str
   returned: always
 systemd:
   description: Whether systemd runs on the host.
   type: bool
   returned: always
 units:
-  description: LoadState and ActiveState of each unit.
+  description: C(load_state) and C(active_state) of each unit.
   type: dict
   returned: always
+  sample: {"app.service": {"load_state": "loaded", "active_state": "active"}}
 log_offset:
   description: Current size of log_path in bytes (0 when absent).
   type: int
@@ -158,11 +175,7 @@ lock_holder:
   returned: always
 """
 
-import errno
-import json
 import os
-import tempfile
-import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.rollback_ops.rollback.plugins.module_utils.envfile import (
@@ -174,12 +187,24 @@ from ansible_collections.rollback_ops.rollback.plugins.module_utils.envfile impo
     space_needs,
     space_problems,
 )
-
-
-def env_keys_in(path):
-    """The keys assigned in the env file, read by rollback_envfile's own parser."""
-    with open(path, "rb") as handle:
-        return keys_in(decode(handle.read()))
+from ansible_collections.rollback_ops.rollback.plugins.module_utils.lock import (
+    acquire,
+    describe,
+    is_live,
+    lock_record,
+    read_lock,
+)
+from ansible_collections.rollback_ops.rollback.plugins.module_utils.options import (
+    lock_argument_spec,
+    run_argument_spec,
+    space_argument_spec,
+)
+from ansible_collections.rollback_ops.rollback.plugins.module_utils.systemd import (
+    SystemdError,
+    not_loaded,
+    show,
+    systemd_running,
+)
 
 
 def check_env(params, problems, result):
@@ -226,37 +251,23 @@ def check_env(params, problems, result):
 
 def check_units(module, problems, result):
     units = module.params["units"]
-    result["systemd"] = os.path.isdir("/run/systemd/system")
+    result["systemd"] = systemd_running()
     result["units"] = {}
     if not units or not result["systemd"]:
         return
-    systemctl = module.get_bin_path("systemctl", required=True)
-    rc, out, err = module.run_command(
-        [systemctl, "show", "--property=Id,LoadState,ActiveState", "--"] + units
-    )
-    if rc != 0:
-        problems.append("systemctl show failed: %s" % err.strip())
+    try:
+        states = show(module, units, ["Id", "LoadState", "ActiveState"])
+    except SystemdError as exc:
+        problems.append(str(exc))
         return
-    blocks = [b for b in out.strip().split("\n\n") if b.strip()]
-    for unit, block in zip(units, blocks):
-        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+    for unit, props in states.items():
         result["units"][unit] = {
             "load_state": props.get("LoadState", ""),
             "active_state": props.get("ActiveState", ""),
         }
-        if props.get("LoadState") != "loaded":
-            problems.append(
-                "systemd unit %s is %s, not loaded" % (unit, props.get("LoadState") or "unknown")
-            )
-
-
-def read_lock(path):
-    try:
-        with open(path) as handle:
-            data = json.load(handle)
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+        problem = not_loaded(unit, props)
+        if problem:
+            problems.append(problem)
 
 
 def check_guard(params, problems):
@@ -274,58 +285,6 @@ def check_guard(params, problems):
         )
 
 
-def lock_record(params):
-    return dict(
-        run_id=params["run_id"],
-        operator=params["operator"],
-        controller=params["controller"],
-        pid=params["controller_pid"],
-        pid_start=params["controller_pid_start"],
-        since=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        epoch=time.time(),
-    )
-
-
-def describe(held):
-    return "run %s of %s from %s (pid %s) since %s" % (
-        held.get("run_id"),
-        held.get("operator"),
-        held.get("controller"),
-        held.get("pid", "?"),
-        held.get("since"),
-    )
-
-
-def lock_age(held):
-    try:
-        return time.time() - float(held.get("epoch", 0))
-    except (TypeError, ValueError):
-        return float("inf")
-
-
-def take_lock(path, record):
-    """Create the lock atomically: a link that fails when the file exists (no read-then-write
-    race between two runs). Returns (taken, held): held is the lock in the way."""
-    directory = os.path.dirname(path)
-    if not os.path.isdir(directory):
-        os.makedirs(directory, 0o700)
-    fd, tmp = tempfile.mkstemp(prefix=".lock.", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(record, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(tmp, path)
-            return True, {}
-        except OSError as exc:
-            if exc.errno != errno.EEXIST:
-                raise
-        return False, read_lock(path)
-    finally:
-        os.unlink(tmp)
-
-
 def check_lock(params, problems, result, check_mode, warn):
     """Take the host's lock for this run, or say who holds it (in lock_holder)."""
     result["lock"], result["lock_taken_over"], result["lock_holder"] = {}, {}, {}
@@ -333,7 +292,7 @@ def check_lock(params, problems, result, check_mode, warn):
     if not path or not run_id:
         return
     held = read_lock(path)
-    if held and held.get("run_id") != run_id and lock_age(held) < params["lock_max_age"] * 60:
+    if held.get("run_id") != run_id and is_live(held, params["lock_max_age"]):
         if check_mode:
             warn("another rollback holds this host: " + describe(held))
         else:
@@ -342,63 +301,43 @@ def check_lock(params, problems, result, check_mode, warn):
         return
     if problems or check_mode:
         return
-    record = lock_record(params)
-    for _attempt in range(3):
-        taken, held = take_lock(path, record)
-        if taken:
-            result["lock"] = record
-            return
-        if held.get("run_id") == run_id:
-            # this run's own lock (a resumed step): renew it in place
-            write_lock(path, record)
-            result["lock"] = record
-            return
-        if held and lock_age(held) < params["lock_max_age"] * 60:
-            problems.append("host locked by %s; one rollback at a time" % describe(held))
-            result["lock_holder"] = held
-            return
-        # a dead run's lock (older than lock_max_age) or an unreadable one: move it aside
-        # atomically (of two runs doing so at once, one rename succeeds), then try again
-        stale = "%s.stale.%s" % (path, run_id)
-        try:
-            os.rename(path, stale)
-        except OSError as exc:
-            if exc.errno != errno.ENOENT:
-                raise
-        else:
-            os.unlink(stale)
-            result["lock_taken_over"] = held
-    problems.append("could not take the host lock %s (it keeps changing)" % path)
-
-
-def write_lock(path, record):
-    fd, tmp = tempfile.mkstemp(prefix=".lock.", dir=os.path.dirname(path))
-    with os.fdopen(fd, "w") as handle:
-        json.dump(record, handle)
-    os.rename(tmp, path)
+    record = lock_record(
+        run_id,
+        params["operator"],
+        params["controller"],
+        params["controller_pid"],
+        params["controller_pid_start"],
+    )
+    problem, result["lock_holder"], result["lock_taken_over"] = acquire(
+        path, record, params["lock_max_age"]
+    )
+    if problem:
+        problems.append(problem)
+    else:
+        result["lock"] = record
 
 
 def main():
+    spec = dict(
+        env_file=dict(type="str", default=""),
+        env_keys=dict(type="list", elements="str", default=[]),
+        declared_keys=dict(type="list", elements="str", default=[]),
+        allow_new_keys=dict(type="bool", default=False),
+        units=dict(type="list", elements="str", default=[]),
+        log_path=dict(type="str", default=""),
+        paths=dict(type="list", elements="str", default=[]),
+        controller=dict(type="str", default=""),
+        lock_max_age=dict(type="int", default=240),
+        controller_pid=dict(type="int", default=0),
+        controller_pid_start=dict(type="str", default=""),
+        environment=dict(type="str", default=""),
+        authorized_environments=dict(type="list", elements="str"),
+    )
+    spec.update(run_argument_spec())
+    spec.update(lock_argument_spec())
+    spec.update(space_argument_spec())
     module = AnsibleModule(
-        argument_spec=dict(
-            env_file=dict(type="str", default=""),
-            env_keys=dict(type="list", elements="str", default=[]),
-            declared_keys=dict(type="list", elements="str", default=[]),
-            allow_new_keys=dict(type="bool", default=False),
-            units=dict(type="list", elements="str", default=[]),
-            log_path=dict(type="str", default=""),
-            paths=dict(type="list", elements="str", default=[]),
-            min_free_mb=dict(type="int", default=10),
-            lock_path=dict(type="str", default="/var/lib/rollback-ops/rollback.lock"),
-            run_id=dict(type="str", default=""),
-            operator=dict(type="str", default=""),
-            controller=dict(type="str", default=""),
-            lock_max_age=dict(type="int", default=240),
-            controller_pid=dict(type="int", default=0),
-            controller_pid_start=dict(type="str", default=""),
-            environment=dict(type="str", default=""),
-            authorized_environments=dict(type="list", elements="str"),
-        ),
+        argument_spec=spec,
         supports_check_mode=True,
     )
     problems = []

@@ -7,7 +7,7 @@ __metaclass__ = type
 
 DOCUMENTATION = r"""
 ---
-module: rollback_systemd
+module: systemd_units
 short_description: Restart, start or stop systemd units together, with before/after state
 description:
   - Acts on all I(units) with one C(systemctl) call and returns, per unit, the active state,
@@ -16,8 +16,16 @@ description:
     so a unit that crash-looped before the rollback, and hit its start limit, can start again.
   - C(restarted) always changes (with I(only_if_older_than), only units that have not seen
     that file); C(started) changes units that are not active; C(stopped) changes units that
-    are active. Supports check mode (reports what would change, acts on nothing).
-  - A lighter alternative to ansible.builtin.systemd_service for the hot path of a rollback.
+    are active.
+  - A lighter alternative to M(ansible.builtin.systemd_service) for the hot path of a rollback.
+  - Every unit must be loaded (known to systemd); the module fails naming the first that is not.
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - rollback_ops.rollback.attributes
+attributes:
+  check_mode:
+    support: full
+    details: Reports what would change and acts on nothing.
 options:
   units:
     description: systemd units, acted on in this order.
@@ -31,9 +39,9 @@ options:
     default: restarted
   only_if_older_than:
     description:
-      - C(restarted) only. Restart only the units whose process has not seen this file: units
-        that became active before the file's last change (or are not active). Empty restarts
-        every unit.
+      - C(restarted) only. Restart only the units whose process has not seen this file, that
+        is the units that became active before the file's last change (or are not active).
+        Empty restarts every unit.
       - A rollback that changed the env file but was stopped before the restart is finished
         by the next run this way, although the file no longer changes.
     type: str
@@ -48,35 +56,59 @@ options:
 author: rollback-ops developers
 """
 
+EXAMPLES = r"""
+- name: Restart the app's units that have not seen the new env file yet
+  rollback_ops.rollback.systemd_units:
+    units: [analyticbot-api.service, analyticbot-worker.service]
+    state: restarted
+    only_if_older_than: /srv/analyticbot/.env.production
+  register: restart
+
+- name: Stop the workers, giving them a minute to finish their tasks
+  rollback_ops.rollback.systemd_units:
+    units: [analyticbot-worker.service]
+    state: stopped
+    drain_timeout: 60
+"""
+
 RETURN = r"""
 units:
   description:
-    - Per unit, C(before) and C(after) with active_state, main_pid and since (monotonic usec).
+    - Per unit, C(before) and C(after), each with C(active_state), C(main_pid) and C(since)
+      (the monotonic usec it became active), and C(acted) (whether it was acted on).
   type: dict
   returned: always
+  sample:
+    app.service:
+      acted: true
+      before: {"active_state": "active", "main_pid": 812, "since": 91234567}
+      after: {"active_state": "active", "main_pid": 1630, "since": 99887766}
 """
 
 import os
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.rollback_ops.rollback.plugins.module_utils.systemd import (
+    SystemdError,
+    not_loaded,
+    show,
+)
 
-PROPERTIES = "Id,LoadState,ActiveState,MainPID,ActiveEnterTimestampMonotonic"
+PROPERTIES = ["Id", "LoadState", "ActiveState", "MainPID", "ActiveEnterTimestampMonotonic"]
 
 
-def show(module, systemctl, units):
-    rc, out, err = module.run_command([systemctl, "show", "--property=" + PROPERTIES, "--"] + units)
-    if rc != 0:
-        module.fail_json(msg="systemctl show failed: %s" % err.strip())
+def states_of(module, systemctl, units):
+    """{unit: {active_state, main_pid, since}}; fails naming a unit systemd has not loaded."""
+    try:
+        found = show(module, units, PROPERTIES, systemctl)
+    except SystemdError as exc:
+        module.fail_json(msg=str(exc))
     states = {}
-    blocks = [b for b in out.strip().split("\n\n") if b.strip()]
-    for unit, block in zip(units, blocks):
-        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
-        if props.get("LoadState") != "loaded":
-            module.fail_json(
-                msg="systemd unit %s is %s, not loaded"
-                % (unit, props.get("LoadState") or "unknown")
-            )
+    for unit, props in found.items():
+        problem = not_loaded(unit, props)
+        if problem:
+            module.fail_json(msg=problem)
         states[unit] = dict(
             active_state=props.get("ActiveState", ""),
             main_pid=int(props.get("MainPID") or 0),
@@ -106,7 +138,7 @@ def wait_stopped(module, systemctl, units, timeout):
     """Wait until the units are inactive; SIGKILL those still running after timeout."""
     deadline = time.monotonic() + timeout
     while True:
-        states = show(module, systemctl, units)
+        states = states_of(module, systemctl, units)
         running = [u for u in units if states[u]["active_state"] in ("active", "deactivating")]
         if not running:
             return []
@@ -133,7 +165,7 @@ def main():
     if not units:
         module.exit_json(changed=False, units={})
     systemctl = module.get_bin_path("systemctl", required=True)
-    before = show(module, systemctl, units)
+    before = states_of(module, systemctl, units)
     if state == "restarted" and module.params["only_if_older_than"]:
         targets = stale(module, before, module.params["only_if_older_than"])
     elif state == "restarted":
@@ -164,7 +196,7 @@ def main():
                 msg="systemctl %s %s failed: %s" % (verb, " ".join(targets), err.strip()),
                 units=dict((u, dict(before=before[u])) for u in units),
             )
-    after = before if module.check_mode else show(module, systemctl, units)
+    after = before if module.check_mode else states_of(module, systemctl, units)
     module.exit_json(
         changed=bool(targets),
         units=dict((u, dict(before=before[u], after=after[u], acted=u in targets)) for u in units),

@@ -64,6 +64,42 @@ def test_sha256_follows_symlinks(tmp_path: Path):
     assert files.sha256(str(tmp_path / "l")) == hashlib.sha256(data).hexdigest()
 
 
+def test_update_digest_feeds_a_digest_that_hashes_more(tmp_path: Path):
+    (tmp_path / "f").write_bytes(b"y" * (2 << 20))
+    digest = hashlib.sha256(b"header\n")
+    assert files.update_digest(digest, str(tmp_path / "f")) is digest
+    assert digest.hexdigest() == hashlib.sha256(b"header\n" + b"y" * (2 << 20)).hexdigest()
+
+
+def test_find_backup_finds_the_newest_copy_or_the_one_stamped(tmp_path: Path):
+    conf = tmp_path / "app.yml"
+    assert files.find_backup(str(conf)) == ""
+    for stamp in ("20250101T000000Z", "20250301T000000Z", "20250201T000000Z"):
+        (tmp_path / f"app.yml.backup.{stamp}").write_text(stamp)
+    (tmp_path / "app.yml.backup.20990101T000000Z").mkdir()  # not a file: never a backup
+    (tmp_path / "other.yml.backup.20260101T000000Z").write_text("x")
+    assert files.find_backup(str(conf)) == f"{conf}.backup.20250301T000000Z"
+    assert files.find_backup(str(conf), "20250101T000000Z") == f"{conf}.backup.20250101T000000Z"
+    assert files.find_backup(str(conf), "20240101T000000Z") == ""
+    # a stamp names a copy beside the file, never a path elsewhere
+    assert files.find_backup(str(conf), "../../etc/passwd") == ""
+    assert files.find_backup(str(tmp_path / "missing-dir" / "x")) == ""
+    # the counter backup_path adds when a name is taken sorts after the stamp it extends
+    (tmp_path / "app.yml.backup.20250301T000000Z.1").write_text("later")
+    assert files.find_backup(str(conf)) == f"{conf}.backup.20250301T000000Z.1"
+
+
+def test_tree_size_counts_files_and_directories_but_not_links(tmp_path: Path):
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    (tmp_path / "d" / "a").write_bytes(b"a" * 10)
+    (tmp_path / "d" / "sub" / "b").write_bytes(b"b" * 5)
+    (tmp_path / "f").write_bytes(b"f" * 7)
+    (tmp_path / "link").symlink_to(tmp_path / "d")
+    paths = [str(tmp_path / n) for n in ("d", "f", "missing")]
+    assert files.tree_size(paths) == 22
+    assert files.tree_size([str(tmp_path / "link")]) == 0
+
+
 def test_backup_path_counts_up_when_the_name_is_taken(tmp_path: Path):
     conf = tmp_path / "app.yml"
     first = files.backup_path(str(conf))
