@@ -10,11 +10,16 @@ YAML, JSON and ``group_vars/<group>/`` files, Ansible's precedence), with the sa
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import re
+import shutil
+import sys
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -181,9 +186,6 @@ def resolve(name_or_path: str, state_dir: Path) -> tuple[str, Path]:
     )
 
 
-_PLUGIN_LOADER: list[bool] = []
-
-
 def configure_ansible() -> None:
     """Make this process's ansible-core read the configuration the playbooks run with, and
     find plugins by collection name as ansible-playbook does (an inventory config naming
@@ -196,11 +198,42 @@ def configure_ansible() -> None:
 
     for key, value in controller_env().items():
         os.environ[key] = value
-    if not _PLUGIN_LOADER:
-        from ansible.plugins.loader import init_plugin_loader
+    load_collections()
 
-        init_plugin_loader()  # the team's collections path, as ansible-playbook starts
-        _PLUGIN_LOADER.append(True)
+
+@lru_cache(maxsize=1)
+def load_collections() -> None:
+    """Put this package's collection on ansible-core's collections path, as ansible-playbook
+    gets it (``runner.collections_dir``), once per process."""
+    from ansible import constants as C
+    from ansible.utils.collection_loader import AnsibleCollectionConfig
+    from ansible.utils.collection_loader._collection_finder import _AnsibleCollectionFinder
+
+    from rollback_ops.runner import collections_dir
+
+    run_dir = Path(tempfile.mkdtemp(prefix="rollback-ops-plan-"))
+    atexit.register(shutil.rmtree, run_dir, True)
+    ours = str(collections_dir(run_dir))
+    finder = AnsibleCollectionConfig.collection_finder
+    if finder is None:
+        try:
+            from ansible.plugins.loader import init_plugin_loader
+        except ImportError:  # ansible-core before 2.15
+            _AnsibleCollectionFinder(paths=[ours, *C.COLLECTIONS_PATHS])._install()
+        else:
+            init_plugin_loader([ours])
+    else:  # configured already (by another part of this process): ours goes first
+        existing = [str(p) for p in getattr(finder, "_n_configured_paths", [])]
+        _AnsibleCollectionFinder(
+            paths=[ours, *existing], scan_sys_paths=C.COLLECTIONS_SCAN_SYS_PATH
+        )._install()
+    # ``ansible_collections`` packages imported before, as plain namespace packages from
+    # sys.path (the tests import module_utils so), would hide the collections from the
+    # finder: they are imported again, through it, when next needed
+    for name in [n for n in sys.modules if n.split(".", 1)[0] == "ansible_collections"]:
+        loader = getattr(sys.modules[name], "__loader__", None)
+        if not type(loader).__module__.startswith("ansible.utils.collection_loader"):
+            del sys.modules[name]
 
 
 def load(

@@ -51,12 +51,8 @@ of one run share it (:func:`steps` for each host re-evaluates only the condition
 
 from __future__ import annotations
 
-import atexit
 import os
 import re
-import shutil
-import sys
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -65,7 +61,7 @@ from typing import Any
 
 from rollback_ops import paths
 from rollback_ops.exceptions import ConfigError
-from rollback_ops.inventory import Inventory
+from rollback_ops.inventory import Inventory, load_collections
 from rollback_ops.text import short
 
 # actions that are not steps (matched on the last part of the FQCN)
@@ -343,7 +339,7 @@ def _load(playbook: Path, manager: Any) -> _Loaded:
         return cached
     if not playbook.is_file():
         raise ConfigError(f"playbook {playbook}: no such file")
-    _collection_loader()
+    load_collections()
     from ansible.errors import AnsibleError
     from ansible.parsing.dataloader import DataLoader
     from ansible.playbook import Playbook
@@ -463,41 +459,6 @@ def _produced(tasks: Iterable[Any]) -> set[str]:
         if _action(task).rsplit(".", 1)[-1] == "set_fact":
             names |= {str(k) for k in task.args if k != "cacheable"}
     return names
-
-
-@lru_cache(maxsize=1)
-def _collection_loader() -> None:
-    """Put this package's collection on ansible-core's collections path, as ansible-playbook
-    gets it (``runner.collections_dir``), once per process."""
-    from ansible import constants as C
-    from ansible.utils.collection_loader import AnsibleCollectionConfig
-    from ansible.utils.collection_loader._collection_finder import _AnsibleCollectionFinder
-
-    from rollback_ops.runner import collections_dir
-
-    run_dir = Path(tempfile.mkdtemp(prefix="rollback-ops-plan-"))
-    atexit.register(shutil.rmtree, run_dir, True)
-    ours = str(collections_dir(run_dir))
-    finder = AnsibleCollectionConfig.collection_finder
-    if finder is None:
-        try:
-            from ansible.plugins.loader import init_plugin_loader
-        except ImportError:  # ansible-core before 2.15
-            _AnsibleCollectionFinder(paths=[ours, *C.COLLECTIONS_PATHS])._install()
-        else:
-            init_plugin_loader([ours])
-    else:  # configured already (by another part of this process): ours goes first
-        existing = [str(p) for p in getattr(finder, "_n_configured_paths", [])]
-        _AnsibleCollectionFinder(
-            paths=[ours, *existing], scan_sys_paths=C.COLLECTIONS_SCAN_SYS_PATH
-        )._install()
-    # ``ansible_collections`` packages imported before, as plain namespace packages from
-    # sys.path (the tests import module_utils so), would hide the collections from the
-    # finder: they are imported again, through it, when next needed
-    for name in [n for n in sys.modules if n.split(".", 1)[0] == "ansible_collections"]:
-        loader = getattr(sys.modules[name], "__loader__", None)
-        if not type(loader).__module__.startswith("ansible.utils.collection_loader"):
-            del sys.modules[name]
 
 
 # -- templates ------------------------------------------------------------------------------
