@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         "or ~/.local/state/rollback-ops)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, command in COMMANDS.items():
+    for name, command in SUBCOMMANDS.items():
         command.add_to(sub, name)
     return parser
 
@@ -539,7 +539,7 @@ def _operation(name: str) -> Operation:
     return operations.OPERATIONS[name]
 
 
-COMMANDS: dict[str, Command] = {
+SUBCOMMANDS: dict[str, Command] = {
     "apply": Command(
         "run a rollback level against an inventory",
         cmd_apply,
@@ -645,6 +645,9 @@ COMMANDS: dict[str, Command] = {
     ),
 }
 
+# what runs each command (tests replace one to simulate a bug)
+COMMANDS = {name: command.handler for name, command in SUBCOMMANDS.items()}
+
 
 # the commands that write runs, receipts, history or locks: the state dir is checked first
 WRITES_STATE = ("apply", "unlock", "backup", "verify", "demo")
@@ -660,7 +663,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command in WRITES_STATE:
             paths.writable_state_dir(args.state_dir)
-        code = COMMANDS[args.command].handler(args)
+        code = COMMANDS[args.command](args)
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
         return code
     except RollbackOpsError as exc:
