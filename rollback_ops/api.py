@@ -142,18 +142,14 @@ def _load_inventory(
 ) -> Inventory:
     """The inventory of one or several ``-i`` sources, read with Ansible's options (vault).
 
-    inventory.load takes one source today: several are refused until it takes a sequence
-    (and the options) in the lead's change, where this is the one call to update.
+    Transitional: inventory.load takes one source today, so the last one given is read (what
+    a repeated ``-i`` meant before); the lead's change makes it take the whole sequence and
+    the options, and this is the one call to update.
     """
     names = [sources] if isinstance(sources, str) else list(sources)
     if not names:
         raise ConfigError("no inventory given (-i/--inventory)")
-    if len(names) > 1:
-        raise ConfigError(
-            f"-i given {len(names)} times ({', '.join(names)}): several inventories at once "
-            "are not supported yet; combine them in one directory"
-        )
-    return inventory.load(names[0], state)
+    return inventory.load(names[-1], state)
 
 
 def _password_problems(operation: Operation, app: AppSpec) -> list[str]:
