@@ -13,6 +13,7 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,8 +23,8 @@ from rollback_ops import (
     authorization,
     history,
     inventory,
-    levels,
     notify,
+    operations,
     paths,
     receipts,
     runner,
@@ -32,9 +33,9 @@ from rollback_ops.appspec import AppSpec, mask
 from rollback_ops.authorization import Authorization, current_operator
 from rollback_ops.exceptions import ConfigError, Refused, RollbackOpsError
 from rollback_ops.inventory import Inventory
-from rollback_ops.levels import Level, Request
 from rollback_ops.lock import HostsLock, describe, holder_record, liveness
 from rollback_ops.notify import Notifier, NotifyConfig
+from rollback_ops.operations import Operation, Request
 from rollback_ops.results import INTERRUPTED, HostResult, RunResult, StepEvent
 from rollback_ops.runner import is_hidden
 
@@ -53,9 +54,10 @@ class Prepared:
     inventory: Inventory
     apps: dict[str, AppSpec]
     hosts: list[str]
-    level: Level
+    operation: Operation
     request: Request
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    options: runner.AnsibleOptions = field(default_factory=runner.AnsibleOptions)
 
     @property
     def environments(self) -> list[str]:
@@ -91,51 +93,28 @@ class HostPlan:
 
 
 def prepare(
-    level: str,
-    inventory_name: str,
+    operation: str | Operation,
+    inventory_sources: str | Sequence[str],
+    request: Request | None = None,
     *,
-    flags: dict[str, str] | None = None,
-    allow_new_flags: bool = False,
-    verify: bool = True,
     limit: str | None = None,
-    state_dir: Path | None = None,
-    unlock_run: str = "",
-    to_ref: str = "",
-    backup_stamp: str = "",
-    force: bool = False,
-    targets: dict[str, str] | None = None,
-    resumes: str = "",
-    backup_id: str = "",
-    backup_kind: str = "manual",
-    restore_test: bool = False,
-    keep: int | None = None,
-    max_age_days: int | None = None,
-    schedule_at: str = "",
     app: str | None = None,
+    state_dir: Path | None = None,
+    options: runner.AnsibleOptions | None = None,
 ) -> Prepared:
-    """Load and validate everything a run needs; raise before any host is touched."""
-    lvl = levels.get(level)
-    inv = inventory.load(inventory_name, paths.state_dir(state_dir))
+    """Load and validate everything a run needs; raise before any host is touched.
+
+    ``operation`` names the command (a level, ``verify``, ``unlock``, ``backup-create`` ...,
+    see :data:`rollback_ops.operations.OPERATIONS`); ``request`` holds what was asked (its
+    ``level`` is set from the operation); ``inventory_sources`` one inventory or several, as
+    ``-i`` takes them; ``app`` keeps only the hosts of that app; ``options`` are Ansible's own.
+    """
+    op = operations.get(operation) if isinstance(operation, str) else operation
+    request = dataclasses.replace(request or Request(), level=op.name, **op.fixed)
+    options = options or runner.AnsibleOptions()
+    inv = _load_inventory(inventory_sources, paths.state_dir(state_dir), options)
     apps = appspec.parse_inventory(inv)
     hosts = inv.select(limit)
-    request = Request(
-        level=lvl.name,
-        flags=dict(flags or {}),
-        allow_new_flags=allow_new_flags,
-        verify=verify,
-        unlock_run=unlock_run,
-        to_ref=to_ref,
-        backup_stamp=backup_stamp,
-        force=force,
-        targets=dict(targets or {}),
-        resumes=resumes,
-        backup_id=backup_id,
-        backup_kind=backup_kind,
-        restore_test=restore_test,
-        keep=keep,
-        max_age_days=max_age_days,
-        schedule_at=schedule_at,
-    )
     if app is not None:
         hosts = [h for h in hosts if apps[h].name == app]
         if not hosts:
@@ -143,24 +122,39 @@ def prepare(
             raise ConfigError(
                 f"no host of inventory {inv.name} runs app {app!r} ({', '.join(names)})"
             )
-    bad = levels.request_problems(request)
+    bad = operations.request_problems(request)
     if bad:
         raise ConfigError("; ".join(bad))
     by_problem: dict[str, list[str]] = {}
     for h in hosts:
-        for problem in lvl.check(apps[h], request):
+        for problem in op.check(apps[h], request):
             by_problem.setdefault(problem, []).append(h)
     if by_problem:
         lines = [f"{', '.join(hs)}: {problem}" for problem, hs in by_problem.items()]
         raise ConfigError(
-            f"cannot run level {lvl.name} on inventory {inv.name}:\n  " + "\n  ".join(lines)
+            f"cannot run level {op.name} on inventory {inv.name}:\n  " + "\n  ".join(lines)
         )
-    return Prepared(inv, apps, hosts, lvl, request, notify.config_from(inv))
+    return Prepared(inv, apps, hosts, op, request, notify.config_from(inv), options)
 
 
-def _password_problems(level: Level, app: AppSpec) -> list[str]:
+def _load_inventory(
+    sources: str | Sequence[str], state: Path, options: runner.AnsibleOptions
+) -> Inventory:
+    """The inventory of one or several ``-i`` sources, read with Ansible's options (vault).
+
+    Transitional: inventory.load takes one source today, so the last one given is read (what
+    a repeated ``-i`` meant before); the lead's change makes it take the whole sequence and
+    the options, and this is the one call to update.
+    """
+    names = [sources] if isinstance(sources, str) else list(sources)
+    if not names:
+        raise ConfigError("no inventory given (-i/--inventory)")
+    return inventory.load(names[-1], state)
+
+
+def _password_problems(operation: Operation, app: AppSpec) -> list[str]:
     """Database passwords named by password_env must be in this controller's environment."""
-    if level.name not in ("full", "backup-create", "backup-verify", "backup-schedule"):
+    if not operation.needs_db_passwords:
         return []
     return [
         f"database {db.name} of app {app.name}: its password variable {db.password_env} is not "
@@ -173,9 +167,10 @@ def _password_problems(level: Level, app: AppSpec) -> list[str]:
 def prepare_resume(
     run_id: str,
     *,
-    inventory_name: str | None = None,
+    inventory_sources: str | Sequence[str] | None = None,
     verify: bool = True,
     state_dir: Path | None = None,
+    options: runner.AnsibleOptions | None = None,
 ) -> Prepared:
     """A run that continues RUN_ID on the hosts where it did not finish.
 
@@ -195,17 +190,17 @@ def prepare_resume(
             )
     receipt, _ = receipts.load(state, run_id)
     level = str(receipt.get("level", ""))
-    if level not in levels.RESUMABLE:
-        raise ConfigError(
-            f"run {run_id} is level {level!r}; only {', '.join(levels.RESUMABLE)} resume"
-        )
+    resumable = [n for n, op in operations.OPERATIONS.items() if op.resumable]
+    if level not in resumable:
+        raise ConfigError(f"run {run_id} is level {level!r}; only {', '.join(resumable)} resume")
     if receipt.get("check"):
         raise ConfigError(f"run {run_id} was a check-mode run: it changed nothing to resume")
     if receipt.get("result") == "ok":
         raise ConfigError(f"run {run_id} finished on every host; nothing to resume")
     inventory_path = str(receipt.get("inventory_path", ""))
-    if inventory_name is not None:
-        given = inventory.resolve(inventory_name, state)[1]
+    if inventory_sources:
+        first = inventory_sources if isinstance(inventory_sources, str) else inventory_sources[0]
+        given = inventory.resolve(first, state)[1]
         if given.resolve() != Path(inventory_path).resolve():
             raise ConfigError(
                 f"run {run_id} ran against {inventory_path}, not {given}; "
@@ -222,14 +217,19 @@ def prepare_resume(
     return prepare(
         level,
         inventory_path,
-        verify=verify,
+        Request(
+            verify=verify,
+            # "to_ref": receipts written before the request took the playbooks' names
+            to=str(request.get("to", request.get("to_ref", ""))),
+            backup_stamp=str(request.get("backup_stamp", "")),
+            backup_id=str(request.get("backup_id", "")),
+            force=bool(request.get("force", False)),
+            targets=targets,
+            resumes=run_id,
+        ),
         limit=",".join(unfinished) or None,
         state_dir=state_dir,
-        to_ref=str(request.get("to_ref", "")),
-        backup_stamp=str(request.get("backup_stamp", "")),
-        force=bool(request.get("force", False)),
-        targets=targets,
-        resumes=run_id,
+        options=options,
     )
 
 
@@ -240,7 +240,7 @@ def plan(prep: Prepared) -> list[HostPlan]:
             host=h,
             address=prep.inventory.hosts[h].address,
             app=prep.apps[h].name,
-            steps=prep.level.plan(h, prep.apps[h], prep.request),
+            steps=prep.operation.plan(h, prep.apps[h], prep.request),
         )
         for h in prep.hosts
     ]
@@ -268,15 +268,13 @@ def execute(
     changed, and the receipt is written.
     """
     auth = auth or Authorization(operator=current_operator())
-    missing = sorted({p for h in prep.hosts for p in _password_problems(prep.level, prep.apps[h])})
+    op = prep.operation
+    missing = sorted({p for h in prep.hosts for p in _password_problems(op, prep.apps[h])})
     if missing:
         raise ConfigError("cannot start: " + "; ".join(missing))
-    kind = prep.level.kind
-    changes = not check and kind == "rollback"  # guarded, locked, notified
-    locked = not check and kind in ("rollback", "locked")
-    authorization.check(
-        auth, level=prep.level.name, production=prep.production, check_mode=not changes
-    )
+    changes = not check and op.guarded  # guarded, locked, notified
+    locked = not check and (op.guarded or op.changes_hosts)
+    authorization.check(auth, level=op.name, production=prep.production, check_mode=not changes)
     run_id = new_run_id()
     state = paths.writable_state_dir(state_dir)  # before any host is touched
     run_dir = state / "runs" / run_id
@@ -288,7 +286,7 @@ def execute(
         meta = {
             "run_id": run_id,
             **auth.as_dict(),
-            "level": prep.level.name,
+            "level": prep.operation.name,
             "inventory": prep.inventory.name,
             "environment": prep.environments,
             "hosts": prep.hosts,
@@ -301,7 +299,7 @@ def execute(
         notifier = Notifier(prep.notify, state)
         alert = {
             **meta,
-            "strategy": notify.strategy(prep.level.name),
+            "strategy": notify.strategy(prep.operation.name),
             "environment": ", ".join(meta["environment"]),
         }
         # the start alert goes out while the rollback runs: a slow mail server must not
@@ -425,30 +423,31 @@ def _run(
     authorized: list[str],
 ) -> RunResult:
     if observer:
-        observer.started(run_id, prep.level.name, prep.hosts, check)
+        observer.started(run_id, prep.operation.name, prep.hosts, check)
     started_wall, t0 = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.monotonic()
     secret_flags = {k: v for k, v in prep.request.flags.items() if prep.is_secret(k)}
     holder = holder_record(run_id, auth.operator)
     outcome = runner.run_playbook(
         runner.PlaybookRun(
-            playbook=paths.playbook(prep.level.playbook),
+            playbook=paths.playbook(prep.operation.playbook),
             inventory=prep.inventory.path,
             run_dir=run_dir,
             extravars={
-                **prep.level.extravars(prep.request),
-                "rollback_flags": {
-                    k: v for k, v in prep.request.flags.items() if k not in secret_flags
-                },
-                "rollback_run_id": run_id,
-                "rollback_operator": auth.operator,
-                "rollback_controller": holder["controller"],
-                "rollback_controller_pid": holder["pid"],
-                "rollback_controller_pid_start": holder["pid_start"],
-                "rollback_authorized_environments": authorized,
+                "rollback_request": operations.rollback_request(
+                    prep.request,
+                    run_id=run_id,
+                    authorization=auth.as_dict(),
+                    controller=holder,
+                    authorized_environments=authorized,
+                    public_flags={
+                        k: v for k, v in prep.request.flags.items() if k not in secret_flags
+                    },
+                )
             },
             check=check,
             diff=diff,
             limit=",".join(prep.hosts),
+            options=prep.options,
         ),
         sink=observer.step if observer else None,
         interruption=interruption,
@@ -460,7 +459,7 @@ def _run(
         _mark_interrupted(hosts, outcome, hard=interruption.hard)
     result = RunResult(
         run_id=run_id,
-        level=prep.level.name,
+        level=prep.operation.name,
         inventory=prep.inventory.name,
         inventory_path=str(prep.inventory.path),
         check=check,
@@ -509,47 +508,35 @@ def _silent(host: str) -> HostResult:
 
 
 def apply(
-    level: str,
-    inventory_name: str,
+    operation: str | Operation,
+    inventory_sources: str | Sequence[str],
+    request: Request | None = None,
     *,
-    flags: dict[str, str] | None = None,
-    allow_new_flags: bool = False,
-    verify: bool = True,
     limit: str | None = None,
+    app: str | None = None,
     check: bool = False,
     diff: bool = False,
     state_dir: Path | None = None,
     observer: Observer | None = None,
     auth: Authorization | None = None,
-    to_ref: str = "",
-    backup_stamp: str = "",
-    force: bool = False,
+    options: runner.AnsibleOptions | None = None,
 ) -> RunResult:
-    """Apply a rollback level to an inventory (see :func:`prepare` and :func:`execute`)."""
+    """Run an operation (a level, a backup command ...) against an inventory: :func:`prepare`
+    then :func:`execute`. ``request`` carries everything the command line can ask for."""
     prep = prepare(
-        level,
-        inventory_name,
-        flags=flags,
-        allow_new_flags=allow_new_flags,
-        verify=verify,
+        operation,
+        inventory_sources,
+        request,
         limit=limit,
+        app=app,
         state_dir=state_dir,
-        to_ref=to_ref,
-        backup_stamp=backup_stamp,
-        force=force,
+        options=options,
     )
-    return execute(
-        prep,
-        check=check,
-        diff=diff,
-        state_dir=state_dir,
-        observer=observer,
-        auth=auth,
-    )
+    return execute(prep, check=check, diff=diff, state_dir=state_dir, observer=observer, auth=auth)
 
 
 def unlock(
-    inventory_name: str,
+    inventory_sources: str | Sequence[str],
     *,
     run_id: str = "",
     force: bool = False,
@@ -557,16 +544,19 @@ def unlock(
     state_dir: Path | None = None,
     observer: Observer | None = None,
     auth: Authorization | None = None,
+    options: runner.AnsibleOptions | None = None,
 ) -> RunResult:
     """Clear the host locks dead runs left (only RUN_ID's with ``run_id``).
 
-    The locks are read first; each holder is judged on this controller (:func:`liveness`):
-    a live run's lock is never cleared, another controller's young lock only with ``force``.
-    Then only the locks so named are cleared, each by its run id. Refused (naming the holder)
-    when nothing may be cleared.
+    The locks are read first (the ``unlock-inspect`` operation); each holder is judged on this
+    controller (:func:`liveness`): a live run's lock is never cleared, another controller's
+    young lock only with ``force``. Then only the locks so named are cleared, each by its run
+    id. Refused (naming the holder) when nothing may be cleared.
     """
     seen = execute(
-        prepare("unlock-inspect", inventory_name, limit=limit, state_dir=state_dir),
+        prepare(
+            "unlock-inspect", inventory_sources, limit=limit, state_dir=state_dir, options=options
+        ),
         state_dir=state_dir,
     )
     runs: dict[str, str] = {}
@@ -597,24 +587,25 @@ def unlock(
         raise Refused(f"nothing to clear: {found}")
     prep = prepare(
         "unlock",
-        inventory_name,
+        inventory_sources,
+        Request(unlock_run=run_id, force=force, unlock_runs=runs),
         limit=",".join(sorted(runs)),
         state_dir=state_dir,
-        unlock_run=run_id,
+        options=options,
     )
-    prep = dataclasses.replace(prep, request=dataclasses.replace(prep.request, unlock_runs=runs))
     result = execute(prep, state_dir=state_dir, observer=observer, auth=auth)
     result.warnings += [f"kept: {k}" for k in kept]
     return result
 
 
 def verify(
-    inventory_name: str,
+    inventory_sources: str | Sequence[str],
     *,
     limit: str | None = None,
     state_dir: Path | None = None,
     observer: Observer | None = None,
+    options: runner.AnsibleOptions | None = None,
 ) -> RunResult:
     """Run only the checks (units, health, log) against an inventory; changes nothing."""
-    prep = prepare("verify", inventory_name, limit=limit, state_dir=state_dir)
+    prep = prepare("verify", inventory_sources, limit=limit, state_dir=state_dir, options=options)
     return execute(prep, check=False, state_dir=state_dir, observer=observer)

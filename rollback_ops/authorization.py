@@ -11,8 +11,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from rollback_ops.exceptions import Refused
+from rollback_ops.operations import OPERATIONS
 
-BREAK_GLASS_LEVELS = ("flag", "emergency")
+# the levels --break-glass may run on production without an approval (Operation.break_glass)
+BREAK_GLASS_LEVELS = tuple(name for name, op in OPERATIONS.items() if op.break_glass)
 
 
 def current_operator() -> str:
@@ -44,7 +46,11 @@ class Authorization:
 
 
 def check(auth: Authorization, *, level: str, production: bool, check_mode: bool) -> None:
-    """Refuse a run that production's guard does not allow; say why."""
+    """Refuse a run that production's guard does not allow; say why.
+
+    The same answer travels to the playbooks in ``rollback_request`` (operator, approved_by,
+    reason, break_glass, confirmed_by_typing), whose preflight checks it again.
+    """
     if auth.break_glass:
         if level not in BREAK_GLASS_LEVELS:
             raise Refused(

@@ -8,6 +8,10 @@ output stops quietly, as for a program killed by SIGPIPE.
 
 Every problem ends as one ``rollback-ops: error: ...`` line on stderr (a multi-problem
 input error lists its problems on the lines after), never as a Python traceback.
+
+The commands are built from :mod:`rollback_ops.operations`: each operation's arguments are
+declared next to it and fill its request; this module adds the arguments of a command
+(inventory, guard, output) and Ansible's own pass-through options.
 """
 
 from __future__ import annotations
@@ -17,19 +21,25 @@ import dataclasses
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rollback_ops import api, authorization, history, levels, paths, progress, receipts
+from rollback_ops import api, authorization, history, operations, paths, progress, receipts
 from rollback_ops.authorization import Authorization, current_operator
 from rollback_ops.exceptions import Refused, RollbackOpsError
+from rollback_ops.operations import Argument, Operation, ansible_arguments, ansible_options
+from rollback_ops.operations.base import add_arguments, argument
+from rollback_ops.operations.levels import LEVEL_ARGUMENTS
+from rollback_ops.operations.maintenance import Resume
 from rollback_ops.progress import LiveProgress, PlainProgress, backup_table, recap
 from rollback_ops.results import RunResult
 
 INVENTORY_HELP = (
     "a path to an inventory (any Ansible reads; a path that exists wins), or a name: "
-    "staging, prod|production (./inventories/NAME, else the bundled examples), lab, local"
+    "staging, prod|production (./inventories/NAME, else the bundled examples), lab, local; "
+    "repeatable, as for ansible-playbook"
 )
 
 
@@ -44,22 +54,96 @@ def _amount(text: str) -> float:
     return value
 
 
-def _count(text: str) -> int:
-    """A count of sets or days: a whole number >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number >= 1")
-    return value
+def inventory_argument(required: bool = True) -> Argument:
+    return argument("--inventory", "-i", action="append", required=required, help=INVENTORY_HELP)
+
+
+LIMIT = argument(
+    "--limit", "-l", help="only these hosts: an Ansible host pattern (web1,web2  web*  web:!web2)"
+)
+JSON = argument("--json", action="store_true", help="print the JSON receipt on stdout")
+LEVEL_TARGET = (*LEVEL_ARGUMENTS, inventory_argument(), LIMIT, JSON)
+RUN_OPTIONS = (
+    argument("--check", action="store_true", help="check mode: change nothing on any host"),
+    argument("--diff", action="store_true", help="show the changes to files"),
+)
+GUARD = (
+    argument(
+        "--approved-by",
+        metavar="NAME",
+        help="who approved this rollback (not yourself); lets production run without the prompt",
+    ),
+    argument(
+        "--break-glass",
+        action="store_true",
+        help="act alone on production in an emergency (flag and emergency levels only; "
+        "needs --reason; recorded as break-glass)",
+    ),
+    argument("--reason", help="why: recorded in the history and the receipt"),
+    argument(
+        "--yes",
+        "-y",
+        action="store_true",
+        help="do not ask for confirmation (not enough for production)",
+    ),
+)
+UNLOCK_GUARD = (
+    argument("--approved-by", metavar="NAME", help="as for apply (production)"),
+    argument("--reason", help="why: recorded in the history"),
+    argument("--yes", "-y", action="store_true", help="do not ask for confirmation"),
+)
+
+
+def level_argument(required: bool) -> Argument:
+    return argument(
+        "--level",
+        "-L",
+        required=required,
+        choices=[*operations.rollback_levels()],
+        help="rollback level",
+    )
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its help, handler and arguments (in the order --help shows them)."""
+
+    help: str
+    handler: Callable[[argparse.Namespace], int]
+    arguments: tuple[Argument, ...] = ()
+    defaults: dict[str, Any] = field(default_factory=dict)
+    actions: dict[str, Command] = field(default_factory=dict)  # `backup ACTION`, `lab ...`
+    action_dest: str = ""
+    action_metavar: str = ""
+
+    def add_to(self, sub: Any, name: str) -> None:
+        parser = sub.add_parser(name, help=self.help)
+        add_arguments(parser, self.arguments)
+        parser.set_defaults(**self.defaults)
+        if self.actions:
+            actions = parser.add_subparsers(
+                dest=self.action_dest, required=True, metavar=self.action_metavar
+            )
+            for action, command in self.actions.items():
+                command.add_to(actions, action)
+
+
+def operation_command(op: Operation, handler: Callable[[argparse.Namespace], int]) -> Command:
+    """A command that runs one operation's playbook: its target, its own arguments, and
+    Ansible's pass-through options."""
+    return Command(
+        op.summary,
+        handler,
+        (inventory_argument(), LIMIT, *op.arguments, JSON, *ansible_arguments()),
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
+    levels = operations.rollback_levels()
     parser = argparse.ArgumentParser(
         prog="rollback-ops",
         description="Reviewed, repeatable rollbacks driven by Ansible. Levels, smallest first: "
-        + "; ".join(f"{n}: {lv.summary}" for n, lv in levels.LEVELS.items())
+        + "; ".join(f"{n}: {lv.summary}" for n, lv in levels.items())
         + ".",
     )
     parser.add_argument(
@@ -70,257 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
         "or ~/.local/state/rollback-ops)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def target(p: argparse.ArgumentParser, with_level: bool = True, required: bool = True) -> None:
-        if with_level:
-            p.add_argument(
-                "--level", "-L", required=required, choices=[*levels.LEVELS], help="rollback level"
-            )
-            p.add_argument(
-                "--flag",
-                "-f",
-                action="append",
-                default=[],
-                metavar="KEY=VALUE",
-                help="flag level: set this flag (repeatable); without it the master "
-                "switch is turned off",
-            )
-            p.add_argument(
-                "--allow-new-flag",
-                action="store_true",
-                help="accept a flag the app does not declare (adds it if missing)",
-            )
-            p.add_argument(
-                "--no-verify",
-                dest="verify",
-                action="store_false",
-                help="skip the checks after the change (health, units, log)",
-            )
-            p.add_argument(
-                "--to",
-                metavar="REF",
-                default="",
-                help="code level, git: the commit, tag or branch to go back to "
-                "(default: the previous release, the second newest release tag)",
-            )
-            p.add_argument(
-                "--backup-stamp",
-                metavar="STAMP",
-                default="",
-                help="code level, backup files: restore <file>.backup.STAMP "
-                "(default: each file's newest backup)",
-            )
-            p.add_argument(
-                "--backup-id",
-                metavar="SET_ID",
-                default="",
-                help="full and config levels: the backup set to restore (default: the newest "
-                "verified pre-deployment set; config: the newest verified set holding the files; "
-                "see `backup list`)",
-            )
-            p.add_argument(
-                "--force",
-                action="store_true",
-                help="code level: revert even with uncommitted changes to tracked files "
-                "(they are recorded first)",
-            )
-        p.add_argument("--inventory", "-i", required=required, help=INVENTORY_HELP)
-        p.add_argument(
-            "--limit",
-            "-l",
-            help="only these hosts: an Ansible host pattern (web1,web2  web*  web:!web2)",
-        )
-        p.add_argument("--json", action="store_true", help="print the JSON receipt on stdout")
-
-    p_apply = sub.add_parser("apply", help="run a rollback level against an inventory")
-    target(p_apply, required=False)
-    p_apply.add_argument(
-        "--resume",
-        metavar="RUN_ID",
-        help="continue RUN_ID (code level) on the hosts where it did not finish, with its "
-        "level, inventory, options and targets; the steps it completed change nothing",
-    )
-    p_apply.add_argument(
-        "--check", action="store_true", help="check mode: change nothing on any host"
-    )
-    p_apply.add_argument("--diff", action="store_true", help="show the changes to files")
-    p_apply.add_argument(
-        "--approved-by",
-        metavar="NAME",
-        help="who approved this rollback (not yourself); lets production run without the prompt",
-    )
-    p_apply.add_argument(
-        "--break-glass",
-        action="store_true",
-        help="act alone on production in an emergency (flag and emergency levels only; "
-        "needs --reason; recorded as break-glass)",
-    )
-    p_apply.add_argument("--reason", help="why: recorded in the history and the receipt")
-    p_apply.add_argument(
-        "--yes",
-        "-y",
-        action="store_true",
-        help="do not ask for confirmation (not enough for production)",
-    )
-
-    p_plan = sub.add_parser("plan", help="print the ordered steps per host; contacts no host")
-    target(p_plan)
-
-    p_verify = sub.add_parser("verify", help="run only the checks (units, health, log)")
-    target(p_verify, with_level=False)
-
-    p_unlock = sub.add_parser(
-        "unlock", help="clear the host locks a dead run left (see the refusal's message)"
-    )
-    p_unlock.add_argument("--inventory", "-i", required=True, help=INVENTORY_HELP)
-    p_unlock.add_argument("--limit", "-l", help="only these hosts: an Ansible host pattern")
-    p_unlock.add_argument(
-        "--run",
-        default="",
-        metavar="RUN_ID",
-        help="clear only this run's locks (default: every dead run's)",
-    )
-    p_unlock.add_argument(
-        "--force",
-        action="store_true",
-        help="also clear a lock another controller's run took less than its maximum age ago "
-        "(a run still running on this controller is never cleared)",
-    )
-    p_unlock.add_argument("--approved-by", metavar="NAME", help="as for apply (production)")
-    p_unlock.add_argument("--reason", help="why: recorded in the history")
-    p_unlock.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-    p_unlock.add_argument("--json", action="store_true", help="print the JSON receipt on stdout")
-    p_unlock.set_defaults(check=False, break_glass=False)
-
-    sub.add_parser("levels", help="list the levels and the seeds they come from")
-
-    p_report = sub.add_parser("report", help="render a run's Rollback Log (seed 002) as Markdown")
-    p_report.add_argument("run_id", metavar="RUN_ID", help="the run id (see `history`)")
-    p_report.add_argument(
-        "--templates",
-        type=Path,
-        metavar="DIR",
-        help="a directory whose report.md.j2 overrides the built-in template",
-    )
-
-    p_rec = sub.add_parser(
-        "recommend", help="which level, how urgently, approved by whom (the seeds' matrices)"
-    )
-    p_rec.add_argument(
-        "--error-rate", type=_amount, metavar="PCT", help="percent of requests failing"
-    )
-    p_rec.add_argument("--p95-ms", type=_amount, metavar="MS", help="p95 response time")
-    p_rec.add_argument(
-        "--for-minutes",
-        type=_amount,
-        default=0,
-        metavar="N",
-        help="how long the symptoms have lasted",
-    )
-    p_rec.add_argument(
-        "--users-affected",
-        type=_amount,
-        metavar="PCT",
-        help="percent of users unable to use core features",
-    )
-    p_rec.add_argument("--memory-mb", type=_amount, metavar="MB", help="memory used by the app")
-    p_rec.add_argument("--data-corruption", action="store_true", help="evidence of data corruption")
-    p_rec.add_argument("--security", action="store_true", help="a security vulnerability")
-    p_rec.add_argument("--service-down", action="store_true", help="the health check fails")
-    p_rec.add_argument("--code-bug", action="store_true", help="a code bug needs reverting")
-    p_rec.add_argument("--inventory", "-i", help="read rollback_thresholds from this inventory")
-    p_rec.add_argument("--json", action="store_true", help="print the recommendation as JSON")
-
-    p_backup = sub.add_parser(
-        "backup", help="backup sets of the apps' databases, env and config files, and code ref"
-    )
-    backup_sub = p_backup.add_subparsers(dest="backup_command", required=True, metavar="ACTION")
-
-    def backup_target(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--inventory", "-i", required=True, help=INVENTORY_HELP)
-        p.add_argument(
-            "--limit",
-            "-l",
-            help="only these hosts: an Ansible host pattern (web1,web2  web*  web:!web2)",
-        )
-        p.add_argument("--app", help="only the hosts of this app (rollback_app.name)")
-        p.add_argument("--json", action="store_true", help="print the JSON receipt on stdout")
-
-    p_bcreate = backup_sub.add_parser(
-        "create", help="take a backup set on each host and verify it right away"
-    )
-    backup_target(p_bcreate)
-    p_bcreate.add_argument(
-        "--kind",
-        choices=["predeploy", "manual"],
-        default="predeploy",
-        help="predeploy (default; what the full level restores) or manual",
-    )
-    p_bcreate.add_argument(
-        "--restore-test",
-        action="store_true",
-        help="also restore into a throwaway database and compare every table",
-    )
-    p_blist = backup_sub.add_parser("list", help="the backup sets per host, newest first")
-    backup_target(p_blist)
-    p_bverify = backup_sub.add_parser("verify", help="verify a backup set again")
-    backup_target(p_bverify)
-    p_bverify.add_argument("--backup-id", metavar="SET_ID", default="", help="default: newest")
-    p_bverify.add_argument(
-        "--restore-test",
-        action="store_true",
-        help="restore into a throwaway database and compare rows and checksums with the manifest",
-    )
-    p_bprune = backup_sub.add_parser(
-        "prune", help="remove old sets (never the newest verified one, never forensic sets)"
-    )
-    backup_target(p_bprune)
-    p_bprune.add_argument("--keep", type=_count, metavar="N", help="keep the newest N sets")
-    p_bprune.add_argument(
-        "--max-age", type=_count, metavar="DAYS", help="remove the sets older than DAYS days"
-    )
-
-    p_bsched = backup_sub.add_parser(
-        "schedule",
-        help="install a systemd timer on the hosts that takes a backup set (same engine)",
-    )
-    backup_target(p_bsched)
-    p_bsched.add_argument(
-        "--at",
-        required=True,
-        metavar="CALENDAR",
-        help='systemd calendar spec, e.g. "*-*-* 02:00:00" or daily (systemd.time(7))',
-    )
-    p_bsched.add_argument(
-        "--keep", type=_count, metavar="N", help="prune to the newest N sets after each one"
-    )
-    p_bunsched = backup_sub.add_parser("unschedule", help="remove the backup timer")
-    backup_target(p_bunsched)
-
-    p_history = sub.add_parser("history", help="the audit history of runs (seed 003's table)")
-    p_history.add_argument("--json", action="store_true", help="print the entries as JSON")
-    p_history.add_argument("--last", type=int, default=20, metavar="N", help="the last N runs")
-
-    p_demo = sub.add_parser(
-        "demo", help="roll back a sandbox app on this machine (no Docker, local connection)"
-    )
-    p_demo.add_argument("--json", action="store_true", help="print the JSON receipt on stdout")
-
-    p_lab = sub.add_parser("lab", help="real test hosts: containers with systemd and sshd")
-    lab_sub = p_lab.add_subparsers(dest="lab_command", required=True, metavar="LAB_COMMAND")
-    p_up = lab_sub.add_parser("up", help="start N hosts and write the `lab` inventory")
-    p_up.add_argument("--hosts", type=int, default=3, help="how many hosts (default 3)")
-    p_up.add_argument(
-        "--install",
-        action="store_true",
-        help="install docker.io and debootstrap with apt-get when missing (root)",
-    )
-    lab_sub.add_parser("down", help="remove the lab hosts")
-    p_status = lab_sub.add_parser("status", help="list the lab hosts")
-    p_status.add_argument("--json", action="store_true")
-    for p in (p_up, p_status, lab_sub.choices["down"]):
-        p.add_argument("--name", default="lab", help=argparse.SUPPRESS)
-        p.add_argument("--first-address", default="127.0.0.11", help=argparse.SUPPRESS)
+    for name, command in SUBCOMMANDS.items():
+        command.add_to(sub, name)
     return parser
 
 
@@ -336,26 +171,27 @@ def _authorize(prep: api.Prepared, args: argparse.Namespace) -> Authorization:
         break_glass=args.break_glass,
         reason=args.reason or "",
     )
+    level = prep.operation.name
     # self-approval and break-glass rules hold everywhere, before any prompt
-    authorization.check(auth, level=prep.level.name, production=False, check_mode=True)
+    authorization.check(auth, level=level, production=False, check_mode=True)
     if args.check:
         return auth
     names = ", ".join(prep.hosts)
     if prep.production and not (auth.approved_by or auth.break_glass):
         if not sys.stdin.isatty():
-            authorization.check(auth, level=prep.level.name, production=True, check_mode=False)
+            authorization.check(auth, level=level, production=True, check_mode=False)
         answer = input(
-            f"PRODUCTION: level {prep.level.name} on {names}, by {auth.operator}, no approval.\n"
+            f"PRODUCTION: level {level} on {names}, by {auth.operator}, no approval.\n"
             f"Type the inventory name ({prep.inventory.name}) to go on: "
         )
-        if answer.strip() not in {prep.inventory.name, getattr(args, "inventory", None)}:
+        if answer.strip() not in {prep.inventory.name, *(args.inventory or ())}:
             raise Refused("not confirmed; nothing was changed")
         return dataclasses.replace(auth, confirmed_by_typing=True)
     if args.yes:
         return auth
     if not sys.stdin.isatty():
         raise Refused("no terminal to confirm on: add --yes to apply without asking")
-    answer = input(f"Apply level {prep.level.name} to {names}? [y/N] ")
+    answer = input(f"Apply level {level} to {names}? [y/N] ")
     if answer.strip().lower() not in ("y", "yes"):
         raise Refused("not confirmed; nothing was changed")
     return auth
@@ -370,17 +206,20 @@ def _finish(result: RunResult, args: argparse.Namespace, observer: PlainProgress
     return result.exit_status
 
 
+def _refuse(problems: list[str]) -> None:
+    if problems:
+        raise RollbackOpsError("; ".join(problems))
+
+
 def cmd_apply(args: argparse.Namespace) -> int:
     if args.resume:
-        given = [o for o, v in (("--level", args.level), ("--limit", args.limit)) if v]
-        given += [o for o, v in (("--flag", args.flag), ("--to", args.to)) if v]
-        given += ["--backup-stamp"] * bool(args.backup_stamp) + ["--force"] * args.force
-        if given:
-            raise RollbackOpsError(
-                f"--resume takes the run's own options; leave out {', '.join(given)}"
-            )
+        _refuse(operations.OPERATIONS["resume"].usage_problems(args))
         prep = api.prepare_resume(
-            args.resume, inventory_name=args.inventory, verify=args.verify, state_dir=args.state_dir
+            args.resume,
+            inventory_sources=args.inventory,
+            verify=args.verify,
+            state_dir=args.state_dir,
+            options=ansible_options(args),
         )
     else:
         missing = [
@@ -388,7 +227,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
         ]
         if missing:
             raise RollbackOpsError(f"apply needs {' and '.join(missing)} (or --resume RUN_ID)")
-        prep = _prepare(args)
+        prep = _prepare_level(args)
 
     auth = _authorize(prep, args)
     observer = _observer(sys.stderr)
@@ -403,33 +242,42 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return _finish(result, args, observer)
 
 
-def _prepare(args: argparse.Namespace) -> api.Prepared:
-    flags = levels.parse_flags(args.flag)
-    if flags and args.level != "flag":
-        raise RollbackOpsError("--flag goes with --level flag")
-    code_options = [o for o, v in (("--to", args.to), ("--backup-stamp", args.backup_stamp)) if v]
-    code_options += ["--force"] * args.force
-    if code_options and args.level not in ("code", "full"):
-        raise RollbackOpsError(f"{', '.join(code_options)}: only with --level code or full")
-    if args.backup_id and args.level not in ("full", "config"):
-        raise RollbackOpsError("--backup-id: only with --level full or config")
+def level_usage_problems(level: Operation, args: argparse.Namespace) -> list[str]:
+    """The level arguments given to a level that does not take them, each naming the
+    levels that do."""
+    owners_of: dict[tuple[str, ...], list[str]] = {}
+    for arg in LEVEL_ARGUMENTS:
+        if arg.given(args) and arg not in level.arguments:
+            owners = tuple(
+                n for n, lv in operations.rollback_levels().items() if arg in lv.arguments
+            )
+            owners_of.setdefault(owners, []).append(arg.display)
+    return [
+        f"{given[0]} goes with --level {owners[0]}"
+        if len(owners) == 1 and len(given) == 1
+        else f"{', '.join(given)}: only with --level {' or '.join(owners)}"
+        for owners, given in owners_of.items()
+    ]
+
+
+def _prepare_level(args: argparse.Namespace) -> api.Prepared:
+    level = operations.get(args.level)
+    for arg in LEVEL_ARGUMENTS:  # a malformed value is named before a misplaced one
+        if arg.given(args):
+            arg.value(args)
+    _refuse(level_usage_problems(level, args))
     return api.prepare(
-        args.level,
+        level,
         args.inventory,
-        flags=flags,
-        allow_new_flags=args.allow_new_flag,
-        verify=args.verify,
+        level.request(args),
         limit=args.limit,
         state_dir=args.state_dir,
-        to_ref=args.to,
-        backup_stamp=args.backup_stamp,
-        force=args.force,
-        backup_id=args.backup_id,
+        options=ansible_options(args),
     )
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    plans = api.plan(_prepare(args))
+    plans = api.plan(_prepare_level(args))
     if args.json:
         print(json.dumps([p.__dict__ for p in plans], indent=2))
         return 0
@@ -444,7 +292,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     observer = _observer(sys.stderr)
     result = api.verify(
-        args.inventory, limit=args.limit, state_dir=args.state_dir, observer=observer
+        args.inventory,
+        limit=args.limit,
+        state_dir=args.state_dir,
+        observer=observer,
+        options=ansible_options(args),
     )
     return _finish(result, args, observer)
 
@@ -452,8 +304,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_unlock(args: argparse.Namespace) -> int:
     if args.run:
         receipts.check_run_id(args.run)
+    unlock = operations.get("unlock")
+    options = ansible_options(args)
     prep = api.prepare(
-        "unlock", args.inventory, limit=args.limit, state_dir=args.state_dir, unlock_run=args.run
+        unlock,
+        args.inventory,
+        unlock.request(args),
+        limit=args.limit,
+        state_dir=args.state_dir,
+        options=options,
     )
     auth = _authorize(prep, args)
     observer = _observer(sys.stderr)
@@ -465,26 +324,22 @@ def cmd_unlock(args: argparse.Namespace) -> int:
         state_dir=args.state_dir,
         observer=observer,
         auth=auth,
+        options=options,
     )
     return _finish(result, args, observer)
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    action = args.backup_command
-    if action == "prune" and args.keep is None and args.max_age is None:
-        raise RollbackOpsError("backup prune needs --keep N and/or --max-age DAYS")
+    op = operations.get(f"backup-{args.backup_command}")
+    _refuse(op.usage_problems(args))
     prep = api.prepare(
-        f"backup-{action}",
+        op,
         args.inventory,
+        op.request(args),
         limit=args.limit,
         app=args.app,
         state_dir=args.state_dir,
-        backup_id=getattr(args, "backup_id", ""),
-        backup_kind=getattr(args, "kind", "manual"),
-        restore_test=getattr(args, "restore_test", False),
-        keep=getattr(args, "keep", None),
-        max_age_days=getattr(args, "max_age", None),
-        schedule_at=getattr(args, "at", ""),
+        options=ansible_options(args),
     )
     observer = _observer(sys.stderr)
     result = api.execute(prep, state_dir=args.state_dir, observer=observer)
@@ -494,7 +349,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_levels(args: argparse.Namespace) -> int:
-    for name, lv in levels.LEVELS.items():
+    for name, lv in operations.rollback_levels().items():
         print(f"{name:<10} {lv.summary}  [{lv.seeds}]")
     return 0
 
@@ -650,19 +505,148 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {
-    "apply": cmd_apply,
-    "plan": cmd_plan,
-    "verify": cmd_verify,
-    "levels": cmd_levels,
-    "unlock": cmd_unlock,
-    "history": cmd_history,
-    "backup": cmd_backup,
-    "report": cmd_report,
-    "recommend": cmd_recommend,
-    "demo": cmd_demo,
-    "lab": cmd_lab,
+LAB_HIDDEN = (
+    argument("--name", default="lab", help=argparse.SUPPRESS),
+    argument("--first-address", default="127.0.0.11", help=argparse.SUPPRESS),
+)
+RECOMMEND_ARGUMENTS = (
+    argument("--error-rate", type=_amount, metavar="PCT", help="percent of requests failing"),
+    argument("--p95-ms", type=_amount, metavar="MS", help="p95 response time"),
+    argument(
+        "--for-minutes",
+        type=_amount,
+        default=0,
+        metavar="N",
+        help="how long the symptoms have lasted",
+    ),
+    argument(
+        "--users-affected",
+        type=_amount,
+        metavar="PCT",
+        help="percent of users unable to use core features",
+    ),
+    argument("--memory-mb", type=_amount, metavar="MB", help="memory used by the app"),
+    argument("--data-corruption", action="store_true", help="evidence of data corruption"),
+    argument("--security", action="store_true", help="a security vulnerability"),
+    argument("--service-down", action="store_true", help="the health check fails"),
+    argument("--code-bug", action="store_true", help="a code bug needs reverting"),
+    argument("--inventory", "-i", help="read rollback_thresholds from this inventory"),
+    argument("--json", action="store_true", help="print the recommendation as JSON"),
+)
+
+
+def _operation(name: str) -> Operation:
+    return operations.OPERATIONS[name]
+
+
+SUBCOMMANDS: dict[str, Command] = {
+    "apply": Command(
+        "run a rollback level against an inventory",
+        cmd_apply,
+        (
+            level_argument(required=False),
+            *LEVEL_ARGUMENTS,
+            inventory_argument(required=False),
+            LIMIT,
+            JSON,
+            *Resume.arguments,
+            *RUN_OPTIONS,
+            *GUARD,
+            *ansible_arguments(short_forks=False),  # -f is --flag here
+        ),
+    ),
+    "plan": Command(
+        "print the ordered steps per host; contacts no host",
+        cmd_plan,
+        (level_argument(required=True), *LEVEL_TARGET),
+    ),
+    "verify": operation_command(_operation("verify"), cmd_verify),
+    "unlock": dataclasses.replace(
+        operation_command(_operation("unlock"), cmd_unlock),
+        arguments=(
+            inventory_argument(),
+            LIMIT,
+            *_operation("unlock").arguments,
+            *UNLOCK_GUARD,
+            JSON,
+            *ansible_arguments(),
+        ),
+        defaults={"check": False, "break_glass": False},
+    ),
+    "levels": Command("list the levels and the seeds they come from", cmd_levels),
+    "report": Command(
+        "render a run's Rollback Log (seed 002) as Markdown",
+        cmd_report,
+        (
+            argument("run_id", metavar="RUN_ID", help="the run id (see `history`)"),
+            argument(
+                "--templates",
+                type=Path,
+                metavar="DIR",
+                help="a directory whose report.md.j2 overrides the built-in template",
+            ),
+        ),
+    ),
+    "recommend": Command(
+        "which level, how urgently, approved by whom (the seeds' matrices)",
+        cmd_recommend,
+        RECOMMEND_ARGUMENTS,
+    ),
+    "backup": Command(
+        "backup sets of the apps' databases, env and config files, and code ref",
+        cmd_backup,
+        actions={
+            op.action: operation_command(op, cmd_backup)
+            for op in operations.OPERATIONS.values()
+            if isinstance(op, operations.backup.Backup)
+        },
+        action_dest="backup_command",
+        action_metavar="ACTION",
+    ),
+    "history": Command(
+        "the audit history of runs (seed 003's table)",
+        cmd_history,
+        (
+            argument("--json", action="store_true", help="print the entries as JSON"),
+            argument("--last", type=int, default=20, metavar="N", help="the last N runs"),
+        ),
+    ),
+    "demo": Command(
+        "roll back a sandbox app on this machine (no Docker, local connection)",
+        cmd_demo,
+        (JSON,),
+    ),
+    "lab": Command(
+        "real test hosts: containers with systemd and sshd",
+        cmd_lab,
+        actions={
+            "up": Command(
+                "start N hosts and write the `lab` inventory",
+                cmd_lab,
+                (
+                    argument("--hosts", type=int, default=3, help="how many hosts (default 3)"),
+                    argument(
+                        "--install",
+                        action="store_true",
+                        help="install docker.io and debootstrap with apt-get when missing (root)",
+                    ),
+                    *LAB_HIDDEN,
+                ),
+            ),
+            "down": Command("remove the lab hosts", cmd_lab, LAB_HIDDEN),
+            "status": Command(
+                "list the lab hosts",
+                cmd_lab,
+                (argument("--json", action="store_true"), *LAB_HIDDEN),
+            ),
+        },
+        action_dest="lab_command",
+        action_metavar="LAB_COMMAND",
+    ),
 }
+
+# what runs each command (tests replace one to simulate a bug)
+COMMANDS = {name: command.handler for name, command in SUBCOMMANDS.items()}
 
 
 # the commands that write runs, receipts, history or locks: the state dir is checked first

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from rollback_ops.levels import RESUMABLE
+from rollback_ops.operations import OPERATIONS
 from rollback_ops.results import HostResult, RunResult, StepEvent
 
 MARK = {
@@ -178,7 +178,7 @@ def _how_to_continue(result: RunResult) -> list[str]:
         lines.append(f"  interrupted by {result.interrupted}, {how}")
         lines.append(f"  hosts changed before the stop: {changed}")
         lines.append(f"  hosts that did not finish: {unfinished}")
-    if result.level in RESUMABLE:
+    if result.level in OPERATIONS and OPERATIONS[result.level].resumable:
         lines.append(
             "  where a host stopped, it stays in maintenance; once the cause is fixed, continue "
             f"with: rollback-ops apply --resume {result.run_id}"

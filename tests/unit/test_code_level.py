@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from rollback_ops import api
+from rollback_ops import api, operations
 from rollback_ops.exceptions import ConfigError
 
 GIT_APP: dict[str, Any] = {
@@ -78,15 +78,17 @@ def test_plan_of_a_git_app_lists_every_step_in_order(tmp_path: Path, state_dir: 
 def test_plan_of_a_files_app_and_the_options_that_do_not_fit(tmp_path: Path, state_dir: Path):
     app = {**GIT_APP, "code": {"path": "/srv/e", "files": {"restore": ["w.py"], "remove": ["x"]}}}
     inv = write_inventory(tmp_path, app)
-    prep = api.prepare("code", inv, backup_stamp="20250120_140000", state_dir=state_dir)
+    prep = api.prepare(
+        "code", inv, operations.Request(backup_stamp="20250120_140000"), state_dir=state_dir
+    )
     steps = api.plan(prep)[0].steps
     assert "/srv/e/<file>.backup.20250120_140000 exists for w.py" in steps[0]
     assert any(s.startswith("tar the current files") and "remove x" in s for s in steps)
     with pytest.raises(ConfigError, match="web1, web2: --to is for git; app analyticbot restores"):
-        api.prepare("code", inv, to_ref="v1", state_dir=state_dir)
+        api.prepare("code", inv, operations.Request(to="v1"), state_dir=state_dir)
     git_inv = write_inventory(tmp_path, GIT_APP, "git")
     with pytest.raises(ConfigError, match="--backup-stamp is for backup files"):
-        api.prepare("code", git_inv, backup_stamp="1", state_dir=state_dir)
+        api.prepare("code", git_inv, operations.Request(backup_stamp="1"), state_dir=state_dir)
 
 
 def test_an_app_without_code_cannot_take_the_code_level(tmp_path: Path, state_dir: Path):
@@ -131,7 +133,7 @@ def receipt(state_dir: Path, run_id: str, inv: str, **over: Any) -> None:
         "inventory_path": inv,
         "check": False,
         "result": "failed",
-        "request": {"level": "code", "to_ref": "", "backup_stamp": "", "force": True},
+        "request": {"level": "code", "to": "", "backup_stamp": "", "force": True},
         "hosts": {
             "web1": {"status": "changed", "code": {"target": {"sha": "a" * 40}}},
             "web2": {"status": "failed", "code": {"target": {"sha": "b" * 40}}},
@@ -150,7 +152,6 @@ def test_resume_continues_only_the_unfinished_hosts_with_their_pinned_targets(
     assert prep.hosts == ["web2"]
     assert prep.request.targets == {"web2": "b" * 40}
     assert prep.request.force and prep.request.resumes == "R1"
-    assert prep.level.extravars(prep.request)["rollback_code_targets"] == {"web2": "b" * 40}
     plan = api.plan(prep)[0].steps
     assert plan[0].startswith(f"preflight (every host, all or nothing): {'b' * 40} exists")
 
@@ -179,7 +180,7 @@ def test_resume_of_an_unknown_run_or_against_another_inventory(tmp_path: Path, s
     receipt(state_dir, "R1", inv)
     other = write_inventory(tmp_path, GIT_APP, "other")
     with pytest.raises(ConfigError, match="leave --inventory out to resume it"):
-        api.prepare_resume("R1", inventory_name=other, state_dir=state_dir)
+        api.prepare_resume("R1", inventory_sources=other, state_dir=state_dir)
 
 
 def test_a_missing_password_variable_stops_the_run_before_any_host_but_not_the_plan(

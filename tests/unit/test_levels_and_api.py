@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rollback_ops import api, history, levels
+from rollback_ops import api, history, operations
 from rollback_ops.exceptions import ConfigError
 from tests.conftest import FIXTURES
 
@@ -14,17 +14,17 @@ GOOD = str(FIXTURES / "inventories" / "good")
 
 
 def test_parse_flags():
-    assert levels.parse_flags(["A=false", "B=x=y", "C="]) == {"A": "false", "B": "x=y", "C": ""}
+    assert operations.parse_flags(["A=false", "B=x=y", "C="]) == {"A": "false", "B": "x=y", "C": ""}
     for bad in (["A"], ["=x"], ["1A=x"], ["A-B=x"], ["É=x"], ["A=1", "A=2"]):
         with pytest.raises(ConfigError):
-            levels.parse_flags(bad)
+            operations.parse_flags(bad)
 
 
 def test_unknown_levels_are_refused_naming_the_levels():
     with pytest.raises(
         ConfigError, match="unknown level 'nope'; choose one of flag, emergency, config, code, full"
     ):
-        levels.get("nope")
+        operations.get("nope")
 
 
 def test_flag_without_flags_turns_the_master_switch_off(state_dir: Path):
@@ -34,9 +34,14 @@ def test_flag_without_flags_turns_the_master_switch_off(state_dir: Path):
 
 def test_unknown_flag_is_refused_naming_it_and_the_hosts(state_dir: Path):
     with pytest.raises(ConfigError, match=r"web1, web2: unknown flag SHOP_FAST_PTH"):
-        api.prepare("flag", GOOD, flags={"SHOP_FAST_PTH": "false"}, state_dir=state_dir)
+        api.prepare(
+            "flag", GOOD, operations.Request(flags={"SHOP_FAST_PTH": "false"}), state_dir=state_dir
+        )
     prep = api.prepare(
-        "flag", GOOD, flags={"SHOP_FAST_PTH": "x"}, allow_new_flags=True, state_dir=state_dir
+        "flag",
+        GOOD,
+        operations.Request(flags={"SHOP_FAST_PTH": "x"}, allow_new_flags=True),
+        state_dir=state_dir,
     )
     assert prep.request.allow_new_flags
 

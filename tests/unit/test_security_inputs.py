@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rollback_ops import api, appspec, inventory, levels
+from rollback_ops import api, appspec, inventory, operations
 from rollback_ops.authorization import Authorization, check, current_operator
 from rollback_ops.exceptions import ConfigError, Refused
 from rollback_ops.results import HostResult, RunResult, StepEvent
@@ -51,7 +51,7 @@ def test_a_blank_operator_from_the_environment_is_refused(monkeypatch):
 )
 def test_a_malformed_flag_key_is_refused_not_trimmed(item: str):
     with pytest.raises(ConfigError, match="--flag"):
-        levels.parse_flags([item])
+        operations.parse_flags([item])
 
 
 @pytest.mark.parametrize(
@@ -60,11 +60,11 @@ def test_a_malformed_flag_key_is_refused_not_trimmed(item: str):
 )
 def test_a_value_that_is_not_one_env_line_is_refused(value: str):
     with pytest.raises(ConfigError, match="control character"):
-        levels.parse_flags([f"FOO={value}"])
+        operations.parse_flags([f"FOO={value}"])
 
 
 def test_a_value_is_taken_byte_for_byte():
-    flags = levels.parse_flags(["A= spaced ", "B=tab\there", "C=", "D={{ 7*7 }}", "E=a=b"])
+    flags = operations.parse_flags(["A= spaced ", "B=tab\there", "C=", "D={{ 7*7 }}", "E=a=b"])
     assert flags == {"A": " spaced ", "B": "tab\there", "C": "", "D": "{{ 7*7 }}", "E": "a=b"}
 
 
@@ -120,8 +120,9 @@ def test_secret_flags_are_masked_in_plan_and_receipt(state_dir: Path):
     prep = api.prepare(
         "flag",
         GOOD,
-        flags={"API_KEY": "s3cr3t-value", "SHOP_FAST_PATH": "false"},
-        allow_new_flags=True,
+        operations.Request(
+            flags={"API_KEY": "s3cr3t-value", "SHOP_FAST_PATH": "false"}, allow_new_flags=True
+        ),
         state_dir=state_dir,
     )
     masked = appspec.mask("s3cr3t-value")
@@ -180,11 +181,11 @@ def test_an_interrupted_run_exits_128_plus_the_signal_and_names_what_is_left():
 @pytest.mark.parametrize(
     ("option", "value"),
     [
-        ("to_ref", "--upload-pack=touch /tmp/x"),
-        ("to_ref", "-p"),
-        ("to_ref", "v1..v2"),
-        ("to_ref", "HEAD:secrets.txt"),
-        ("to_ref", "a b"),
+        ("to", "--upload-pack=touch /tmp/x"),
+        ("to", "-p"),
+        ("to", "v1..v2"),
+        ("to", "HEAD:secrets.txt"),
+        ("to", "a b"),
         ("backup_stamp", "../../../../etc/shadow"),
         ("backup_stamp", "x/y"),
         ("backup_id", ".."),
@@ -192,23 +193,23 @@ def test_an_interrupted_run_exits_128_plus_the_signal_and_names_what_is_left():
     ],
 )
 def test_refs_stamps_and_set_ids_that_read_as_options_or_paths_are_refused(option: str, value: str):
-    problems = levels.request_problems(levels.Request(level="code", **{option: value}))
+    problems = operations.request_problems(operations.Request(level="code", **{option: value}))
     assert problems and "--" in problems[0]
 
 
 @pytest.mark.parametrize(
     ("option", "value"),
     [
-        ("to_ref", "v1.4.0"),
-        ("to_ref", "HEAD~1"),
-        ("to_ref", "release/1.4"),
-        ("to_ref", "a1b2c3d"),
+        ("to", "v1.4.0"),
+        ("to", "HEAD~1"),
+        ("to", "release/1.4"),
+        ("to", "a1b2c3d"),
         ("backup_stamp", "20260101T000000Z"),
         ("backup_id", "20260101T000000Z-predeploy"),
     ],
 )
 def test_ordinary_refs_stamps_and_set_ids_pass(option: str, value: str):
-    assert levels.request_problems(levels.Request(level="code", **{option: value})) == []
+    assert operations.request_problems(operations.Request(level="code", **{option: value})) == []
 
 
 def test_the_recap_of_a_refused_run_reverts_no_code_and_says_refused():

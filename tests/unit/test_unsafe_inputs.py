@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rollback_ops import cli, demo, levels, runner
+from rollback_ops import cli, demo, operations, runner
 
 MARKER_CMD = "touch {marker}"
 
@@ -93,9 +93,9 @@ def test_every_request_field_reaches_the_playbook_literally(tmp_path: Path):
     (an extra-vars file marked !unsafe) carries them all; YAML look-alikes stay strings."""
     marker = tmp_path / "pwned"
     value = payload(marker)
-    request = levels.Request(
+    request = operations.Request(
         level="code",
-        to_ref=value,
+        to=value,
         backup_stamp=value,
         backup_id=value,
         unlock_runs={"localhost": value},
@@ -103,21 +103,26 @@ def test_every_request_field_reaches_the_playbook_literally(tmp_path: Path):
         targets={"localhost": value},
     )
     extravars = {
-        **levels.get("code").extravars(request),
-        "rollback_flags": {"A": "false", "B": "3", "C": "null", "D": value},
-        "rollback_operator": "yes",
-        "rollback_reason": value,
+        "rollback_request": operations.rollback_request(
+            request,
+            run_id="r",
+            authorization={"operator": "yes", "reason": value},
+            controller={"controller": "c", "pid": 1, "pid_start": "1"},
+            authorized_environments=["staging"],
+            public_flags={"A": "false", "B": "3", "C": "null", "D": value},
+        )
     }
     playbook = tmp_path / "show.yml"
     playbook.write_text(
         "- hosts: all\n  gather_facts: false\n  tasks:\n"
         "    - ansible.builtin.copy:\n"
         "        dest: " + str(tmp_path / "seen.json") + "\n"
-        "        content: \"{{ {'to': rollback_code_to, 'stamp': rollback_backup_stamp,"
-        " 'set': rollback_backup_id, 'unlock': rollback_unlock_runs,"
-        " 'at': rollback_schedule_at, 'targets': rollback_code_targets,"
-        " 'flags': rollback_flags, 'operator': rollback_operator,"
-        " 'reason': rollback_reason} | to_json }}\"\n"
+        "        content: \"{{ {'to': r.to, 'stamp': r.backup_stamp,"
+        " 'set': r.backup_id, 'unlock': r.unlock_runs,"
+        " 'at': r.schedule_at, 'targets': r.targets,"
+        " 'flags': r.flags, 'operator': r.operator,"
+        " 'reason': r.reason} | to_json }}\"\n"
+        '      vars:\n        r: "{{ rollback_request }}"\n'
     )
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(

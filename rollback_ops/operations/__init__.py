@@ -1,0 +1,38 @@
+"""The operations rollback-ops runs, one class per command (see :mod:`.base`).
+
+Importing the package registers every operation in :data:`OPERATIONS`, smallest level first.
+"""
+
+from rollback_ops.operations import backup, levels, maintenance
+from rollback_ops.operations.base import (
+    OPERATIONS,
+    REQUEST_KEYS,
+    Argument,
+    Operation,
+    Request,
+    ansible_arguments,
+    ansible_options,
+    get,
+    parse_flags,
+    request_problems,
+    rollback_levels,
+    rollback_request,
+)
+
+__all__ = [
+    "OPERATIONS",
+    "REQUEST_KEYS",
+    "Argument",
+    "Operation",
+    "Request",
+    "ansible_arguments",
+    "ansible_options",
+    "backup",
+    "get",
+    "levels",
+    "maintenance",
+    "parse_flags",
+    "request_problems",
+    "rollback_levels",
+    "rollback_request",
+]

@@ -1,0 +1,151 @@
+"""The backup commands: sets of the apps' databases, env and config files, and code ref."""
+
+from __future__ import annotations
+
+import argparse
+from typing import ClassVar
+
+from rollback_ops.operations.base import Argument, Operation, argument
+
+
+def _count(text: str) -> int:
+    """A count of sets or days: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number >= 1")
+    return value
+
+
+APP = argument("--app", help="only the hosts of this app (rollback_app.name)")
+
+
+class Backup(Operation):
+    """A backup command: `backup ACTION`, on the hosts of one app with --app."""
+
+    arguments: ClassVar[tuple[Argument, ...]] = (APP,)
+
+    @property
+    def action(self) -> str:
+        return self.name.removeprefix("backup-")
+
+
+class Job(Backup):
+    """A backup command that writes on the hosts: it holds their locks, unguarded."""
+
+    changes_hosts = True
+
+
+class Create(Job):
+    name = "backup-create"
+    playbook = "backup_create"
+    summary = "take a backup set on each host and verify it right away"
+    seeds = "every seed's 'backup before deployment'"
+    needs_db_passwords = True
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        APP,
+        argument(
+            "--kind",
+            choices=["predeploy", "manual"],
+            default="predeploy",
+            help="predeploy (default; what the full level restores) or manual",
+            request_field="backup_kind",
+        ),
+        argument(
+            "--restore-test",
+            action="store_true",
+            help="also restore into a throwaway database and compare every table",
+            request_field="restore_test",
+        ),
+    )
+
+
+class List(Backup):
+    name = "backup-list"
+    playbook = "backup_list"
+    summary = "the backup sets per host, newest first"
+
+
+class Verify(Backup):
+    name = "backup-verify"
+    playbook = "backup_verify"
+    summary = "verify a backup set again"
+    needs_db_passwords = True
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        APP,
+        argument(
+            "--backup-id",
+            metavar="SET_ID",
+            default="",
+            help="default: newest",
+            request_field="backup_id",
+        ),
+        argument(
+            "--restore-test",
+            action="store_true",
+            help="restore into a throwaway database and compare rows and checksums with the "
+            "manifest",
+            request_field="restore_test",
+        ),
+    )
+
+
+class Prune(Job):
+    name = "backup-prune"
+    playbook = "backup_prune"
+    summary = "remove old sets (never the newest verified one, never forensic sets)"
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        APP,
+        argument(
+            "--keep",
+            type=_count,
+            metavar="N",
+            help="keep the newest N sets",
+            request_field="keep",
+        ),
+        argument(
+            "--max-age",
+            dest="max_age_days",
+            type=_count,
+            metavar="DAYS",
+            help="remove the sets older than DAYS days",
+            request_field="max_age_days",
+        ),
+    )
+
+    def usage_problems(self, args: argparse.Namespace) -> list[str]:
+        if args.keep is None and args.max_age_days is None:
+            return ["backup prune needs --keep N and/or --max-age DAYS"]
+        return []
+
+
+class Schedule(Job):
+    name = "backup-schedule"
+    playbook = "backup_schedule"
+    summary = "install a systemd timer on the hosts that takes a backup set (same engine)"
+    needs_db_passwords = True
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        APP,
+        argument(
+            "--at",
+            required=True,
+            metavar="CALENDAR",
+            help='systemd calendar spec, e.g. "*-*-* 02:00:00" or daily (systemd.time(7))',
+            request_field="schedule_at",
+        ),
+        argument(
+            "--keep",
+            type=_count,
+            metavar="N",
+            help="prune to the newest N sets after each one",
+            request_field="keep",
+        ),
+    )
+
+
+class Unschedule(Job):
+    name = "backup-unschedule"
+    playbook = "backup_unschedule"
+    summary = "remove the backup timer"

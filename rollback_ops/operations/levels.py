@@ -1,0 +1,370 @@
+"""The rollback levels, smallest first: one class each (adding a level is adding a class)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rollback_ops.appspec import AppSpec, mask
+from rollback_ops.operations.base import Argument, Operation, Request, argument, parse_flags
+
+FLAG = argument(
+    "--flag",
+    "-f",
+    action="append",
+    default=[],
+    metavar="KEY=VALUE",
+    help="flag level: set this flag (repeatable); without it the master switch is turned off",
+    request_field="flags",
+    convert=parse_flags,
+)
+ALLOW_NEW_FLAG = argument(
+    "--allow-new-flag",
+    action="store_true",
+    help="accept a flag the app does not declare (adds it if missing)",
+    request_field="allow_new_flags",
+)
+NO_VERIFY = argument(
+    "--no-verify",
+    dest="verify",
+    action="store_false",
+    help="skip the checks after the change (health, units, log)",
+    request_field="verify",
+)
+TO = argument(
+    "--to",
+    metavar="REF",
+    default="",
+    help="code level, git: the commit, tag or branch to go back to "
+    "(default: the previous release, the second newest release tag)",
+    request_field="to",
+)
+BACKUP_STAMP = argument(
+    "--backup-stamp",
+    metavar="STAMP",
+    default="",
+    help="code level, backup files: restore <file>.backup.STAMP "
+    "(default: each file's newest backup)",
+    request_field="backup_stamp",
+)
+BACKUP_ID = argument(
+    "--backup-id",
+    metavar="SET_ID",
+    default="",
+    help="full and config levels: the backup set to restore (default: the newest "
+    "verified pre-deployment set; config: the newest verified set holding the files; "
+    "see `backup list`)",
+    request_field="backup_id",
+)
+FORCE = argument(
+    "--force",
+    action="store_true",
+    help="code level: revert even with uncommitted changes to tracked files "
+    "(they are recorded first)",
+    request_field="force",
+)
+# every level's arguments in the order `apply --help` and `plan --help` show them
+LEVEL_ARGUMENTS: tuple[Argument, ...] = (
+    FLAG,
+    ALLOW_NEW_FLAG,
+    NO_VERIFY,
+    TO,
+    BACKUP_STAMP,
+    BACKUP_ID,
+    FORCE,
+)
+
+
+class Level(Operation):
+    """A rollback: guarded on production, holds the host locks, notified."""
+
+    guarded = True
+    changes_hosts = True
+    is_level = True
+
+
+class EnvLevel(Level):
+    """A level that sets values in the app's env file, restarts and verifies."""
+
+    arguments: ClassVar[tuple[Argument, ...]] = (NO_VERIFY,)
+
+    def values(self, app: AppSpec, request: Request) -> dict[str, str]:
+        raise NotImplementedError
+
+    def check(self, app: AppSpec, request: Request) -> list[str]:
+        return [] if app.env_file else [f"app {app.name} has no rollback_app.env_file"]
+
+    def plan(self, host: str, app: AppSpec, request: Request) -> list[str]:
+        values = self.values(app, request)
+        settings = ", ".join(f"{k}={mask(v) if app.is_secret(k) else v}" for k, v in values.items())
+        units = f"; systemd knows {', '.join(app.units)}" if app.units else ""
+        steps = [
+            f"preflight (every host before any change): {', '.join(values)} declared "
+            f"for {app.name}; {app.env_file} exists and holds them{units}; free disk",
+            f"copy {app.env_file} to {app.env_file}.backup.<UTC stamp> if it changes",
+            f"set {settings} in {app.env_file} (atomic write, other bytes kept)",
+        ]
+        if app.units:
+            steps.append(f"restart {', '.join(app.units)} if the file changed")
+        if request.verify:
+            steps += verify_steps(app, values)
+        return steps
+
+
+class Flag(EnvLevel):
+    name = "flag"
+    playbook = "flag"
+    summary = "set feature flags or turn the master switch off, restart, verify"
+    seeds = "seed 003 quick/partial rollback; seed 000 levels 1-2"
+    break_glass = True
+    arguments: ClassVar[tuple[Argument, ...]] = (FLAG, ALLOW_NEW_FLAG, NO_VERIFY)
+
+    def values(self, app: AppSpec, request: Request) -> dict[str, str]:
+        if request.flags:
+            return dict(request.flags)
+        return {app.master_switch: app.master_switch_off}
+
+    def check(self, app: AppSpec, request: Request) -> list[str]:
+        problems = super().check(app, request)
+        if not request.flags and not app.master_switch:
+            problems.append(f"no --flag given and app {app.name} has no master_switch to turn off")
+        undeclared = [k for k in request.flags if k not in app.declared_keys]
+        if undeclared and not request.allow_new_flags:
+            problems.append(
+                f"unknown flag {', '.join(undeclared)} for app {app.name} "
+                f"(declared: {', '.join(app.declared_keys) or 'none'}; "
+                "--allow-new-flag to add it anyway)"
+            )
+        return problems
+
+
+class Emergency(EnvLevel):
+    name = "emergency"
+    playbook = "emergency"
+    summary = "put the app in its read-only/stop mode, restart, verify"
+    seeds = "seed 000 level 3 (APP_MODE=research)"
+    break_glass = True
+
+    def values(self, app: AppSpec, request: Request) -> dict[str, str]:
+        return dict(app.emergency)
+
+    def check(self, app: AppSpec, request: Request) -> list[str]:
+        problems = super().check(app, request)
+        if not app.emergency:
+            problems.append(f"app {app.name} has no rollback_app.emergency setting")
+        return problems
+
+
+class Config(Level):
+    name = "config"
+    playbook = "config"
+    summary = "restore the previous config files from a backup set, clear caches, restart, verify"
+    seeds = "seed 002 strategy 2"
+    arguments: ClassVar[tuple[Argument, ...]] = (NO_VERIFY, BACKUP_ID)
+
+    def check(self, app: AppSpec, request: Request) -> list[str]:
+        if not app.config.files:
+            return [f"app {app.name} has no rollback_app.config.files to restore"]
+        return []
+
+    def plan(self, host: str, app: AppSpec, request: Request) -> list[str]:
+        return _config_plan(app, request)
+
+
+class Code(Level):
+    name = "code"
+    playbook = "code"
+    summary = (
+        "maintenance on, stop, revert code (git or backup files), rebuild images, start, verify"
+    )
+    seeds = "seed 002 strategy 3; seed 003 full code rollback; seed 004 phase 1 rollback"
+    resumable = True
+    arguments: ClassVar[tuple[Argument, ...]] = (NO_VERIFY, TO, BACKUP_STAMP, FORCE)
+    full: ClassVar[bool] = False
+
+    def check(self, app: AppSpec, request: Request) -> list[str]:
+        return _code_problems(app, request, full=self.full)
+
+    def plan(self, host: str, app: AppSpec, request: Request) -> list[str]:
+        return _code_plan(host, app, request, full=self.full)
+
+
+class Full(Code):
+    name = "full"
+    playbook = "full"
+    summary = (
+        "code + forensic dump of the live databases + restore of the pre-deployment backup + "
+        "migration rollback SQL + integrity checks + data-loss report"
+    )
+    seeds = "seed 002 strategy 4; seed 001; seed 003 step 4"
+    needs_db_passwords = True
+    arguments: ClassVar[tuple[Argument, ...]] = (NO_VERIFY, TO, BACKUP_STAMP, BACKUP_ID, FORCE)
+    full = True
+
+
+def verify_steps(app: AppSpec, values: dict[str, str]) -> list[str]:
+    steps = []
+    if app.units:
+        steps.append(f"verify {', '.join(app.units)} active")
+    if app.health.url:
+        expect = ", ".join(f"{k}={v}" for k, v in app.health.expect.items())
+        steps.append(
+            f"verify GET {app.health.url} answers 200" + (f" with {expect}" if expect else "")
+        )
+        if values and app.health.config_field:
+            steps.append(f"verify the running app reports {', '.join(values)} as set")
+    if app.log.path and app.log.error_pattern:
+        steps.append(f"verify no new lines matching /{app.log.error_pattern}/ in {app.log.path}")
+    return steps
+
+
+def _code_problems(app: AppSpec, request: Request, full: bool = False) -> list[str]:
+    problems = []
+    if full and not app.databases:
+        problems.append(f"app {app.name} has no rollback_app.databases to restore")
+    if not app.code.method:
+        problems.append(f"app {app.name} has no rollback_app.code (git or files) to revert")
+    elif app.code.method == "git" and request.backup_stamp:
+        problems.append(f"--backup-stamp is for backup files; app {app.name} reverts with git")
+    elif app.code.method == "files" and request.to:
+        problems.append(f"--to is for git; app {app.name} restores backup files")
+    return problems
+
+
+def _code_plan(host: str, app: AppSpec, request: Request, full: bool = False) -> list[str]:
+    code, docker, maint = app.code, app.docker, app.maintenance
+    checks = []
+    backup_set = request.backup_id or "the newest verified predeploy backup set"
+    if full:
+        dbs = ", ".join(f"{d.name} ({d.engine})" for d in app.databases)
+        checks.append(
+            f"{backup_set} under {app.backup.root}/{app.name} is this app's, verified, holds "
+            f"{dbs}, its checksums match and its dumps read"
+        )
+    if code.method == "git":
+        target = request.targets.get(host) or request.to
+        if full and not target:
+            target = "the release the set was taken with"
+        target = target or f"the previous release (second newest tag {code.release_tags!r})"
+        checks.append(f"{target} exists in {code.path}")
+        checks.append(
+            "no uncommitted change to tracked files" + (" (--force)" if request.force else "")
+        )
+    else:
+        stamp = request.backup_stamp or "<newest>"
+        checks.append(f"{code.path}/<file>.backup.{stamp} exists for {', '.join(code.restore)}")
+    if docker.images or docker.project_dir:
+        checks.append(
+            "the Docker engine answers" + (", compose is installed" if docker.project_dir else "")
+        )
+    if app.units:
+        checks.append(f"systemd knows {', '.join(app.units)}")
+    steps = [
+        "preflight (every host, all or nothing): "
+        + "; ".join(checks)
+        + "; free disk; then take the host's lock",
+        "if the code, images, containers and units already match the target"
+        + (" and the databases equal the set" if full else "")
+        + ": nothing to do",
+    ]
+    if maint.configured:
+        steps.append(f"maintenance on ({_maintenance_how(app)})")
+    if app.units:
+        drain = f", up to {app.drain_timeout} s to drain" if app.drain_timeout else ""
+        steps.append(f"stop {', '.join(app.units)}{drain}")
+    if docker.project_dir:
+        steps.append(
+            f"stop compose services {', '.join(docker.services) or '(all)'} in {docker.project_dir}"
+        )
+    if full:
+        steps.append(
+            f"forensic set of the live databases ({', '.join(d.name for d in app.databases)}) "
+            f"in {app.backup.root}/{app.name}/<stamp>-forensic, with the data-loss tables' keys"
+        )
+    if code.method == "git":
+        how = (
+            "check out the target (detached HEAD)"
+            if code.git_mode == "checkout"
+            else "commit the target's tree on top of HEAD (history kept)"
+        )
+        steps.append(f"record HEAD as refs/rollback-ops/<run id>, then {how} in {code.path}")
+    else:
+        restore = f"restore {', '.join(code.restore)} from their backups" if code.restore else ""
+        remove = f"remove {', '.join(code.remove)}" if code.remove else ""
+        what = "; ".join(x for x in (restore, remove) if x)
+        steps.append(f"tar the current files to /var/lib/rollback-ops/code/, then {what}")
+    if full:
+        for db in app.databases:
+            how = (
+                "pg_restore --clean --if-exists --single-transaction"
+                if db.engine == "postgresql"
+                else "atomic replace of the file"
+                if db.engine == "sqlite"
+                else "mysql < dump"
+            )
+            extra = [f"run {', '.join(db.migrations_rollback)}"] if db.migrations_rollback else []
+            if db.integrity_checks:
+                extra.append(f"integrity checks: {', '.join(db.integrity_checks)}")
+            if db.data_loss_tables:
+                extra.append(f"data-loss report for {', '.join(db.data_loss_tables)}")
+            steps.append(
+                f"restore {db.name} ({db.target}) from {backup_set}: {how}"
+                + (f"; {'; '.join(extra)}" if extra else "")
+                + " (unless it already equals the set)"
+            )
+    if code.requirements:
+        venv = f" into {code.venv}" if code.venv else ""
+        steps.append(f"pip install -r {code.path}/{code.requirements}{venv}")
+    for image in docker.images:
+        nocache = ", no cache" if image.nocache else ""
+        steps.append(
+            f"rebuild image {image.tag} from {image.context}{nocache} (when its context changed)"
+        )
+    if docker.project_dir:
+        steps.append(
+            f"compose up -d {', '.join(docker.services) or '(all)'}; containers must run "
+            f"{docker.settle} s without restarting"
+            + (
+                f" and log nothing matching /{docker.log_error_pattern}/"
+                if docker.log_error_pattern
+                else ""
+            )
+        )
+    if app.units:
+        steps.append(f"start {', '.join(app.units)}")
+    if request.verify:
+        steps += verify_steps(app, {})
+    if maint.configured:
+        steps.append("maintenance off (left on if a step fails: apply --resume RUN_ID continues)")
+    return steps
+
+
+def _config_plan(app: AppSpec, request: Request) -> list[str]:
+    backup_set = request.backup_id or "the newest verified backup set holding them"
+    files = ", ".join(app.config.files)
+    steps = [
+        f"preflight (every host, all or nothing): {backup_set} under "
+        f"{app.backup.root}/{app.name} holds {files} with matching sha256; take the host's lock",
+        "if the files already equal the set's: nothing to do",
+        f"copy each differing file to <file>.backup.<UTC stamp>, then put back the set's copy "
+        f"(atomic, the recorded mode and owner): {files}",
+    ]
+    steps += [f"clear the cache: {cache.description}" for cache in app.config.caches]
+    if app.units:
+        steps.append(f"restart {', '.join(app.units)}")
+    if request.verify:
+        steps += verify_steps(app, {})
+    return steps
+
+
+def _maintenance_how(app: AppSpec) -> str:
+    maint = app.maintenance
+    parts = []
+    if maint.file:
+        parts.append(f"create {maint.file}")
+    if maint.env:
+        parts.append(
+            "set " + ", ".join(f"{k}={v}" for k, v in maint.env.items()) + f" in {app.env_file}"
+        )
+    if maint.enable_command:
+        parts.append("run " + " ".join(maint.enable_command))
+    return "; ".join(parts)
