@@ -112,7 +112,7 @@ def prepare(
     op = operations.get(operation) if isinstance(operation, str) else operation
     request = dataclasses.replace(request or Request(), level=op.name, **op.fixed)
     options = options or runner.AnsibleOptions()
-    inv = _load_inventory(inventory_sources, paths.state_dir(state_dir), options)
+    inv = inventory.load(inventory_sources, paths.state_dir(state_dir), options)
     apps = appspec.parse_inventory(inv)
     hosts = inv.select(limit)
     if app is not None:
@@ -135,21 +135,6 @@ def prepare(
             f"cannot run level {op.name} on inventory {inv.name}:\n  " + "\n  ".join(lines)
         )
     return Prepared(inv, apps, hosts, op, request, notify.config_from(inv), options)
-
-
-def _load_inventory(
-    sources: str | Sequence[str], state: Path, options: runner.AnsibleOptions
-) -> Inventory:
-    """The inventory of one or several ``-i`` sources, read with Ansible's options (vault).
-
-    Transitional: inventory.load takes one source today, so the last one given is read (what
-    a repeated ``-i`` meant before); the lead's change makes it take the whole sequence and
-    the options, and this is the one call to update.
-    """
-    names = [sources] if isinstance(sources, str) else list(sources)
-    if not names:
-        raise ConfigError("no inventory given (-i/--inventory)")
-    return inventory.load(names[-1], state)
 
 
 def _password_problems(operation: Operation, app: AppSpec) -> list[str]:
@@ -430,7 +415,7 @@ def _run(
     outcome = runner.run_playbook(
         runner.PlaybookRun(
             playbook=paths.playbook(prep.operation.playbook),
-            inventory=prep.inventory.path,
+            inventory=prep.inventory.sources,
             run_dir=run_dir,
             extravars={
                 "rollback_request": operations.rollback_request(

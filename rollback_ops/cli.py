@@ -37,9 +37,10 @@ from rollback_ops.progress import LiveProgress, PlainProgress, backup_table, rec
 from rollback_ops.results import RunResult
 
 INVENTORY_HELP = (
-    "a path to an inventory (any Ansible reads; a path that exists wins), or a name: "
-    "staging, prod|production (./inventories/NAME, else the bundled examples), lab, local; "
-    "repeatable, as for ansible-playbook"
+    "a path to an inventory (any Ansible reads; a path that exists wins), or a name found in "
+    "./inventories/NAME or $ROLLBACK_OPS_INVENTORIES (prod and production stand for each "
+    "other), lab, local, or a shipped example (example:staging, example:production); "
+    "repeatable: the sources merge as in ansible-playbook"
 )
 
 
