@@ -170,16 +170,7 @@ def test_mysql_columns_row_keys_values_and_offending_rows(mariadb: dict):
     )
     env = {**os.environ, "MYSQL_PWD": servers.PASSWORD}
     servers.subprocess.run([*admin, sql], check=True, env=env)
-    spec = {
-        "name": "main",
-        "engine": "mysql",
-        "database": "shop",
-        "host": "127.0.0.1",
-        "port": mariadb["port"],
-        "user": "shop",
-        "password": servers.PASSWORD,
-        "schema_version_query": "SELECT max(version) FROM schema_migrations",
-    }
+    spec = servers.mysql_spec(mariadb)
     engine = engines.engine_for(specs.normalize_database(spec))
     assert engine.columns("orders") == ["id", "customer", "total"]
     keys = engine.row_keys("orders", "id")

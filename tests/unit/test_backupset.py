@@ -1237,6 +1237,21 @@ def my_sql(mariadb: dict, sql: str) -> str:
     ).stdout.strip()
 
 
+def mysql_spec(mariadb: dict, **extra: Any) -> dict:
+    """A spec of the database shop on the throwaway MariaDB, as user shop."""
+    return {
+        "name": "main",
+        "engine": "mysql",
+        "database": "shop",
+        "host": "127.0.0.1",
+        "port": mariadb["port"],
+        "user": "shop",
+        "password": PASSWORD,
+        "schema_version_query": "SELECT max(version) FROM schema_migrations",
+        **extra,
+    }
+
+
 def test_mysql_set_restore_test_forensic_restore_and_failures(mariadb: dict, tmp_path: Path):
     my_sql_admin = ["mysql", "-h", "127.0.0.1", "-P", str(mariadb["port"]), "-u", "shop", "-e"]
     subprocess.run(
@@ -1254,21 +1269,14 @@ def test_mysql_set_restore_test_forensic_restore_and_failures(mariadb: dict, tmp
     rollback.write_text(
         "DROP TABLE IF EXISTS coupons;\nDELETE FROM schema_migrations WHERE version > 3;\n"
     )
-    spec = {
-        "name": "main",
-        "engine": "mysql",
-        "database": "shop",
-        "host": "127.0.0.1",
-        "port": mariadb["port"],
-        "user": "shop",
-        "password": PASSWORD,
-        "schema_version_query": "SELECT max(version) FROM schema_migrations",
-        "data_loss_tables": [{"table": "orders", "key": "id"}],
-        "integrity_checks": [
+    spec = mysql_spec(
+        mariadb,
+        data_loss_tables=[{"table": "orders", "key": "id"}],
+        integrity_checks=[
             {"name": "totals positive", "sql": "SELECT id FROM orders WHERE total <= 0"}
         ],
-        "migrations_rollback": [str(rollback)],
-    }
+        migrations_rollback=[str(rollback)],
+    )
     root = str(tmp_path / "b")
     target = rbs.create_set(root, "shop", "predeploy", [spec], [], "", restore_test=True)
     [db] = target["databases"]
