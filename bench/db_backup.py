@@ -48,13 +48,15 @@ import yaml
 DB = "benchdb"
 ROOT = "/var/backups/rollback-ops-bench"  # the bench's sets, apart from the app's
 WORK = "/var/tmp/rollback-ops-bench"  # on the host: the engine's copy, the plain dumps
-ENGINE = Path(__file__).resolve().parent.parent / "plugins/module_utils/backupset.py"
+# the engine as the backup role installs it for the timer: files.py and the backupset package
+# under <WORK>/rollback_ops_utils/
+UTILS = Path(__file__).resolve().parent.parent / "plugins/module_utils"
 MIN_BYTES = 1 << 30
 
 RESTORE = """
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
-import rollback_backupset as engine
+import rollback_ops_utils.backupset as engine
 manifest = engine.read_manifest(sys.argv[2])
 t0 = time.monotonic()
 done = engine.restore_database(sys.argv[2], manifest["databases"][0], json.loads(sys.argv[3]))
@@ -66,27 +68,31 @@ print(json.dumps({"seconds": time.monotonic() - t0, "owners_kept": done.get("own
 BREAKDOWN = """
 import json, shutil, subprocess, sys, time
 sys.path.insert(0, sys.argv[1])
-import rollback_backupset as engine
+import rollback_ops_utils.backupset as engine
+from rollback_ops_utils.backupset import verify
+from rollback_ops_utils.backupset.engines.base import ServerEngine
+from rollback_ops_utils.backupset.engines.postgresql import PostgreSQL, Session
 root, spec = sys.argv[2], json.loads(sys.argv[3])
 spans = {}
-originals = dict(vars(engine))
-def timed(name, fn):
+patched = []
+def timed(owner, attr, name):
+    fn = getattr(owner, attr)
+    patched.append((owner, attr, fn))
     def wrapper(*args, **kwargs):
         t0 = time.monotonic()
         try:
             return fn(*args, **kwargs)
         finally:
             spans[name] = spans.get(name, 0.0) + time.monotonic() - t0
-    return wrapper
-engine._stream_to_file = timed("create: pg_dump streamed to the file", engine._stream_to_file)
-stats = engine._pg_stats
-engine._pg_stats = timed("create: stats, rows and checksum of every table", stats)
-engine._tool_version = timed("create: pg_dump --version", engine._tool_version)
-engine._check_files = timed("create: verify, sha256 of the dump read again", engine._check_files)
-engine._check_dumps = timed("create: verify, pg_restore --list", engine._check_dumps)
-engine._pg_restore_list = timed("restore: pg_restore --list (owners)", engine._pg_restore_list)
-engine._pg_can_keep_owners = timed("restore: owner check", engine._pg_can_keep_owners)
-engine._pg_restore_into = timed("restore: pg_restore", engine._pg_restore_into)
+    setattr(owner, attr, wrapper)
+timed(ServerEngine, "stream_to_file", "create: pg_dump streamed to the file")
+timed(Session, "stats", "create: stats, rows and checksum of every table")
+timed(ServerEngine, "tool_version", "create: pg_dump --version")
+timed(verify, "check_files", "create: verify, sha256 of the dump read again")
+timed(verify, "check_dumps", "create: verify, pg_restore --list")
+timed(PostgreSQL, "restore_list", "restore: pg_restore --list (owners)")
+timed(PostgreSQL, "can_keep_owners", "restore: owner check")
+timed(PostgreSQL, "restore_into", "restore: pg_restore")
 t0 = time.monotonic()
 manifest = engine.create_set(root, "bench", "manual", [spec], [])
 spans["create: total"] = time.monotonic() - t0
@@ -97,8 +103,9 @@ spans["restore: total"] = time.monotonic() - t0
 shutil.rmtree(set_dir)
 settle = ["psql", "-X", "-q", "-d", spec["database"], "-c", "VACUUM ANALYZE", "-c", "CHECKPOINT"]
 subprocess.run(["runuser", "-u", "postgres", "--", *settle], check=True, cwd="/")
-vars(engine).update(originals)  # the phases above are timed once
-engine._pg_stats = lambda session, tables: {}
+for owner, attr, fn in patched:  # the phases above are timed once
+    setattr(owner, attr, fn)
+Session.stats = lambda self, tables: {}
 t0 = time.monotonic()
 manifest = engine.create_set(root, "bench", "manual", [spec], [])
 spans["create without the stats pass: total"] = time.monotonic() - t0
@@ -184,8 +191,11 @@ def main() -> int:
     print(f"{DB} on {host} ({address}, {cpus} CPUs): {mb:.0f} MB ({tables})")
 
     remote(f"rm -rf {ROOT} {WORK} && mkdir -p {WORK}")
+    engine = [UTILS / "files.py", *UTILS.glob("backupset/*.py"), *UTILS.glob("backupset/*/*.py")]
+    remote(f"mkdir -p {WORK}/rollback_ops_utils/backupset/engines")
     for name, text in (
-        ("rollback_backupset.py", ENGINE.read_bytes()),
+        ("rollback_ops_utils/__init__.py", b""),
+        *((f"rollback_ops_utils/{p.relative_to(UTILS)}", p.read_bytes()) for p in engine),
         ("restore.py", RESTORE.encode()),
         ("breakdown.py", BREAKDOWN.encode()),
     ):

@@ -7,7 +7,7 @@ __metaclass__ = type
 
 DOCUMENTATION = r"""
 ---
-module: rollback_backup
+module: backup
 short_description: Create, list, verify and prune backup sets of an app's databases and files
 description:
   - A backup set is C(<root>/<app>/<set_id>/) (directories 0700, files 0600) holding
@@ -91,6 +91,40 @@ options:
     description: pruned, remove the sets older than this many days.
     type: float
 author: rollback-ops developers
+"""
+
+EXAMPLES = r"""
+- name: Take a predeploy set of the app's database and env file
+  rollback_ops.rollback.backup:
+    state: created
+    app: shop
+    kind: predeploy
+    databases:
+      - {name: main, engine: postgresql, database: shop, host: 127.0.0.1, user: shop}
+    passwords: {main: "{{ vault_shop_db_password }}"}
+    files: [/srv/shop/.env]
+    code_path: /srv/shop/current
+    run_id: "{{ rollback_run_id }}"
+  register: __set
+
+- name: List the app's sets, newest first
+  rollback_ops.rollback.backup:
+    state: listed
+    app: shop
+
+- name: Verify the newest set, restoring it into a throwaway database
+  rollback_ops.rollback.backup:
+    state: verified
+    app: shop
+    databases: [{name: main, engine: sqlite, path: /srv/shop/app.db}]
+    restore_test: true
+
+- name: Keep the newest 7 sets and none older than 30 days
+  rollback_ops.rollback.backup:
+    state: pruned
+    app: shop
+    keep: 7
+    max_age_days: 30
 """
 
 RETURN = r"""

@@ -7,7 +7,7 @@ __metaclass__ = type
 
 DOCUMENTATION = r"""
 ---
-module: rollback_configrestore
+module: configrestore
 short_description: Restore an app's config files from a backup set (seed 002 strategy 2)
 description:
   - The set is I(set_id), or the newest set whose verification passed, which is not forensic
@@ -52,6 +52,23 @@ options:
     default: 10
     description: Free space each filesystem written to keeps beyond the copies and temp files.
 author: rollback-ops developers
+"""
+
+EXAMPLES = r"""
+- name: Which config files differ from the newest verified set
+  rollback_ops.rollback.configrestore:
+    state: checked
+    app: shop
+    files: [/etc/shop/app.toml, /srv/shop/.env]
+  register: __config
+
+- name: Put them back, keeping a copy of the current ones
+  rollback_ops.rollback.configrestore:
+    state: restored
+    app: shop
+    set_id: "{{ __config.set_id }}"
+    files: [/etc/shop/app.toml, /srv/shop/.env]
+  when: __config.needed
 """
 
 RETURN = r"""

@@ -7,7 +7,7 @@ __metaclass__ = type
 
 DOCUMENTATION = r"""
 ---
-module: rollback_dbrestore
+module: dbrestore
 short_description: Restore an app's databases from a backup set, with a forensic copy first
 description:
   - The set restored is I(set_id), or the newest set under C(<root>/<app>/) whose
@@ -43,7 +43,7 @@ options:
     type: str
     required: true
   databases:
-    description: The databases, as for M(rollback_backup); no C(password) in them.
+    description: The databases, as for M(rollback_ops.rollback.backup); no C(password) in them.
     type: list
     elements: dict
     required: true
@@ -82,6 +82,35 @@ options:
     type: path
     default: ""
 author: rollback-ops developers
+"""
+
+EXAMPLES = r"""
+- name: Check the newest verified predeploy set before anything stops
+  rollback_ops.rollback.dbrestore:
+    state: checked
+    app: shop
+    kinds: [predeploy]
+    databases: "{{ shop_databases }}"
+    passwords: "{{ shop_db_passwords }}"
+  register: __check
+
+- name: Take the forensic copy of the live databases (once per run)
+  rollback_ops.rollback.dbrestore:
+    state: forensic
+    app: shop
+    set_id: "{{ __check.set_id }}"
+    run_id: "{{ rollback_run_id }}"
+    databases: "{{ shop_databases }}"
+    passwords: "{{ shop_db_passwords }}"
+
+- name: Restore the set, run the migration rollbacks and report the rows lost
+  rollback_ops.rollback.dbrestore:
+    state: restored
+    app: shop
+    set_id: "{{ __check.set_id }}"
+    run_id: "{{ rollback_run_id }}"
+    databases: "{{ shop_databases }}"
+    passwords: "{{ shop_db_passwords }}"
 """
 
 RETURN = r"""

@@ -7,14 +7,15 @@ __metaclass__ = type
 
 DOCUMENTATION = r"""
 ---
-module: rollback_schemacheck
+module: schemacheck_info
 short_description: Compare the schema recorded with a release to the live databases' schema
 description:
   - Finds the newest verified backup set taken with the code at I(code_ref) and compares
     each database's recorded schema version (its schema_version_query) with the live one.
   - Warns, naming the versions, when the live schema is newer and the database has no
-    migrations_rollback files: the old code would run against the new schema, and the full
-    level (restore, or migration rollback) is the way back. Read-only; never fails on this.
+    C(migrations_rollback) files, since the old code would run against the new schema; the
+    full level (restore, or migration rollback) is the way back. Read-only; never fails on
+    this.
 options:
   root:
     type: path
@@ -38,6 +39,20 @@ options:
     required: true
     description: The git commit the code rollback goes back to.
 author: rollback-ops developers
+"""
+
+EXAMPLES = r"""
+- name: Warn when the release rolled back to ran with an older schema
+  rollback_ops.rollback.schemacheck_info:
+    app: shop
+    code_ref: 3f2c9d1e8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d
+    databases:
+      - name: main
+        engine: postgresql
+        database: shop
+        schema_version_query: SELECT max(version) FROM schema_migrations
+    passwords: {main: "{{ vault_shop_db_password }}"}
+  register: __schema
 """
 
 RETURN = r"""

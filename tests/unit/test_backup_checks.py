@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tests.conftest import load_module
 
-rbs = load_module("plugins/module_utils/backupset.py")
+rbs = load_module("plugins/module_utils/backupset")
 
 
 def make(path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Backup sets (roles/backup): the host-side engine in module_utils/rollback_backupset.py, on
+"""Backup sets (roles/backup): the host-side engine, the plugins/module_utils/backupset package, on
 real SQLite databases, on throwaway PostgreSQL and MariaDB servers, plus the role's modules
 run end to end by ansible-playbook on localhost.
 
@@ -9,10 +9,11 @@ starting; the tests start their own servers in temp directories and stop them at
 so a run leaves no server process behind. Without root, or when apt-get fails, the tests
 that need a server are skipped and say why.
 
-The engine is pure stdlib and is loaded by path, like the roles' modules. The modules import
-it as ``ansible.module_utils.rollback_backupset``, which only Ansible can resolve (it ships a
-role's module_utils/ with the module), so they are tested the way they really run: one
-playbook calling every entry point of the role over the local connection."""
+The engine is pure stdlib and is imported under its collection name. The modules are tested
+the way they really run (Ansible ships the package with them): one playbook calling every
+entry point of the role over the local connection. The scheduled job is run the way the
+role's timer runs it: the package copied beside files.py, ``python3 -m ...backupset.job``.
+Each engine class's own parts (the registry, columns, row keys) are in test_backup_engines."""
 
 from __future__ import annotations
 
@@ -37,7 +38,10 @@ import pytest
 
 from tests.conftest import COLLECTIONS, ROOT, load_module
 
-rbs = load_module("plugins/module_utils/backupset.py")
+rbs = load_module("plugins/module_utils/backupset")
+common = load_module("plugins/module_utils/backupset/common.py")
+job = load_module("plugins/module_utils/backupset/job.py")
+sqlite_engine = load_module("plugins/module_utils/backupset/engines/sqlite.py")
 
 PASSWORD = "pw-Rbo-Secret-42"
 
@@ -54,7 +58,7 @@ def clock(monkeypatch: pytest.MonkeyPatch):
         state["now"] += timedelta(minutes=1)
         return state["now"]
 
-    monkeypatch.setattr(rbs, "_now", now)
+    monkeypatch.setattr(common, "now", now)
     return state
 
 
@@ -295,7 +299,7 @@ def test_the_checksum_ignores_row_order_but_not_content(tmp_path: Path):
     con.execute("ATTACH ? AS a", (str(a),))
     con.execute("INSERT INTO orders SELECT * FROM a.orders ORDER BY id DESC")
     con.commit()
-    stats = lambda path: rbs._sqlite_stats(sqlite3.connect(path), ["orders"])["orders"]  # noqa: E731
+    stats = lambda path: sqlite_engine.stats(sqlite3.connect(path), ["orders"])["orders"]  # noqa: E731
     assert stats(a)["checksum"] == stats(b)["checksum"]
     con.execute("UPDATE orders SET total = total + 0.5 WHERE id = 7")
     con.commit()
@@ -422,7 +426,7 @@ def test_restore_replaces_atomically_and_the_stats_equal_the_manifest(app: dict)
         "app.db"
     ]
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    stats = rbs._sqlite_stats(con, ["orders", "schema_migrations"])
+    stats = sqlite_engine.stats(con, ["orders", "schema_migrations"])
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # as the live db was
     con.close()
     for table, want in manifest["databases"][0]["tables"].items():
@@ -567,36 +571,60 @@ def test_cli_create_list_verify_prune_with_a_config_file(
             }
         )
     )
-    assert rbs.main(["create", "--config", str(config)]) == 0
+    assert job.main(["create", "--config", str(config)]) == 0
     manifest = json.loads(capsys.readouterr().out)
     assert manifest["kind"] == "scheduled" and manifest["verification"]["ok"]
-    assert rbs.main(["create", "--config", str(config), "--kind", "manual"]) == 0
+    assert job.main(["create", "--config", str(config), "--kind", "manual"]) == 0
     capsys.readouterr()
-    assert rbs.main(["list", "--config", str(config)]) == 0
+    assert job.main(["list", "--config", str(config)]) == 0
     assert [s["kind"] for s in json.loads(capsys.readouterr().out)] == ["manual", "scheduled"]
-    assert rbs.main(["verify", "--config", str(config), "--restore-test"]) == 0
+    assert job.main(["verify", "--config", str(config), "--restore-test"]) == 0
     assert json.loads(capsys.readouterr().out)["restore_test"]["ok"]
-    assert rbs.main(["prune", "--config", str(config)]) == 0
+    assert job.main(["prune", "--config", str(config)]) == 0
     assert len(json.loads(capsys.readouterr().out)["removed"]) == 1
 
     config.write_text(json.dumps({"app": "shop", "databases": [{**app["spec"], "password": "x"}]}))
-    assert rbs.main(["create", "--config", str(config)]) == 2
+    assert job.main(["create", "--config", str(config)]) == 2
     assert "put passwords in the environment" in json.loads(capsys.readouterr().out)["msg"]
 
 
-def test_cli_runs_as_a_standalone_script(app: dict, tmp_path: Path):
-    """On a host the file runs by itself (python3 rollback_backupset.py), no Ansible around."""
+def install_job(lib: Path) -> None:
+    """What roles/backup/tasks/schedule.yml installs under /usr/local/lib/rollback-ops: files.py
+    and the backupset package's .py files in rollback_ops_utils/, an empty __init__.py."""
+    utils = ROOT / "plugins/module_utils"
+    (lib / "rollback_ops_utils").mkdir(parents=True)
+    (lib / "rollback_ops_utils/__init__.py").write_text("")
+    sources = [utils / "files.py", *utils.glob("backupset/*.py"), *utils.glob("backupset/*/*.py")]
+    for source in sources:
+        dest = lib / "rollback_ops_utils" / source.relative_to(utils)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, dest)
+
+
+def test_the_job_runs_standalone_as_the_timer_runs_it(app: dict, tmp_path: Path):
+    """On a host the package runs by itself, as the role's unit runs it: python3 -S (the
+    standard library only, no site-packages: no Ansible around) -m ...backupset.job, in the
+    directory the role installs it to."""
+    unit = (ROOT / "roles/backup/tasks/schedule.yml").read_text()
+    command = "python3 -S -m rollback_ops_utils.backupset.job"
+    assert "WorkingDirectory=/usr/local/lib/rollback-ops\n" in unit
+    assert f"{command} create --config" in unit and f"{command} prune --config" in unit
+    lib = tmp_path / "lib"
+    install_job(lib)
     config = tmp_path / "c.json"
     config.write_text(json.dumps({"app": "shop", "root": app["root"], "databases": [app["spec"]]}))
-    script = ROOT / "plugins/module_utils/backupset.py"
-    proc = subprocess.run(
-        [sys.executable, "-I", str(script), "create", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["databases"][0]["tables"]["orders"]["rows"] == 200
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    for python in (sys.executable, shutil.which("python3") or sys.executable):
+        proc = subprocess.run(
+            [python, *command.split()[1:], "create", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            cwd=lib,
+            env=env,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["databases"][0]["tables"]["orders"]["rows"] == 200
 
 
 def test_password_env_is_read_from_the_environment_and_never_written(
@@ -606,12 +634,14 @@ def test_password_env_is_read_from_the_environment_and_never_written(
         {"name": "pg", "engine": "postgresql", "database": "d", "password_env": "RBO_PW"}
     )
     with pytest.raises(rbs.BackupError, match="RBO_PW is not set"):
-        rbs._env(spec)
+        rbs.engine_for(spec).env()
     monkeypatch.setenv("RBO_PW", PASSWORD)
     monkeypatch.setenv("PGPASSWORD", "inherited")
-    assert rbs._env(spec)["PGPASSWORD"] == PASSWORD
-    assert "MYSQL_PWD" not in rbs._env(spec)
-    assert rbs._redact(f"FATAL: bad {PASSWORD}", spec) == "FATAL: bad ********"
+    monkeypatch.setenv("MYSQL_PWD", "inherited")
+    engine = rbs.engine_for(spec)
+    assert engine.env()["PGPASSWORD"] == PASSWORD
+    assert "MYSQL_PWD" not in engine.env()  # another tool's password is never inherited
+    assert engine.redact(f"FATAL: bad {PASSWORD}") == "FATAL: bad ********"
 
 
 # ----------------------------------------------------------------------------- Ansible
@@ -978,7 +1008,7 @@ def test_postgresql_set_in_one_snapshot_while_written_to(
     )
     try:
         time.sleep(0.5)
-        monkeypatch.setattr(rbs.subprocess, "Popen", recording)
+        monkeypatch.setattr(subprocess, "Popen", recording)
         manifest = rbs.create_set(
             str(tmp_path / "b"), "shop", "predeploy", [pgdb], [], "", restore_test=True
         )
@@ -1207,6 +1237,21 @@ def my_sql(mariadb: dict, sql: str) -> str:
     ).stdout.strip()
 
 
+def mysql_spec(mariadb: dict, **extra: Any) -> dict:
+    """A spec of the database shop on the throwaway MariaDB, as user shop."""
+    return {
+        "name": "main",
+        "engine": "mysql",
+        "database": "shop",
+        "host": "127.0.0.1",
+        "port": mariadb["port"],
+        "user": "shop",
+        "password": PASSWORD,
+        "schema_version_query": "SELECT max(version) FROM schema_migrations",
+        **extra,
+    }
+
+
 def test_mysql_set_restore_test_forensic_restore_and_failures(mariadb: dict, tmp_path: Path):
     my_sql_admin = ["mysql", "-h", "127.0.0.1", "-P", str(mariadb["port"]), "-u", "shop", "-e"]
     subprocess.run(
@@ -1224,21 +1269,14 @@ def test_mysql_set_restore_test_forensic_restore_and_failures(mariadb: dict, tmp
     rollback.write_text(
         "DROP TABLE IF EXISTS coupons;\nDELETE FROM schema_migrations WHERE version > 3;\n"
     )
-    spec = {
-        "name": "main",
-        "engine": "mysql",
-        "database": "shop",
-        "host": "127.0.0.1",
-        "port": mariadb["port"],
-        "user": "shop",
-        "password": PASSWORD,
-        "schema_version_query": "SELECT max(version) FROM schema_migrations",
-        "data_loss_tables": [{"table": "orders", "key": "id"}],
-        "integrity_checks": [
+    spec = mysql_spec(
+        mariadb,
+        data_loss_tables=[{"table": "orders", "key": "id"}],
+        integrity_checks=[
             {"name": "totals positive", "sql": "SELECT id FROM orders WHERE total <= 0"}
         ],
-        "migrations_rollback": [str(rollback)],
-    }
+        migrations_rollback=[str(rollback)],
+    )
     root = str(tmp_path / "b")
     target = rbs.create_set(root, "shop", "predeploy", [spec], [], "", restore_test=True)
     [db] = target["databases"]

@@ -1,6 +1,6 @@
 """The config restore module (plugins/modules/configrestore.py), run by Ansible
-itself (`ansible localhost -m`, so AnsiballZ ships rollback_backupset from the role and
-rollback_files from plugins/module_utils), on real backup sets and files in a temp directory."""
+itself (`ansible localhost -m`, so AnsiballZ ships the backupset package and files.py
+from plugins/module_utils), on real backup sets and files in a temp directory."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import COLLECTIONS, ROOT, load_module
 
-rbs = load_module("plugins/module_utils/backupset.py")
+rbs = load_module("plugins/module_utils/backupset")
 GOOD = b"recommendation_model: v1\ncache_ttl: 300\n"
 BAD = b"recommendation_model: v2-experimental\ncache_ttl: 300\n"
 
