@@ -21,20 +21,6 @@ import pytest
 from tests.conftest import COLLECTIONS, ROOT, load_module
 
 MODULES = sorted(p.stem for p in (ROOT / "plugins" / "modules").glob("*.py"))
-# Cases failing while another part of issue 10 rewrites the backup modules' docs:
-# {(test, module): reason}. Remove an entry when its case passes.
-_OLD_NAME = "DOCUMENTATION still names it rollback_%s and it has no EXAMPLES yet (the backup "
-_OLD_NAME += "modules' docs are another part of issue 10)"
-_NOT_YAML = "its DOCUMENTATION is not valid YAML yet (the backup modules' docs are another "
-_NOT_YAML += "part of issue 10)"
-PENDING: dict[tuple[str, str], str] = {
-    ("sections", "backup"): _OLD_NAME % "backup",
-    ("sections", "configrestore"): _OLD_NAME % "configrestore",
-    ("sections", "dbrestore"): _OLD_NAME % "dbrestore",
-    ("sections", "schemacheck_info"): _NOT_YAML,
-    ("options", "schemacheck_info"): _NOT_YAML,
-}
-
 LOADER = textwrap.dedent("""
     import json, sys
     from ansible.plugins.loader import fragment_loader, init_plugin_loader, module_loader
@@ -66,15 +52,6 @@ def docs() -> dict[str, Any]:
     return result
 
 
-def _cases(test: str) -> list[Any]:
-    return [
-        pytest.param(name, marks=pytest.mark.xfail(reason=PENDING[test, name]))
-        if (test, name) in PENDING
-        else name
-        for name in MODULES
-    ]
-
-
 class _Spec(Exception):
     def __init__(self, spec: dict[str, Any]) -> None:
         super().__init__("captured")
@@ -94,7 +71,7 @@ def argument_spec(name: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     return caught.value.spec
 
 
-@pytest.mark.parametrize("name", _cases("sections"))
+@pytest.mark.parametrize("name", MODULES)
 def test_the_docs_parse_with_every_section(docs: dict[str, Any], name: str):
     found = docs[name]
     assert "error" not in found, found.get("error")
@@ -118,7 +95,7 @@ def _documented(option: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("name", _cases("options"))
+@pytest.mark.parametrize("name", MODULES)
 def test_the_documented_options_are_the_argument_spec(
     docs: dict[str, Any], name: str, monkeypatch: pytest.MonkeyPatch
 ):
