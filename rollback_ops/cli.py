@@ -306,7 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_demo.add_argument("--json", action="store_true", help="print the JSON receipt on stdout")
 
-    p_lab = sub.add_parser("lab", help="real test hosts: containers with systemd and sshd")
+    p_lab = sub.add_parser(
+        "lab", help="real test hosts: containers with systemd and sshd (source checkout only)"
+    )
     lab_sub = p_lab.add_subparsers(dest="lab_command", required=True, metavar="LAB_COMMAND")
     p_up = lab_sub.add_parser("up", help="start N hosts and write the `lab` inventory")
     p_up.add_argument("--hosts", type=int, default=3, help="how many hosts (default 3)")
@@ -515,7 +517,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
-    from rollback_ops.lab import Lab  # the docker SDK is only needed here
+    from rollback_ops.exceptions import LabError
+
+    # the lab is in a source checkout only (the wheel leaves it out), with the `lab` extra
+    try:
+        from rollback_ops.lab import Lab
+    except ModuleNotFoundError as exc:
+        if exc.name == "rollback_ops.lab":
+            raise LabError(
+                "the test lab is not installed: it ships with the source checkout, not the "
+                "wheel (git clone, then pip install -e '.[lab]')"
+            ) from None
+        if (exc.name or "").partition(".")[0] == "docker":
+            raise LabError(
+                "the test lab needs the Docker SDK: pip install -e '.[lab]' in the checkout"
+            ) from None
+        raise
 
     lab = Lab(paths.state_dir(args.state_dir), name=args.name, first_address=args.first_address)
     if args.lab_command == "up":
