@@ -62,8 +62,9 @@ def test_demo_rolls_the_sandbox_back_and_reports_skips(tmp_path: Path):
     assert json.loads(again.stdout)["changed"] == 0
 
 
-# Put first on PYTHONPATH, it records (and refuses) every import of the Docker SDK in every
-# Python process of the run: rollback-ops, ansible-playbook and the modules it runs locally.
+# Put first on PYTHONPATH, it records (and refuses, as if not installed) every import of the
+# Docker SDK in every Python process of the run: rollback-ops, ansible-playbook and the
+# modules it runs locally.
 NO_DOCKER = """\
 import os, sys
 
@@ -72,7 +73,7 @@ class NoDocker:
         if name == "docker" or name.startswith("docker."):
             with open(os.environ["NO_DOCKER_LOG"], "a") as log:
                 log.write(name + "\\n")
-            raise ImportError(f"{name}: the demo must not import the Docker SDK")
+            raise ModuleNotFoundError(f"{name}: the demo must not import the Docker SDK", name=name)
         return None
 
 sys.meta_path.insert(0, NoDocker())
