@@ -371,7 +371,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
-    from rollback_ops.lab import Lab  # the docker SDK is only needed here
+    from rollback_ops.exceptions import LabError
+
+    # the lab is in a source checkout only (the wheel leaves it out), with the `lab` extra
+    try:
+        from rollback_ops.lab import Lab
+    except ModuleNotFoundError as exc:
+        if exc.name == "rollback_ops.lab":
+            raise LabError(
+                "the test lab is not installed: it ships with the source checkout, not the "
+                "wheel (git clone, then pip install -e '.[lab]')"
+            ) from None
+        if (exc.name or "").partition(".")[0] == "docker":
+            raise LabError(
+                "the test lab needs the Docker SDK: pip install -e '.[lab]' in the checkout"
+            ) from None
+        raise
 
     lab = Lab(paths.state_dir(args.state_dir), name=args.name, first_address=args.first_address)
     if args.lab_command == "up":
@@ -618,7 +633,7 @@ SUBCOMMANDS: dict[str, Command] = {
         (JSON,),
     ),
     "lab": Command(
-        "real test hosts: containers with systemd and sshd",
+        "real test hosts: containers with systemd and sshd (source checkout only)",
         cmd_lab,
         actions={
             "up": Command(

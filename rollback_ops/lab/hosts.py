@@ -47,6 +47,7 @@ from typing import Any
 import docker.errors
 import yaml
 
+from rollback_ops.demo import app_vars
 from rollback_ops.exceptions import LabError
 from rollback_ops.lab import engine, image
 
@@ -75,23 +76,19 @@ class LabHost:
 
 
 def lab_app_vars() -> dict[str, Any]:
-    """How the lab's demo app is described in the inventory (same shape as staging/prod)."""
+    """How the lab's demo app is described in the inventory (same shape as staging/prod): the
+    demo's app (its flags, emergency values, unit and log pattern) on the hosts' paths, with
+    what the other levels need."""
+    app = app_vars()
     return {
-        "name": "analyticbot",
+        **app,
         "env_file": "/srv/analyticbot/.env.production",
-        "master_switch": "ENABLE_ADVANCED_RECOMMENDATIONS",
-        "flags": ["ENABLE_TIME_WEIGHTING", "ENABLE_CONTENT_TYPE_ANALYSIS"],
-        "emergency": {"APP_MODE": "research"},
-        "units": ["analyticbot-api"],
         "health": {
             "url": f"http://{{{{ ansible_host }}}}:{APP_PORT}/health",
             "expect": {"status": "healthy"},
             "config_field": "config",
         },
-        "log": {
-            "path": "/var/log/analyticbot/production.log",
-            "error_pattern": r"\[(ERROR|CRITICAL)\]|Traceback",
-        },
+        "log": {**app["log"], "path": "/var/log/analyticbot/production.log"},
         # code level: the app's git work tree (release tags), its worker image and service
         "code": {
             "path": "/opt/analyticbot/app",
