@@ -89,7 +89,8 @@ class HostPlan:
     host: str
     address: str
     app: str
-    steps: list[str]
+    steps: list[str]  # the playbook's own tasks for this host, in order (rollback_ops.plan)
+    changes: list[str] = field(default_factory=list)  # what they will set, resolved here
 
 
 def prepare(
@@ -218,17 +219,45 @@ def prepare_resume(
     )
 
 
-def plan(prep: Prepared) -> list[HostPlan]:
-    """The ordered steps per host of a prepared run; contacts no host."""
-    return [
-        HostPlan(
-            host=h,
-            address=prep.inventory.hosts[h].address,
-            app=prep.apps[h].name,
-            steps=prep.operation.plan(h, prep.apps[h], prep.request),
+def plan(prep: Prepared, *, check: bool = False) -> list[HostPlan]:
+    """The ordered steps per host of a prepared run; contacts no host.
+
+    The steps are the playbook's own tasks, read by ansible-core with the host's variables
+    and the extra variables the run will send (rollback_ops.plan), so the plan cannot drift
+    from the playbook; ``changes`` is the operation's account of the values it will set.
+    """
+    from rollback_ops import plan as playbook_plan
+
+    extravars = {
+        "rollback_request": operations.rollback_request(
+            prep.request,
+            run_id="(plan)",
+            authorization={"operator": "(plan)"},
+            controller={"controller": "(plan)", "pid": 0, "pid_start": ""},
+            authorized_environments=prep.environments,
+            # secret values never shown: the plan only needs to know they are set
+            public_flags={
+                k: mask(v) if prep.is_secret(k) else v for k, v in prep.request.flags.items()
+            },
         )
-        for h in prep.hosts
-    ]
+    }
+    playbook = paths.playbook(prep.operation.playbook)
+    plans = []
+    for h in prep.hosts:
+        steps = playbook_plan.steps(playbook, prep.inventory, h, extravars, check_mode=check)
+        plans.append(
+            HostPlan(
+                host=h,
+                address=prep.inventory.hosts[h].address,
+                app=prep.apps[h].name,
+                steps=[
+                    step.label + (f" (if {step.condition})" if step.condition else "")
+                    for step in steps
+                ],
+                changes=prep.operation.plan(h, prep.apps[h], prep.request),
+            )
+        )
+    return plans
 
 
 def new_run_id() -> str:

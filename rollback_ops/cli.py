@@ -284,8 +284,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return 0
     for p in plans:
         print(f"{p.host} ({p.address}) app {p.app}, level {args.level}:")
+        if p.changes:
+            print("  what it does:")
+            for line in p.changes:
+                print(f"    - {line}")
+        print("  the playbook's steps, in order:")
         for i, step in enumerate(p.steps, 1):
-            print(f"  {i:>2}. {step}")
+            print(f"    {i:>2}. {step}")
     print("(plan only: no host was contacted, nothing was changed)")
     return 0
 

@@ -50,7 +50,7 @@ def write_inventory(tmp_path: Path, app: dict[str, Any], name: str = "inv") -> s
 
 def test_plan_of_a_git_app_lists_every_step_in_order(tmp_path: Path, state_dir: Path):
     inv = write_inventory(tmp_path, GIT_APP)
-    steps = api.plan(api.prepare("code", inv, limit="web1", state_dir=state_dir))[0].steps
+    steps = api.plan(api.prepare("code", inv, limit="web1", state_dir=state_dir))[0].changes
     assert steps[0].startswith("preflight (every host, all or nothing): the previous release")
     assert "the Docker engine answers, compose is installed" in steps[0]
     firsts = [s.split(" (")[0].split(",")[0].split()[0] for s in steps]
@@ -81,7 +81,7 @@ def test_plan_of_a_files_app_and_the_options_that_do_not_fit(tmp_path: Path, sta
     prep = api.prepare(
         "code", inv, operations.Request(backup_stamp="20250120_140000"), state_dir=state_dir
     )
-    steps = api.plan(prep)[0].steps
+    steps = api.plan(prep)[0].changes
     assert "/srv/e/<file>.backup.20250120_140000 exists for w.py" in steps[0]
     assert any(s.startswith("tar the current files") and "remove x" in s for s in steps)
     with pytest.raises(ConfigError, match="web1, web2: --to is for git; app analyticbot restores"):
@@ -152,7 +152,7 @@ def test_resume_continues_only_the_unfinished_hosts_with_their_pinned_targets(
     assert prep.hosts == ["web2"]
     assert prep.request.targets == {"web2": "b" * 40}
     assert prep.request.force and prep.request.resumes == "R1"
-    plan = api.plan(prep)[0].steps
+    plan = api.plan(prep)[0].changes
     assert plan[0].startswith(f"preflight (every host, all or nothing): {'b' * 40} exists")
 
 

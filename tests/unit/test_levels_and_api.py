@@ -29,7 +29,7 @@ def test_unknown_levels_are_refused_naming_the_levels():
 
 def test_flag_without_flags_turns_the_master_switch_off(state_dir: Path):
     plans = api.plan(api.prepare("flag", GOOD, state_dir=state_dir))
-    assert any("set SHOP_NEW_CHECKOUT=false" in s for s in plans[0].steps)
+    assert any("set SHOP_NEW_CHECKOUT=false" in s for s in plans[0].changes)
 
 
 def test_unknown_flag_is_refused_naming_it_and_the_hosts(state_dir: Path):
@@ -57,7 +57,7 @@ def test_limit_selects_hosts_and_refuses_a_pattern_matching_none(state_dir: Path
 
 
 def test_plan_lists_the_steps_in_order(state_dir: Path):
-    steps = api.plan(api.prepare("emergency", GOOD, limit="web1", state_dir=state_dir))[0].steps
+    steps = api.plan(api.prepare("emergency", GOOD, limit="web1", state_dir=state_dir))[0].changes
     kinds = [s.split()[0] for s in steps]
     assert kinds[:4] == ["preflight", "copy", "set", "restart"]
     assert "set APP_MODE=research in /srv/shop/.env (atomic write, other bytes kept)" in steps

@@ -255,9 +255,11 @@ def test_ansibles_own_options_pass_through_with_ansibles_names(command: list[str
 def test_inventory_is_repeatable_as_for_ansible_playbook(state_dir: Path):
     assert parse("plan", "-L", "flag", "-i", "a", "-i", "b").inventory == ["a", "b"]
     assert parse("backup", "list", "--inventory", "a").inventory == ["a"]
-    # until inventory.load takes the sequence (lead): the last one, as a repeated -i was
-    assert api.prepare("flag", ["nope", GOOD], state_dir=state_dir).hosts == ["web1", "web2"]
-    assert api.prepare("flag", [GOOD], state_dir=state_dir).hosts == ["web1", "web2"]
+    # every source is read (a missing one is an error naming it), as ansible-playbook reads them
+    with pytest.raises(ConfigError, match="nope"):
+        api.prepare("flag", ["nope", GOOD], state_dir=state_dir)
+    prep = api.prepare("flag", [GOOD, GOOD], state_dir=state_dir)
+    assert prep.hosts == ["web1", "web2"] and len(prep.inventory.sources) == 2
 
 
 def test_the_api_takes_everything_the_cli_does(state_dir: Path):

@@ -17,12 +17,13 @@ from tests.conftest import FIXTURES, ROOT
 
 PLAN = FIXTURES / "plan"
 NAMED = PLAN / "playbooks" / "named.yml"
-REQUEST = {"rollback_run_id": "20250101T000000Z-1", "rollback_operator": "ops"}
+REQUEST = {"run_id": "20250101T000000Z-1", "operator": "ops"}
 
 
-def request(level: str, **extravars: Any) -> dict[str, Any]:
-    """The extra vars of a run of the level (as levels.py sends them today)."""
-    return {**REQUEST, "rollback_level": level, **extravars}
+def request(level: str, **fields: Any) -> dict[str, Any]:
+    """The extra vars of a run of the level: one rollback_request, as rollback-ops sends it
+    (keys a run leaves out take the playbook's defaults, playbooks/vars/request.yml)."""
+    return {"rollback_request": {**REQUEST, "level": level, **fields}}
 
 
 def labels(level: str, inv: inventory.Inventory, host: str, **extravars: Any) -> list[str]:
@@ -55,10 +56,16 @@ RESTART = [
     "appservice: Say why the units were not touched",
 ]
 RELEASE = "preflight: Release this run's lock on the host"
+# every playbook starts with playbooks/tasks/start.yml: the request checked, then the guard
+START = [
+    "Check the request is for this playbook",
+    "preflight: Refuse a run production's guard does not allow",
+]
 
 
 def test_flag_plan_is_the_playbook_in_order(full: inventory.Inventory) -> None:
     assert labels("flag", full, "web1") == [
+        *START,
         "preflight: Check the host can take the rollback",
         "envfile: Set values in the env file",
         *RESTART,
@@ -68,7 +75,7 @@ def test_flag_plan_is_the_playbook_in_order(full: inventory.Inventory) -> None:
 
 
 def test_steps_carry_action_file_and_run_time_conditions(full: inventory.Inventory) -> None:
-    found = {s.label: s for s in plan.steps(paths.playbook("flag"), full, "web1", REQUEST)}
+    found = {s.label: s for s in plan.steps(paths.playbook("flag"), full, "web1", request("flag"))}
     envfile = found["envfile: Set values in the env file"]
     assert envfile.action == "rollback_ops.rollback.envfile"
     assert envfile.file == "roles/envfile/tasks/apply.yml"
@@ -77,8 +84,8 @@ def test_steps_carry_action_file_and_run_time_conditions(full: inventory.Invento
     assert found["healthcheck: Require the units to be active"].condition == (
         "__healthcheck_units is not skipped"
     )
-    # decided before the run from the extra vars (a run id is given): no condition left
-    assert found[RELEASE].condition is None
+    # the run id is fixed by the play's first task (made when none is given): left to the run
+    assert found[RELEASE].condition == "preflight_run_id | length > 0"
     # the same names the live display shows
     for step in found.values():
         assert runner.step_name({"task": step.name, "role": step.role}) == step.label
@@ -86,6 +93,7 @@ def test_steps_carry_action_file_and_run_time_conditions(full: inventory.Invento
 
 def test_code_plan_is_the_playbook_in_order(full: inventory.Inventory) -> None:
     assert labels("code", full, "web2") == [
+        *START,
         "coderevert: Check the code can be reverted",
         "backup: Compare the target release's schema with the live databases",
         "containers: Check the Docker engine, build contexts and compose services",
@@ -113,7 +121,7 @@ def test_full_plan_restores_the_databases_between_revert_and_start(
     full: inventory.Inventory,
 ) -> None:
     found = labels("full", full, "web3")
-    assert found[0] == "backup: Check the backup set can be restored"
+    assert found[: len(START) + 1] == [*START, "backup: Check the backup set can be restored"]
     assert "backup: Compare the target release's schema with the live databases" not in found
     order = [
         "containers: Stop the compose services",
@@ -130,7 +138,8 @@ def test_full_plan_restores_the_databases_between_revert_and_start(
 def test_config_plan_loads_the_included_cache_tasks(full: inventory.Inventory) -> None:
     found = plan.steps(paths.playbook("config"), full, "web1", request("config"))
     names = [s.label for s in found]
-    assert names[:4] == [
+    assert names[:6] == [
+        *START,
         "backup: Check the config files can be restored from a backup set",
         "preflight: Check the host can take the rollback",
         "Require every host to pass the preflight",
@@ -157,10 +166,11 @@ def test_conditions_false_from_inventory_data_remove_steps(bare: inventory.Inven
 
 
 def test_extra_vars_decide_conditions(full: inventory.Inventory) -> None:
-    assert not [s for s in labels("flag", full, "web1", rollback_verify=False) if "health" in s]
-    # no run id: the lock release has nothing to release
-    assert RELEASE not in [s.label for s in plan.steps(paths.playbook("flag"), full, "web1", {})]
-    assert RELEASE in labels("flag", full, "web1")
+    assert not [s for s in labels("flag", full, "web1", verify=False) if "health" in s]
+    # no request at all (a plain ansible-playbook run): the playbook's defaults, and the lock
+    # is still taken and released (the run id is made at the start)
+    bare_run = [s.label for s in plan.steps(paths.playbook("flag"), full, "web1", {})]
+    assert bare_run[: len(START)] == START and RELEASE in bare_run
 
 
 def test_check_mode_says_why_the_app_is_not_verified(full: inventory.Inventory) -> None:

@@ -108,7 +108,7 @@ PROBE = """
       ansible.builtin.import_tasks: {start}
     - name: Show the request
       ansible.builtin.debug:
-        msg: "REQUEST {{{{ __request | to_json }}}}"
+        msg: "REQUEST {{{{ __request | combine(__run) | to_json }}}}"
 """
 
 

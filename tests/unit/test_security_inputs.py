@@ -128,7 +128,7 @@ def test_secret_flags_are_masked_in_plan_and_receipt(state_dir: Path):
     masked = appspec.mask("s3cr3t-value")
     assert masked.startswith("<secret sha256:") and "s3cr3t" not in masked
     assert prep.masked_request()["flags"] == {"API_KEY": masked, "SHOP_FAST_PATH": "false"}
-    steps = "\n".join(api.plan(prep)[0].steps)
+    steps = "\n".join(api.plan(prep)[0].changes)
     assert f"API_KEY={masked}" in steps and "s3cr3t" not in steps
     assert prep.request.flags["API_KEY"] == "s3cr3t-value"  # what the host gets, unmasked
 
