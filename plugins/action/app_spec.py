@@ -31,9 +31,7 @@ class ActionModule(ActionBase):
         if problems:
             result["failed"] = True
             result["problems"] = ["%s: %s" % problem for problem in problems]
-            result["msg"] = "rollback_app is not valid:\n  " + "\n  ".join(
-                result["problems"]
-            )
+            result["msg"] = "rollback_app is not valid:\n  " + "\n  ".join(result["problems"])
             return result
         result.update(
             app=app,

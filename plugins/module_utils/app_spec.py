@@ -157,7 +157,9 @@ def _message(error, opt, value):
         wanted = WANTED[opt.get("type", "str")]
         if opt.get("type") == "list" and opt.get("elements") in ("str", "path"):
             wanted = "a list of strings"
-        shown = show(value) if kind(value) in ("string", "number", "boolean") else "a " + kind(value)
+        shown = (
+            show(value) if kind(value) in ("string", "number", "boolean") else "a " + kind(value)
+        )
         return "must be %s, not %s" % (wanted, shown)
     if isinstance(error, ArgumentValueError):
         return "must be %s, not %s" % (_words(opt.get("choices", [])), show(value))
@@ -214,6 +216,9 @@ class _Walker:
                 where = "%s[%d]" % (path, i)
                 if item is None or (isinstance(item, str) and not item):
                     self.problem(where, "must not be empty")
+                    continue
+                if opt["elements"] == "str" and not isinstance(item, str):  # a name, not 1
+                    self.problem(where, "must be a string, not %s" % show(item))
                     continue
                 checked = self.value(element, item, where)
                 if checked is not None:

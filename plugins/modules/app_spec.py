@@ -11,10 +11,10 @@ module: app_spec
 short_description: Validate the app's description (rollback_app) and fill in its defaults
 description:
   - Runs on the controller, once per host, never connects and changes nothing (check mode
-    safe). Validates the host's C(rollback_app) against the app schema, the argument spec of the role
-    C(rollback_ops.rollback.app) (C(roles/app/meta/argument_specs.yml)), with ansible-core's
-    ArgumentSpecValidator, strict types and the cross-field rules of
-    C(plugins/module_utils/app_spec.py) (the same code rollback-ops validates inventories with).
+    safe). Validates the host's C(rollback_app) against the app schema, the argument spec
+    of the role C(rollback_ops.rollback.app) (C(roles/app/meta/argument_specs.yml)), with
+    ansible-core's ArgumentSpecValidator, strict types and the cross-field rules of
+    C(plugins/module_utils/app_spec.py) (the code rollback-ops validates inventories with).
   - Fails listing every problem, each with its key path (C(rollback_app.databases[1].engine)).
 options: {}
 author: rollback-ops developers
