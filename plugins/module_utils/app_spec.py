@@ -172,7 +172,8 @@ _VALIDATORS = {}
 class _Walker:
     """Validates a value against an option spec, level by level, with ArgumentSpecValidator,
     collecting (key path, message) problems and building the normalized value: what was set
-    plus the spec's defaults; an option without a default that is not set stays absent."""
+    plus the spec's defaults (a mapping's default, {}, gets its options' defaults); an option
+    without a default that is not set stays absent."""
 
     def __init__(self):
         self.problems = []
@@ -250,10 +251,8 @@ class _Walker:
                 value = None
             else:
                 value = None
-            if value is None and "default" in opt:
-                value = copy.deepcopy(opt["default"])
-            if value is None and opt.get("apply_defaults") and "options" in opt:
-                value = self.mapping(opt, {}, where)
+            if value is None and "default" in opt:  # a mapping's default gets its own
+                value = self._nested(opt, copy.deepcopy(opt["default"]), where)
             if value is not None:
                 out[name] = value
         return out
