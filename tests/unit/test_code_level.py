@@ -110,7 +110,7 @@ def test_every_problem_in_the_code_sections_is_named_at_once(tmp_path: Path, sta
     text = str(info.value)
     for expected in (
         "rollback_app.code.path: must be an absolute path, not 'opt/x'",
-        "rollback_app.code: needs exactly one of git (a work tree) or files",
+        "rollback_app.code: needs exactly one of git or files",
         "rollback_app.code.git.mode: must be checkout or revert, not 'reset'",
         "rollback_app.code.files.restore[0]: '../etc' must be relative to code.path",
         "rollback_app.maintenance.env: needs rollback_app.env_file",

@@ -1,0 +1,464 @@
+# -*- coding: utf-8 -*-
+# The app schema (rollback_app), validated: the argument spec in roles/app/meta/argument_specs.yml
+# run through ansible-core's ArgumentSpecValidator, level by level so that every problem is
+# named by its key path (``rollback_app.databases[1].engine``), plus the cross-field rules the
+# spec format cannot express, as small named functions. Controller side only, stdlib and
+# ansible-core: the action plugin rollback_ops.rollback.app_spec imports it from the
+# collection and rollback_ops/appspec.py loads this same file by path.
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import copy
+import os
+import re
+import reprlib
+
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.module_utils.errors import (
+    ArgumentTypeError,
+    ArgumentValueError,
+    RequiredError,
+)
+
+SPEC_FILE = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    "roles",
+    "app",
+    "meta",
+    "argument_specs.yml",
+)
+ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z: not before a final newline
+# what shells, systemd and dotenv do not take inside a one-line value: control characters
+# but TAB, and the characters Python's splitlines() (and some editors) break lines on
+BAD_VALUE_CHARS = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
+# a key matching one of these is a secret: its values are shown masked everywhere
+DEFAULT_SECRET_KEYS = ("*_KEY", "*_TOKEN", "*PASSWORD*", "*SECRET*")
+DB_NAME = re.compile(r"[A-Za-z0-9_.-]+\Z")
+
+
+def env_value_problem(value):
+    """Why a value cannot be written to an env file as one line ("" when it can)."""
+    bad = BAD_VALUE_CHARS.search(value)
+    if bad:
+        return (
+            "holds the control character %r (at %d); only TAB is allowed in a one-line env value"
+            % (bad.group(), bad.start())
+        )
+    return ""
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 80
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict = 2, 4, 4
+
+
+def show(value):
+    """A value in a message: its repr, bounded (a huge or recursive value included)."""
+    if isinstance(value, str):
+        value = str(value)  # Ansible's tagged strings show as plain ones
+    try:
+        return _REPR.repr(value)
+    except Exception:  # a message must never fail
+        return "<%s>" % kind(value)
+
+
+def kind(value):
+    """What a value is, in the words of the messages."""
+    if value is None:
+        return "null"
+    for cls, word in ((bool, "boolean"), (int, "number"), (float, "number"), (str, "string")):
+        if isinstance(value, cls):
+            return word
+    if isinstance(value, dict):
+        return "mapping"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    return type(value).__name__
+
+
+# ---------------------------------------------------------------------------------------
+# the spec file
+
+
+_SPECS = {}
+
+
+def load_spec(path=SPEC_FILE):
+    """The ``main`` entry point's options of the spec file: {variable: option spec}."""
+    if path not in _SPECS:
+        import yaml  # ansible-core's own dependency
+
+        with open(path, "rb") as handle:
+            data = yaml.safe_load(handle)
+        _SPECS[path] = data["argument_specs"]["main"]["options"]
+    return _SPECS[path]
+
+
+# ---------------------------------------------------------------------------------------
+# strict types: the controller takes what a person meant, not what Ansible can convert
+# (5 is not "5", yes is not true, "a,b" is not a list, true is not the string "True")
+
+
+def _strict(name, accepts, convert=None):
+    def check(value):
+        if isinstance(value, bool) and bool not in accepts:
+            raise TypeError(name)
+        if not isinstance(value, accepts):
+            raise TypeError(name)
+        return convert(value) if convert else value
+
+    check.__name__ = name
+    return check
+
+
+STRICT = {
+    "str": _strict("str", (str, int, float), str),
+    "path": _strict("path", (str,), str),
+    "int": _strict("int", (int,)),
+    "float": _strict("float", (int, float), float),
+    "bool": _strict("bool", (bool,)),
+    "list": _strict("list", (list, tuple), list),
+    "dict": _strict("dict", (dict,), dict),
+    "raw": lambda value: value,
+}
+WANTED = {
+    "str": "a string",
+    "path": "an absolute path",
+    "int": "a whole number >= 0",
+    "float": "a number >= 0",
+    "bool": "true or false",
+    "list": "a list",
+    "dict": "a mapping",
+    "raw": "a value",
+}
+_FLAT_KEYS = ("required", "default", "choices", "no_log")
+
+
+def _flat(opt):
+    """One option for the validator: its own checks, nested options and elements left to us."""
+    out = dict((k, opt[k]) for k in _FLAT_KEYS if k in opt)
+    out["type"] = STRICT[opt.get("type", "str")]
+    return out
+
+
+def _words(choices):
+    names = [str(c) for c in choices]
+    if len(names) == 2:
+        return "%s or %s" % tuple(names)
+    return "one of " + ", ".join(names)
+
+
+def _message(error, opt, value):
+    if isinstance(error, RequiredError):
+        return "is required"
+    if isinstance(error, ArgumentTypeError):
+        wanted = WANTED[opt.get("type", "str")]
+        if opt.get("type") == "list" and opt.get("elements") in ("str", "path"):
+            wanted = "a list of strings"
+        shown = (
+            show(value) if kind(value) in ("string", "number", "boolean") else "a " + kind(value)
+        )
+        return "must be %s, not %s" % (wanted, shown)
+    if isinstance(error, ArgumentValueError):
+        return "must be %s, not %s" % (_words(opt.get("choices", [])), show(value))
+    return str(error.msg)
+
+
+_VALIDATORS = {}
+
+
+class _Walker:
+    """Validates a value against an option spec, level by level, with ArgumentSpecValidator,
+    collecting (key path, message) problems and building the normalized value: what was set
+    plus the spec's defaults (a mapping's default, {}, gets its options' defaults); an option
+    without a default that is not set stays absent."""
+
+    def __init__(self):
+        self.problems = []
+
+    def problem(self, path, message):
+        self.problems.append((path, message))
+
+    def _validator(self, key, spec, **constraints):
+        """One validator per distinct check (key names it), reused across values."""
+        key = (key, repr(sorted(constraints.items())))
+        if key not in _VALIDATORS:
+            _VALIDATORS[key] = ArgumentSpecValidator(spec, **constraints)
+        return _VALIDATORS[key]
+
+    def value(self, opt, value, path):
+        """One option's value, already set (not None)."""
+        flat = _flat(dict(opt, required=False))
+        key = (opt.get("type", "str"), repr(opt.get("choices")))
+        result = self._validator(key, {"value": flat}).validate({"value": value})
+        if result.errors.errors:
+            self.problem(path, _message(result.errors[0], opt, value))
+            return None
+        return self._nested(opt, result.validated_parameters["value"], path)
+
+    def _nested(self, opt, value, path):
+        kind_ = opt.get("type", "str")
+        if kind_ == "path" and not _absolute(value):
+            self.problem(path, "must be an absolute path, not %s" % show(value))
+            return None
+        if kind_ in ("int", "float") and value < 0:
+            self.problem(path, "must be %s, not %s" % (WANTED[kind_], show(value)))
+            return None
+        if kind_ == "dict" and "options" in opt:
+            return self.mapping(opt, value, path)
+        if kind_ == "list" and "elements" in opt:
+            element = dict(opt, type=opt["elements"])
+            element.pop("elements")
+            element.pop("default", None)
+            items = []
+            for i, item in enumerate(value):
+                where = "%s[%d]" % (path, i)
+                if item is None or (isinstance(item, str) and not item):
+                    self.problem(where, "must not be empty")
+                    continue
+                if opt["elements"] == "str" and not isinstance(item, str):  # a name, not 1
+                    self.problem(where, "must be a string, not %s" % show(item))
+                    continue
+                checked = self.value(element, item, where)
+                if checked is not None:
+                    items.append(checked)
+            return items
+        return value
+
+    def mapping(self, container, params, path):
+        """A mapping against ``container['options']`` and its constraints."""
+        options = container["options"]
+        if not isinstance(params, dict):
+            self.problem(path, "must be a mapping, not %s" % show(params))
+            return None
+        given = dict((str(k), v) for k, v in params.items() if v is not None)
+        for unknown in sorted(set(given) - set(options)):
+            self.problem(
+                "%s.%s" % (path, unknown),
+                "unknown key (allowed: %s)" % ", ".join(sorted(options)),
+            )
+            del given[unknown]
+        self._constraints(container, given, path)
+        out = {}
+        for name, opt in options.items():
+            where = "%s.%s" % (path, name)
+            if name in given:
+                value = self.value(opt, given[name], where)
+            elif opt.get("required"):
+                self.problem(where, "is required")
+                value = None
+            else:
+                value = None
+            if value is None and "default" in opt:  # a mapping's default gets its own
+                value = self._nested(opt, copy.deepcopy(opt["default"]), where)
+            if value is not None:
+                out[name] = value
+        return out
+
+    def _constraints(self, container, given, path):
+        """mutually_exclusive, required_one_of, required_together and required_if of one
+        level, each run as its own ArgumentSpecValidator check so its message names it."""
+        spec = dict((name, {"type": "raw"}) for name in container["options"])
+        exclusive = [tuple(g) for g in container.get("mutually_exclusive", [])]
+        one_of = [tuple(g) for g in container.get("required_one_of", [])]
+        for group in exclusive:
+            if self._fails(spec, given, mutually_exclusive=[list(group)]):
+                word = "needs exactly one of" if group in one_of else "give only one of"
+                self.problem(path, "%s %s" % (word, " or ".join(group)))
+        for group in one_of:
+            if self._fails(spec, given, required_one_of=[list(group)]):
+                word = "needs exactly one of" if group in exclusive else "needs one of"
+                self.problem(path, "%s %s" % (word, " or ".join(group)))
+        for group in container.get("required_together", []):
+            if self._fails(spec, given, required_together=[group]):
+                self.problem(path, "%s go together" % " and ".join(group))
+        for rule in container.get("required_if", []):
+            key, wanted, needed = rule[0], rule[1], rule[2]
+            if self._fails(spec, given, required_if=[rule]):
+                for name in needed:
+                    if name not in given:
+                        self.problem(
+                            "%s.%s" % (path, name), "is required when %s is %s" % (key, wanted)
+                        )
+
+    def _fails(self, spec, given, **constraint):
+        validator = self._validator(tuple(sorted(spec)), spec, **constraint)
+        return bool(validator.validate(given).errors.errors)
+
+
+def _absolute(value):
+    return not value or value.startswith("/") or value.startswith("{{")
+
+
+# ---------------------------------------------------------------------------------------
+# cross-field rules: what the spec format cannot express. Each takes the normalized app
+# (and the raw one, for what normalization hides) and yields (key path, message).
+
+
+def env_keys(app, raw):
+    """Keys written to the env file are env keys: letters, digits and _."""
+    keys = []
+    if app.get("master_switch"):
+        keys.append(("master_switch", app["master_switch"]))
+    keys += [("flags[%d]" % i, key) for i, key in enumerate(app.get("flags", []))]
+    for section in ("emergency", "maintenance.env", "maintenance.env_off"):
+        keys += [("%s.%s" % (section, key), key) for key in _get(app, section)]
+    for path, key in keys:
+        if not isinstance(key, str) or not ENV_KEY.match(key):
+            yield path, "%s is not a valid env key (letters, digits, _)" % show(key)
+    for i, db in enumerate(app.get("databases", [])):
+        name = db.get("password_env", "")
+        if name and not ENV_KEY.match(name):
+            yield "databases[%d].password_env" % i, "%s is not an env variable name" % show(name)
+
+
+def env_values(app, raw):
+    """Values written to the env file: a string, number or boolean, on one line."""
+    if isinstance(raw, dict) and "master_switch_off" in raw:
+        problem = _env_value(raw["master_switch_off"])
+        if problem:
+            yield "master_switch_off", problem
+    for section in ("emergency", "maintenance.env", "maintenance.env_off"):
+        for key, value in _get(app, section).items():
+            problem = _env_value(value)
+            if problem:
+                yield "%s.%s" % (section, key), problem
+
+
+def _env_value(value):
+    if value is None:
+        return "has no value (null): write the value, quoted if need be"
+    if not isinstance(value, (str, int, float)):
+        return "must be a string, number or boolean, not a %s" % kind(value)
+    return env_value_problem(_env_text(value))
+
+
+def _env_text(value):
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def patterns_compile(app, raw):
+    """The log patterns are regular expressions."""
+    for path in ("log.error_pattern", "docker.log_error_pattern"):
+        pattern = _get(app, path)
+        if pattern:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                yield path, "not a valid regular expression: %s" % exc
+
+
+def code_files(app, raw):
+    """code.files: paths inside code.path, and something to restore or remove."""
+    files = app.get("code", {}).get("files")
+    if files is None:
+        return
+    for key in ("restore", "remove"):
+        for i, value in enumerate(files.get(key, [])):
+            if value.startswith("/") or ".." in value.split("/"):
+                yield (
+                    "code.files.%s[%d]" % (key, i),
+                    "%s must be relative to code.path, inside it" % show(value),
+                )
+    if not files.get("restore") and not files.get("remove"):
+        yield "code.files", "lists nothing to restore or remove"
+
+
+def maintenance_env(app, raw):
+    """maintenance.env is set in env_file, and env_off turns the same keys back."""
+    maintenance = app.get("maintenance", {})
+    env, env_off = maintenance.get("env", {}), maintenance.get("env_off", {})
+    if env and not app.get("env_file"):
+        yield "maintenance.env", "needs rollback_app.env_file to set the values in"
+    if set(env) != set(env_off):
+        yield "maintenance.env_off", "must set the same keys as maintenance.env"
+
+
+def config_files_backed_up(app, raw):
+    """Each config file is in backup.files, so a backup set holds it."""
+    backed_up = set(_get(app, "backup.files") or [])
+    for i, path in enumerate(_get(app, "config.files") or []):
+        if path not in backed_up:
+            yield "config.files[%d]" % i, "%s is not in backup.files, so no set holds it" % path
+
+
+def database_names(app, raw):
+    """Databases have unique simple names (they name the dumps in a set)."""
+    seen = set()
+    for i, db in enumerate(app.get("databases", [])):
+        name = db.get("name", "")
+        if name and (not DB_NAME.match(name) or name in seen):
+            yield "databases[%d].name" % i, "%s must be unique and a simple name" % show(name)
+        seen.add(name)
+
+
+def cache_commands(app, raw):
+    """A cache command is an argv with at least the program."""
+    for i, cache in enumerate(_get(app, "config.caches") or []):
+        if "command" in cache and not cache["command"]:
+            yield "config.caches[%d].command" % i, "must be a non-empty argv list"
+
+
+RULES = (
+    env_keys,
+    env_values,
+    patterns_compile,
+    code_files,
+    maintenance_env,
+    config_files_backed_up,
+    database_names,
+    cache_commands,
+)
+
+
+def _get(app, dotted):
+    value = app
+    for part in dotted.split("."):
+        value = value.get(part, {}) if isinstance(value, dict) else {}
+    return value
+
+
+# ---------------------------------------------------------------------------------------
+# the entry points
+
+
+def validate(variable, value, spec=None):
+    """One variable of the spec (rollback_app, rollback_notify, rollback_thresholds):
+    (normalized value or None, [(key path, message)])."""
+    opt = (spec or load_spec())[variable]
+    walker = _Walker()
+    if value is None:
+        if opt.get("required"):
+            walker.problem(variable, "is not set")
+        return None, walker.problems
+    normalized = walker.value(opt, value, variable)
+    return normalized, walker.problems
+
+
+def validate_app(raw, spec=None):
+    """``rollback_app``: (the normalized app or None, [(key path, message)]), the spec's
+    checks and every cross-field rule; env values normalized to the strings written."""
+    app, problems = validate("rollback_app", raw, spec)
+    if app is None:
+        return None, problems
+    for rule in RULES:
+        problems += [("rollback_app." + path, message) for path, message in rule(app, raw)]
+    app["master_switch_off"] = _env_text(app["master_switch_off"])
+    for section in ("emergency", "maintenance.env", "maintenance.env_off"):
+        values = _get(app, section)
+        for key in list(values):
+            values[key] = _env_text(values[key])
+    return app, problems
+
+
+def secret_keys(app):
+    """The env key patterns whose values are secret: the defaults and the app's own."""
+    return list(DEFAULT_SECRET_KEYS) + list(app.get("secret_keys", []))
+
+
+def declared_keys(app):
+    """The env keys the app declares: its master switch, flags and emergency keys."""
+    keys = [app["master_switch"]] if app.get("master_switch") else []
+    return keys + list(app.get("flags", [])) + list(app.get("emergency", {}))
