@@ -153,7 +153,9 @@ def steps(
 
     loaded = _load(Path(playbook), inventory._manager)
     target = inventory._manager.get_host(host)
-    data = wrap_var(dict(extravars))  # data, never templated
+    data = wrap_var(
+        {**_controller_results(loaded, inventory, host), **extravars}
+    )  # never templated
     out: list[PlanStep] = []
     plays_for_host: dict[int, bool] = {}
     for entry in loaded.entries:
@@ -450,11 +452,41 @@ def _trusted_load() -> dict[str, Any]:
     return {"trusted_as_template": True} if "trusted_as_template" in params else {}
 
 
+# actions that run on the controller only, deterministically from the inventory: their
+# registered results are computed here, as the run will (action -> the result's function)
+CONTROLLER_ACTIONS = ("rollback_ops.rollback.app_spec",)
+
+
+def _controller_results(loaded: _Loaded, inventory: Inventory, host: str) -> dict[str, Any]:
+    """What the controller-side actions will register for this host: the app role's
+    validated app (``__app_spec``), from the same validator the action plugin runs."""
+    from rollback_ops import appspec
+
+    out: dict[str, Any] = {}
+    for entry in loaded.entries:
+        task = entry.task
+        if task.register and _action(task) in CONTROLLER_ACTIONS:
+            app, problems = appspec.validator.validate_app(
+                inventory.hosts[host].vars.get("rollback_app")
+            )
+            if problems:  # the run stops there; the plan's caller has refused already
+                continue
+            out[str(task.register)] = {
+                "app": app,
+                "secret_keys": appspec.validator.secret_keys(app),
+                "declared_keys": appspec.validator.declared_keys(app),
+                "changed": False,
+                "failed": False,
+            }
+    return out
+
+
 def _produced(tasks: Iterable[Any]) -> set[str]:
-    """The variables tasks set while the play runs: registered results and facts."""
+    """The variables tasks set while the play runs: registered results and facts (but what
+    the controller-side actions register: known before the run, see _controller_results)."""
     names: set[str] = set()
     for task in tasks:
-        if task.register:
+        if task.register and _action(task) not in CONTROLLER_ACTIONS:
             names.add(str(task.register))
         if _action(task).rsplit(".", 1)[-1] == "set_fact":
             names |= {str(k) for k in task.args if k != "cacheable"}

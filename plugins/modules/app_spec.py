@@ -43,7 +43,7 @@ declared_keys:
   elements: str
   returned: success
 problems:
-  description: Every problem found, as C(key path: message).
+  description: Every problem found, as C(<key path>) then a colon and the message.
   type: list
   elements: str
   returned: failure

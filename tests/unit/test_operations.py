@@ -115,7 +115,9 @@ def test_checks_against_an_app(apps: dict[str, appspec.AppSpec]):
     (problem,) = flag.check(app, Request(flags={"NOPE": "1"}))
     assert problem.startswith(f"unknown flag NOPE for app {app.name}")
     assert flag.check(app, Request(flags={"NOPE": "1"}, allow_new_flags=True)) == []
-    bare = appspec.AppSpec(name="bare")  # type: ignore[call-arg]
+    normalized, problems = appspec.validator.validate_app({"name": "bare"})
+    assert not problems
+    bare = appspec.build(normalized)
     assert flag.check(bare, Request()) == [
         "app bare has no rollback_app.env_file",
         "no --flag given and app bare has no master_switch to turn off",

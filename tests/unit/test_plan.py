@@ -60,6 +60,7 @@ RELEASE = "preflight: Release this run's lock on the host"
 START = [
     "Check the request is for this playbook",
     "preflight: Refuse a run production's guard does not allow",
+    "app: Validate the app's description and fill in the schema's defaults",
 ]
 
 
@@ -138,7 +139,7 @@ def test_full_plan_restores_the_databases_between_revert_and_start(
 def test_config_plan_loads_the_included_cache_tasks(full: inventory.Inventory) -> None:
     found = plan.steps(paths.playbook("config"), full, "web1", request("config"))
     names = [s.label for s in found]
-    assert names[:6] == [
+    assert names[: len(START) + 4] == [
         *START,
         "backup: Check the config files can be restored from a backup set",
         "preflight: Check the host can take the rollback",
