@@ -13,7 +13,7 @@ description:
   - A backup set is C(<root>/<app>/<set_id>/) (directories 0700, files 0600) holding
     C(manifest.json), C(db/<name>.dump) (PostgreSQL custom format), C(db/<name>.sqlite3) or
     C(db/<name>.sql.gz) (MySQL), and C(files/<absolute path>) copies of the app's files.
-    I(set_id) is C(<UTC %Y%m%dT%H%M%SZ>-<kind>).
+    I(backup_id) is C(<UTC %Y%m%dT%H%M%SZ>-<kind>).
   - C(state=created) dumps each database with its engine's own tool (PostgreSQL, pg_dump in
     the snapshot of a REPEATABLE READ session that takes each table's row count and checksum
     in that same snapshot; SQLite, the online backup API; MySQL, mysqldump
@@ -76,7 +76,8 @@ options:
     description: created, the run that made the set (recorded in the manifest).
     type: str
     default: ""
-  set_id:
+  backup_id:
+    aliases: [set_id]
     description: verified, the set to verify; empty means the newest.
     type: str
     default: ""
@@ -193,7 +194,7 @@ def main():
             files=dict(type="list", elements="path", default=[]),
             code_path=dict(type="path", default=""),
             run_id=dict(type="str", default=""),
-            set_id=dict(type="str", default=""),
+            backup_id=dict(type="str", default="", aliases=["set_id"]),
             restore_test=dict(type="bool", default=False),
             keep=dict(type="int"),
             max_age_days=dict(type="float"),
@@ -236,7 +237,7 @@ def main():
         elif state == "listed":
             result["sets"] = list_sets(params["root"], params["app"])
         elif state == "verified":
-            set_id = params["set_id"]
+            set_id = params["backup_id"]
             if not set_id:
                 sets = list_sets(params["root"], params["app"])
                 if not sets:

@@ -10,7 +10,7 @@ DOCUMENTATION = r"""
 module: configrestore
 short_description: Restore an app's config files from a backup set (seed 002 strategy 2)
 description:
-  - The set is I(set_id), or the newest set whose verification passed, which is not forensic
+  - The set is I(backup_id), or the newest set whose verification passed, which is not forensic
     and which holds every one of I(files).
   - C(state=checked) is read-only. Each file must be in the set, its copy must match the
     sha256 the manifest recorded. Reports which live files differ from their copy (C(needed)).
@@ -38,7 +38,8 @@ options:
     type: str
     required: true
     description: The app's name.
-  set_id:
+  backup_id:
+    aliases: [set_id]
     type: str
     default: ""
     description: The set; empty means the newest verified non-forensic set holding the files.
@@ -174,7 +175,7 @@ def main():
             state=dict(type="str", choices=["checked", "restored"], default="checked"),
             root=dict(type="path", default="/var/backups/rollback-ops"),
             app=dict(type="str", required=True),
-            set_id=dict(type="str", default=""),
+            backup_id=dict(type="str", default="", aliases=["set_id"]),
             files=dict(type="list", elements="path", required=True),
             min_free_mb=dict(type="int", default=10),
         ),
@@ -183,7 +184,7 @@ def main():
     params = module.params
     result = dict(changed=False, set_id="", needed=False, differs=[], problems=[])
     try:
-        set_dir, manifest = choose(params["root"], params["app"], params["set_id"], params["files"])
+        set_dir, manifest = choose(params["root"], params["app"], params["backup_id"], params["files"])
     except BackupError as exc:
         module.fail_json(msg="config: %s" % exc, **result)
     result["set_id"] = manifest["set_id"]

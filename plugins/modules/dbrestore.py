@@ -10,7 +10,7 @@ DOCUMENTATION = r"""
 module: dbrestore
 short_description: Restore an app's databases from a backup set, with a forensic copy first
 description:
-  - The set restored is I(set_id), or the newest set under C(<root>/<app>/) whose
+  - The set restored is I(backup_id), or the newest set under C(<root>/<app>/) whose
     verification passed and which is not forensic.
   - C(state=checked) is read-only, for before anything is stopped. The set must be this
     app's, verified, hold every database of I(databases) with the same engine and database,
@@ -51,12 +51,13 @@ options:
     description: Database name to password.
     type: dict
     default: {}
-  set_id:
+  backup_id:
+    aliases: [set_id]
     description: The set to restore; empty means the newest verified non-forensic set.
     type: str
     default: ""
   kinds:
-    description: Without I(set_id), choose only among sets of these kinds (e.g. predeploy).
+    description: Without I(backup_id), choose only among sets of these kinds (e.g. predeploy).
     type: list
     elements: str
     default: []
@@ -191,7 +192,7 @@ def main():
             app=dict(type="str", required=True),
             databases=dict(type="list", elements="dict", required=True),
             passwords=dict(type="dict", default={}, no_log=True),
-            set_id=dict(type="str", default=""),
+            backup_id=dict(type="str", default="", aliases=["set_id"]),
             kinds=dict(type="list", elements="str", default=[]),
             run_id=dict(type="str", default=""),
             forensic_set_id=dict(type="str", default=""),
@@ -207,7 +208,7 @@ def main():
     result = dict(changed=False, state=state, set_id="", code={}, schema_versions={}, problems=[])
     try:
         databases = with_passwords(params["databases"], params["passwords"])
-        set_dir, manifest = choose_set(root, app, params["set_id"], tuple(params["kinds"]))
+        set_dir, manifest = choose_set(root, app, params["backup_id"], tuple(params["kinds"]))
         check = check_restorable(set_dir, app, databases)
         result.update(
             set_id=manifest["set_id"],
