@@ -184,7 +184,9 @@ def main():
     params = module.params
     result = dict(changed=False, set_id="", needed=False, differs=[], problems=[])
     try:
-        set_dir, manifest = choose(params["root"], params["app"], params["backup_id"], params["files"])
+        set_dir, manifest = choose(
+            params["root"], params["app"], params["backup_id"], params["files"]
+        )
     except BackupError as exc:
         module.fail_json(msg="config: %s" % exc, **result)
     result["set_id"] = manifest["set_id"]
