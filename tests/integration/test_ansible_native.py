@@ -174,7 +174,14 @@ def test_proxyjump_from_the_teams_ansible_cfg(lab: LabHosts, tmp_path: Path):
     inventory = team / "inventories" / "behind"
     inventory.mkdir(parents=True)
     (inventory / "hosts.yml").write_text(
-        yaml.safe_dump({"all": {"vars": app, "hosts": {"web2": {"ansible_host": alias}}}})
+        yaml.safe_dump(
+            {
+                "all": {
+                    "vars": app,
+                    "hosts": {"web2": {**host_vars(lab, "web2"), "ansible_host": alias}},
+                }
+            }
+        )
     )
     try:
         run = cli_in(
