@@ -131,3 +131,45 @@ def test_the_teams_ansible_cfg_is_used_and_only_gaps_are_filled(
     if not Path("/etc/ansible/ansible.cfg").exists():
         assert "ANSIBLE_CONFIG" not in env
     assert env["ANSIBLE_FORKS"] == "20" and env["ANSIBLE_PIPELINING"] == "True"
+
+
+def test_ask_vault_pass_answers_ansible_playbooks_own_prompt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """--ask-vault-pass: the password typed once on the controller answers
+    ansible-playbook's own prompt (ansible-runner's expect), never argv or a file."""
+    password = "typed-vault-pass"
+    monkeypatch.setattr(runner, "_VAULT_PASSWORD", [password])  # as if typed at the prompt
+    pw_file = tmp_path / "pw"
+    pw_file.write_text(password)
+    vaulted = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible-vault"), "encrypt_string",
+            "--vault-password-file", str(pw_file), "the-secret", "--name", "secret",
+        ],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    pw_file.unlink()
+    (tmp_path / "vars.yml").write_text(vaulted)
+    playbook = tmp_path / "show.yml"
+    playbook.write_text(
+        "- hosts: all\n  gather_facts: false\n  vars_files: [vars.yml]\n  tasks:\n"
+        "    - name: Write the decrypted value\n      ansible.builtin.copy:\n"
+        f"        dest: {tmp_path / 'out'}\n        content: '{{{{ secret }}}}'\n"
+        "        mode: '0600'\n"
+    )
+    run_dir = tmp_path / "run"
+    outcome = runner.run_playbook(
+        runner.PlaybookRun(
+            playbook,
+            inventory(tmp_path),
+            run_dir,
+            options=runner.AnsibleOptions(ask_vault_pass=True),
+        )
+    )
+    assert outcome.rc == 0, outcome.stdout_tail
+    assert (tmp_path / "out").read_text() == "the-secret"
+    command = json.loads((run_dir / "artifacts" / "ansible" / "command").read_text())["command"]
+    assert "--ask-vault-pass" in command and password not in " ".join(command)
+    leaked = [p for p in run_dir.rglob("*") if p.is_file() and password in p.read_text("latin-1")]
+    assert not leaked
