@@ -4,7 +4,8 @@
 Each function's options are documented once, by the doc fragment of the same name
 (plugins/doc_fragments/): ``run_argument_spec`` by ``rollback_ops.rollback.run`` (and
 ``run_id`` alone by ``rollback_ops.rollback.run.run_id``), ``lock_argument_spec`` by
-``rollback_ops.rollback.lock``, ``space_argument_spec`` by ``rollback_ops.rollback.space``.
+``rollback_ops.rollback.lock``, ``space_argument_spec`` by ``rollback_ops.rollback.space``,
+``backupset_argument_spec`` by ``rollback_ops.rollback.backupset``.
 A module builds its spec as ``dict(own options, **run_argument_spec())``.
 """
 
@@ -31,3 +32,11 @@ def lock_argument_spec():
 def space_argument_spec():
     """min_free_mb: the margin kept free on each filesystem a change writes to."""
     return dict(min_free_mb=dict(type="int", default=10))
+
+
+def backupset_argument_spec():
+    """root and app: where the backup sets live (the backupset fragment)."""
+    return dict(
+        root=dict(type="path", default="/var/backups/rollback-ops"),
+        app=dict(type="str", required=True),
+    )

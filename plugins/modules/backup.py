@@ -36,14 +36,6 @@ options:
     type: str
     choices: [created, listed, verified, pruned]
     default: created
-  root:
-    description: Where the sets are kept.
-    type: path
-    default: /var/backups/rollback-ops
-  app:
-    description: The app's name (a directory under I(root)).
-    type: str
-    required: true
   kind:
     description: created, why the set is made.
     type: str
@@ -91,6 +83,8 @@ options:
   max_age_days:
     description: pruned, remove the sets older than this many days.
     type: float
+extends_documentation_fragment:
+  - rollback_ops.rollback.backupset
 author: rollback-ops developers
 """
 
@@ -174,6 +168,9 @@ from ansible_collections.rollback_ops.rollback.plugins.module_utils.backupset im
     verify_set,
     with_passwords,
 )
+from ansible_collections.rollback_ops.rollback.plugins.module_utils.options import (
+    backupset_argument_spec,
+)
 
 
 def main():
@@ -182,8 +179,6 @@ def main():
             state=dict(
                 type="str", choices=["created", "listed", "verified", "pruned"], default="created"
             ),
-            root=dict(type="path", default="/var/backups/rollback-ops"),
-            app=dict(type="str", required=True),
             kind=dict(
                 type="str",
                 choices=["predeploy", "scheduled", "manual", "forensic"],
@@ -198,6 +193,7 @@ def main():
             restore_test=dict(type="bool", default=False),
             keep=dict(type="int"),
             max_age_days=dict(type="float"),
+            **backupset_argument_spec(),
         ),
         supports_check_mode=True,
     )

@@ -30,14 +30,6 @@ options:
     choices: [checked, restored]
     default: checked
     description: Inspect only, or restore.
-  root:
-    type: path
-    default: /var/backups/rollback-ops
-    description: Where the sets are kept.
-  app:
-    type: str
-    required: true
-    description: The app's name.
   backup_id:
     aliases: [set_id]
     type: str
@@ -52,6 +44,8 @@ options:
     type: int
     default: 10
     description: Free space each filesystem written to keeps beyond the copies and temp files.
+extends_documentation_fragment:
+  - rollback_ops.rollback.backupset
 author: rollback-ops developers
 """
 
@@ -107,6 +101,9 @@ from ansible_collections.rollback_ops.rollback.plugins.module_utils.files import
     safe_write,
     sha256,
     writes_space_problems,
+)
+from ansible_collections.rollback_ops.rollback.plugins.module_utils.options import (
+    backupset_argument_spec,
 )
 
 
@@ -173,11 +170,10 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             state=dict(type="str", choices=["checked", "restored"], default="checked"),
-            root=dict(type="path", default="/var/backups/rollback-ops"),
-            app=dict(type="str", required=True),
             backup_id=dict(type="str", default="", aliases=["set_id"]),
             files=dict(type="list", elements="path", required=True),
             min_free_mb=dict(type="int", default=10),
+            **backupset_argument_spec(),
         ),
         supports_check_mode=True,
     )

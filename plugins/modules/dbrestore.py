@@ -34,14 +34,6 @@ options:
     type: str
     choices: [checked, forensic, restored]
     default: checked
-  root:
-    description: Where the sets are kept.
-    type: path
-    default: /var/backups/rollback-ops
-  app:
-    description: The app's name.
-    type: str
-    required: true
   databases:
     description: The databases, as for M(rollback_ops.rollback.backup); no C(password) in them.
     type: list
@@ -82,6 +74,8 @@ options:
     description: forensic, the code directory whose git ref is recorded.
     type: path
     default: ""
+extends_documentation_fragment:
+  - rollback_ops.rollback.backupset
 author: rollback-ops developers
 """
 
@@ -182,14 +176,15 @@ from ansible_collections.rollback_ops.rollback.plugins.module_utils.backupset im
     set_path,
     with_passwords,
 )
+from ansible_collections.rollback_ops.rollback.plugins.module_utils.options import (
+    backupset_argument_spec,
+)
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
             state=dict(type="str", choices=["checked", "forensic", "restored"], default="checked"),
-            root=dict(type="path", default="/var/backups/rollback-ops"),
-            app=dict(type="str", required=True),
             databases=dict(type="list", elements="dict", required=True),
             passwords=dict(type="dict", default={}, no_log=True),
             backup_id=dict(type="str", default="", aliases=["set_id"]),
@@ -199,6 +194,7 @@ def main():
             require_forensic=dict(type="bool", default=True),
             files=dict(type="list", elements="path", default=[]),
             code_path=dict(type="path", default=""),
+            **backupset_argument_spec(),
         ),
         supports_check_mode=True,
     )

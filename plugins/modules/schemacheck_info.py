@@ -17,14 +17,6 @@ description:
     full level (restore, or migration rollback) is the way back. Read-only; never fails on
     this.
 options:
-  root:
-    type: path
-    default: /var/backups/rollback-ops
-    description: Where the sets are kept.
-  app:
-    type: str
-    required: true
-    description: The app's name.
   databases:
     type: list
     elements: dict
@@ -38,6 +30,8 @@ options:
     type: str
     required: true
     description: The git commit the code rollback goes back to.
+extends_documentation_fragment:
+  - rollback_ops.rollback.backupset
 author: rollback-ops developers
 """
 
@@ -72,16 +66,18 @@ from ansible_collections.rollback_ops.rollback.plugins.module_utils.backupset im
     schema_check,
     with_passwords,
 )
+from ansible_collections.rollback_ops.rollback.plugins.module_utils.options import (
+    backupset_argument_spec,
+)
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            root=dict(type="path", default="/var/backups/rollback-ops"),
-            app=dict(type="str", required=True),
             databases=dict(type="list", elements="dict", required=True),
             passwords=dict(type="dict", default={}, no_log=True),
             code_ref=dict(type="str", required=True),
+            **backupset_argument_spec(),
         ),
         supports_check_mode=True,
     )

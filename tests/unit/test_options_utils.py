@@ -19,7 +19,8 @@ def same(spec: dict, docs: dict) -> None:
     assert sorted(spec) == sorted(docs)
     for key, option in spec.items():
         assert docs[key]["type"] == option["type"], key
-        assert docs[key]["default"] == option["default"], key
+        assert docs[key].get("default") == option.get("default"), key
+        assert bool(docs[key].get("required")) == bool(option.get("required")), key
         assert docs[key]["description"], key
 
 
@@ -28,6 +29,7 @@ def test_each_spec_is_documented_by_its_fragment():
     same(options.run_argument_spec(operator=False), fragment("run", "RUN_ID"))
     same(options.lock_argument_spec(), fragment("lock"))
     same(options.space_argument_spec(), fragment("space"))
+    same(options.backupset_argument_spec(), fragment("backupset"))
 
 
 def test_the_lock_path_is_the_locks_default():
