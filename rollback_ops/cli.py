@@ -489,13 +489,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_recommend(args: argparse.Namespace) -> int:
     from rollback_ops import inventory, recommend
 
-    thresholds = recommend.Thresholds()
+    raw, where = None, "spec"
     if args.inventory:
         inv = inventory.load(args.inventory, paths.state_dir(args.state_dir))
         host = next(iter(inv.hosts.values()))
-        thresholds = recommend.Thresholds.from_vars(
-            host.vars.get("rollback_thresholds"), host.origin("rollback_thresholds")
-        )
+        raw, where = host.vars.get("rollback_thresholds"), host.origin("rollback_thresholds")
+    thresholds = recommend.Thresholds.from_vars(raw, where)
     signals = recommend.Signals(
         error_rate=args.error_rate,
         p95_ms=args.p95_ms,

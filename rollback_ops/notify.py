@@ -19,6 +19,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+from rollback_ops import appspec
 from rollback_ops.exceptions import ConfigError
 from rollback_ops.inventory import Inventory
 from rollback_ops.report import LEVEL_NAMES, environment
@@ -28,17 +29,21 @@ TIMEOUT = 10
 
 @dataclass(frozen=True)
 class EmailConfig:
+    """``rollback_notify.email``, every default from the spec file."""
+
     host: str
-    port: int = 25
-    starttls: bool = False
-    sender: str = "rollback-ops@localhost"
-    to: tuple[str, ...] = ()
-    username: str = ""
-    password_env: str = ""
+    port: int
+    starttls: bool
+    sender: str
+    to: tuple[str, ...]
+    username: str
+    password_env: str
 
 
 @dataclass(frozen=True)
 class NotifyConfig:
+    """``rollback_notify``; the defaults here are "not configured", nothing sent."""
+
     webhook_url: str = ""
     webhook_url_env: str = ""
     email: EmailConfig | None = None
@@ -121,7 +126,8 @@ class Notifier:
 
 
 def config_from(inv: Inventory) -> NotifyConfig:
-    """The inventory's ``rollback_notify`` (the same on every host), validated."""
+    """The inventory's ``rollback_notify`` (the same on every host), validated against the
+    spec file; ConfigError names the file and the key of every problem."""
     values = {json.dumps(h.vars.get("rollback_notify"), sort_keys=True) for h in inv.hosts.values()}
     if len(values) > 1:
         raise ConfigError(
@@ -131,46 +137,18 @@ def config_from(inv: Inventory) -> NotifyConfig:
     raw = host.vars.get("rollback_notify")
     if raw is None:
         return NotifyConfig()
-    where = f"{host.origin('rollback_notify')}: rollback_notify"
-    if not isinstance(raw, dict) or set(raw) - {"webhook", "email"}:
-        raise ConfigError(f"{where}: a mapping with webhook and/or email")
-    webhook = raw.get("webhook") or {}
-    if not isinstance(webhook, dict) or set(webhook) - {"url", "url_env"}:
-        raise ConfigError(f"{where}.webhook: a mapping with url or url_env")
-    url = str(webhook.get("url", ""))
-    if url and not url.startswith(("http://", "https://")):
-        raise ConfigError(f"{where}.webhook.url: must be http:// or https://")
-    email = raw.get("email")
-    email_cfg = None
-    if email is not None:
-        allowed = {"host", "port", "starttls", "from", "to", "username", "password_env"}
-        if isinstance(email, dict) and "password" in email:
-            raise ConfigError(
-                f"{where}.email.password: put the password in an environment variable "
-                "and name it in password_env"
-            )
-        if (
-            not isinstance(email, dict)
-            or set(email) - allowed
-            or "host" not in email
-            or not email.get("to")
-        ):
-            raise ConfigError(
-                f"{where}.email: needs host and to; allowed keys: {', '.join(sorted(allowed))}"
-            )
-        to = email["to"] if isinstance(email["to"], list) else [email["to"]]
-        email_cfg = EmailConfig(
-            host=str(email["host"]),
-            port=int(email.get("port", 25)),
-            starttls=bool(email.get("starttls")),
-            sender=str(email.get("from", "rollback-ops@localhost")),
-            to=tuple(map(str, to)),
-            username=str(email.get("username", "")),
-            password_env=str(email.get("password_env", "")),
+    value, problems = appspec.validator.validate("rollback_notify", raw)
+    if problems or value is None:
+        where = host.origin("rollback_notify")
+        raise ConfigError(
+            f"inventory {inv.name}: rollback_notify is not valid:\n  "
+            + "\n  ".join(f"{where}: {path}: {message}" for path, message in problems)
         )
-    return NotifyConfig(
-        webhook_url=url, webhook_url_env=str(webhook.get("url_env", "")), email=email_cfg
-    )
+    webhook, email = value.get("webhook", {}), value.get("email")
+    if email is not None:  # the spec's keys, but "from" (a Python keyword) is sender
+        email = dict(email)
+        email = EmailConfig(sender=email.pop("from"), to=tuple(email.pop("to")), **email)
+    return NotifyConfig(webhook.get("url", ""), webhook.get("url_env", ""), email)
 
 
 def strategy(level: str) -> str:

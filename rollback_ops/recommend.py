@@ -3,14 +3,16 @@ symptoms, by the seeds' triggers and decision matrices. Every rule names its sou
 rule that fired is reported; the decision is the most severe one (and, at equal severity,
 the larger level, so data corruption outranks "turn the flag off").
 
-Thresholds default to the seeds' numbers and can be set per inventory (``rollback_thresholds``).
+Thresholds default to the seeds' numbers, in the spec file, and can be set per inventory
+(``rollback_thresholds``).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from rollback_ops import appspec
 from rollback_ops.exceptions import ConfigError
 
 SEVERITIES = ("none", "low", "medium", "high", "critical")
@@ -39,36 +41,37 @@ class Signals:
 
 @dataclass(frozen=True)
 class Thresholds:
-    critical_error_rate: float = 5.0  # seed 002: error rate > 5% for > 15 min
-    critical_error_minutes: float = 15
-    warning_error_rate: float = 2.0  # seed 002: 2-5% for > 30 min
-    warning_error_minutes: float = 30
-    critical_p95_ms: float = 2000  # seed 002: > 2 s p95 for > 15 min
-    critical_p95_minutes: float = 15
-    warning_p95_ms: float = 1000  # seed 002: 1-2 s p95 for > 30 min
-    warning_p95_minutes: float = 30
-    quick_rollback_p95_ms: float = 5000  # seed 003: response time > 5 s
-    memory_mb: float = 2048  # seed 003: memory usage > 2 GB
-    outage_minutes: float = 5  # seed 002: health check failed for 5 min
-    critical_users_pct: float = 10  # seed 002 matrix: > 10% users
-    high_users_pct: float = 5  # 5-10%
-    medium_users_pct: float = 2  # 2-5%; below: low
+    """``rollback_thresholds``: the numbers and their sources (seeds 002 and 003) are in the
+    spec file, roles/app/meta/argument_specs.yml; build one with ``from_vars``."""
+
+    critical_error_rate: float
+    critical_error_minutes: float
+    warning_error_rate: float
+    warning_error_minutes: float
+    critical_p95_ms: float
+    critical_p95_minutes: float
+    warning_p95_ms: float
+    warning_p95_minutes: float
+    quick_rollback_p95_ms: float
+    memory_mb: float
+    outage_minutes: float
+    critical_users_pct: float
+    high_users_pct: float
+    medium_users_pct: float
 
     @classmethod
     def from_vars(cls, raw: Any, where: str) -> Thresholds:
-        if raw is None:
-            return cls()
-        names = {f.name for f in fields(cls)}
-        if not isinstance(raw, dict) or set(map(str, raw)) - names:
-            unknown = sorted(set(map(str, raw)) - names) if isinstance(raw, dict) else []
+        """An inventory's ``rollback_thresholds`` (None: the spec's defaults), validated;
+        ConfigError names ``where`` (the file that set it) and the key of every problem."""
+        value, problems = appspec.validator.validate(
+            "rollback_thresholds", {} if raw is None else raw
+        )
+        if problems or value is None:
             raise ConfigError(
-                f"{where}: rollback_thresholds: unknown key(s) {', '.join(unknown)} "
-                f"(allowed: {', '.join(sorted(names))})"
+                "rollback_thresholds is not valid:\n  "
+                + "\n  ".join(f"{where}: {path}: {message}" for path, message in problems)
             )
-        try:
-            return cls(**{k: float(v) for k, v in raw.items()})
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{where}: rollback_thresholds: numbers only ({exc})") from exc
+        return cls(**value)
 
 
 @dataclass(frozen=True)
@@ -264,7 +267,7 @@ def _rules(s: Signals, t: Thresholds) -> list[Finding]:
 
 
 def recommend(signals: Signals, thresholds: Thresholds | None = None) -> Recommendation:
-    fired = _rules(signals, thresholds or Thresholds())
+    fired = _rules(signals, thresholds or Thresholds.from_vars(None, "spec"))
     if not fired:
         none = Finding(
             "none",

@@ -1,10 +1,11 @@
 # -*- coding: utf-8 -*-
-# The app schema (rollback_app), validated: the argument spec in roles/app/meta/argument_specs.yml
-# run through ansible-core's ArgumentSpecValidator, level by level so that every problem is
-# named by its key path (``rollback_app.databases[1].engine``), plus the cross-field rules the
-# spec format cannot express, as small named functions. Controller side only, stdlib and
-# ansible-core: the action plugin rollback_ops.rollback.app_spec imports it from the
-# collection and rollback_ops/appspec.py loads this same file by path.
+# The app schema (rollback_app, rollback_notify, rollback_thresholds), validated: the argument
+# spec in roles/app/meta/argument_specs.yml run through ansible-core's ArgumentSpecValidator,
+# level by level so that every problem is named by its key path
+# (``rollback_app.databases[1].engine``), plus the cross-field rules the spec format cannot
+# express, as small named functions. Controller side only, stdlib and ansible-core: the
+# action plugin rollback_ops.rollback.app_spec imports it from the collection and
+# rollback_ops/appspec.py loads this same file by path.
 
 from __future__ import absolute_import, division, print_function
 
@@ -413,6 +414,55 @@ RULES = (
 )
 
 
+# ---------------------------------------------------------------------------------------
+# rollback_notify and rollback_thresholds: what their spec cannot express. A ``prepare``
+# function reads the raw value as the spec's type; a rule takes the normalized value and the
+# raw one and yields (key path under the variable, message); a rule's message replaces the
+# spec's for the same key (email.password: the hint, not "unknown key").
+
+
+def one_recipient(raw):
+    """email.to may name one recipient as a string: the list of that one."""
+    email = raw.get("email") if isinstance(raw, dict) else None
+    if isinstance(email, dict) and isinstance(email.get("to"), str):
+        return dict(raw, email=dict(email, to=[email["to"]]))
+    return raw
+
+
+_QUOTED_NUMBER = re.compile(r"\s*[0-9]+(\.[0-9]+)?\s*\Z")
+
+
+def quoted_numbers(raw):
+    """A threshold written quoted ("1024") is that number (not "nan", "inf" or "1e3")."""
+    if not isinstance(raw, dict):
+        return raw
+    return dict(
+        (key, float(value) if isinstance(value, str) and _QUOTED_NUMBER.match(value) else value)
+        for key, value in raw.items()
+    )
+
+
+def webhook_url_http(notify, raw):
+    """The webhook URL is POSTed to: http:// or https://, nothing else (file://, ftp://)."""
+    url = _get(notify, "webhook.url")
+    if url and not url.startswith(("http://", "https://")):
+        yield "webhook.url", "must be http:// or https://"
+
+
+def email_password(notify, raw):
+    """No SMTP password in an inventory: it comes from the variable password_env names."""
+    email = raw.get("email") if isinstance(raw, dict) else None
+    if isinstance(email, dict) and "password" in email:
+        yield (
+            "email.password",
+            "put the password in an environment variable and name it in password_env",
+        )
+
+
+PREPARE = {"rollback_notify": one_recipient, "rollback_thresholds": quoted_numbers}
+VARIABLE_RULES = {"rollback_notify": (webhook_url_http, email_password)}
+
+
 def _get(app, dotted):
     value = app
     for part in dotted.split("."):
@@ -426,15 +476,27 @@ def _get(app, dotted):
 
 def validate(variable, value, spec=None):
     """One variable of the spec (rollback_app, rollback_notify, rollback_thresholds):
-    (normalized value or None, [(key path, message)])."""
+    (normalized value or None, [(key path, message)]); for rollback_notify and
+    rollback_thresholds their rules too (rollback_app's: ``validate_app``)."""
     opt = (spec or load_spec())[variable]
     walker = _Walker()
     if value is None:
         if opt.get("required"):
             walker.problem(variable, "is not set")
         return None, walker.problems
+    raw = value
+    if variable in PREPARE:
+        value = PREPARE[variable](value)
     normalized = walker.value(opt, value, variable)
-    return normalized, walker.problems
+    if normalized is None:
+        return None, walker.problems
+    ruled = [
+        ("%s.%s" % (variable, path), message)
+        for rule in VARIABLE_RULES.get(variable, ())
+        for path, message in rule(normalized, raw)
+    ]
+    replaced = set(path for path, _ in ruled)
+    return normalized, [p for p in walker.problems if p[0] not in replaced] + ruled
 
 
 def validate_app(raw, spec=None):

@@ -300,3 +300,30 @@ def test_the_shipped_inventories_normalize(tmp_path: Path):
     app = appspec.parse_inventory(inventory.load("staging", tmp_path))["staging-api-1"]
     assert app.normalized["health"]["retries"] == 30
     assert app.drain_timeout == 30
+
+
+def test_rollback_notify_and_rollback_thresholds_are_validated_by_the_same_file():
+    notify, found = validator.validate("rollback_notify", {"webhook": {"url_env": "HOOK"}})
+    assert found == [] and notify == {"webhook": {"url": "", "url_env": "HOOK"}}
+    notify, found = validator.validate("rollback_notify", {"email": {"host": "h", "to": "a@x"}})
+    assert found == [] and notify["email"]["to"] == ["a@x"]
+    assert notify["email"]["port"] == 25 and notify["email"]["from"] == "rollback-ops@localhost"
+    _, found = validator.validate(
+        "rollback_notify", {"email": {"host": "h", "to": ["a@x"], "password": "pw"}}
+    )
+    assert found == [
+        (
+            "rollback_notify.email.password",
+            "put the password in an environment variable and name it in password_env",
+        )
+    ]
+    _, found = validator.validate("rollback_notify", {"webhook": {"url": "file:///etc/passwd"}})
+    assert found == [("rollback_notify.webhook.url", "must be http:// or https://")]
+    _, found = validator.validate("rollback_notify", {"webhook": {}})
+    assert found == [("rollback_notify.webhook", "needs exactly one of url or url_env")]
+    assert validator.validate("rollback_notify", None) == (None, [])
+    thresholds, found = validator.validate("rollback_thresholds", {"memory_mb": " 1024 "})
+    assert found == [] and thresholds["memory_mb"] == 1024 and thresholds["outage_minutes"] == 5
+    for text in ("nan", "inf", "1e3", "-1"):
+        _, found = validator.validate("rollback_thresholds", {"memory_mb": text})
+        assert found == [("rollback_thresholds.memory_mb", f"must be a number >= 0, not {text!r}")]

@@ -33,29 +33,60 @@ def inventory_with(value: object) -> Inventory:
     return Inventory("prod", Path("/inv"), {"web1": host})
 
 
+def config(value: object) -> notify.NotifyConfig:
+    return notify.config_from(inventory_with(value))
+
+
 def test_config_is_validated_and_passwords_stay_out_of_inventories():
-    assert not notify.config_from(inventory_with(None)).enabled
-    cfg = notify.config_from(
-        inventory_with({"webhook": {"url_env": "HOOK"}, "email": {"host": "h", "to": "a@x"}})
-    )
+    assert not config(None).enabled
+    cfg = config({"webhook": {"url_env": "HOOK"}, "email": {"host": "h", "to": "a@x"}})
     assert cfg.webhook_url_env == "HOOK" and cfg.email and cfg.email.to == ("a@x",)
     with pytest.raises(ConfigError, match="password_env"):
-        notify.config_from(
-            inventory_with({"email": {"host": "h", "to": ["a@x"], "password": "pw"}})
-        )
+        config({"email": {"host": "h", "to": ["a@x"], "password": "pw"}})
     with pytest.raises(ConfigError, match="http:// or https://"):
-        notify.config_from(inventory_with({"webhook": {"url": "file:///etc/passwd"}}))
-    with pytest.raises(ConfigError, match="webhook and/or email"):
-        notify.config_from(inventory_with({"slack": {}}))
+        config({"webhook": {"url": "file:///etc/passwd"}})
+    with pytest.raises(ConfigError, match=r"rollback_notify\.slack: unknown key"):
+        config({"slack": {}})
+
+
+def test_the_defaults_come_from_the_spec_file():
+    cfg = config({"email": {"host": "h", "to": ["a@x"]}})
+    assert cfg.email == notify.EmailConfig(
+        host="h",
+        port=25,
+        starttls=False,
+        sender="rollback-ops@localhost",
+        to=("a@x",),
+        username="",
+        password_env="",
+    )
+    assert (cfg.webhook_url, cfg.webhook_url_env) == ("", "")
+
+
+def test_every_problem_is_reported_at_once_with_the_file_and_the_key():
+    value = {
+        "webhook": {"url": "ftp://x", "url_env": "HOOK"},
+        "email": {"to": ["a@x"], "port": "25", "password": "pw"},
+    }
+    host = Host("web1", {"rollback_notify": value}, {"rollback_notify": "/inv/group_vars/all.yml"})
+    with pytest.raises(ConfigError) as error:
+        notify.config_from(Inventory("prod", Path("/inv"), {"web1": host}))
+    lines = str(error.value).splitlines()[1:]
+    assert [line.strip() for line in lines] == [
+        "/inv/group_vars/all.yml: rollback_notify.webhook: needs exactly one of url or url_env",
+        "/inv/group_vars/all.yml: rollback_notify.email.host: is required",
+        "/inv/group_vars/all.yml: rollback_notify.email.port: must be a whole number >= 0, "
+        "not '25'",
+        "/inv/group_vars/all.yml: rollback_notify.webhook.url: must be http:// or https://",
+        "/inv/group_vars/all.yml: rollback_notify.email.password: put the password in an "
+        "environment variable and name it in password_env",
+    ]
 
 
 def test_start_alert_reaches_a_real_webhook_and_a_real_smtp_server(tmp_path: Path):
     with webhook_sink() as (url, bodies), smtp_sink() as (port, mails):
-        config = notify.NotifyConfig(
-            webhook_url=url,
-            email=notify.EmailConfig(host="127.0.0.1", port=port, to=("oncall@example.com",)),
-        )
-        notifier = notify.Notifier(config, tmp_path)
+        email = {"host": "127.0.0.1", "port": port, "to": ["oncall@example.com"]}
+        notifier = notify.Notifier(config({"webhook": {"url": url}, "email": email}), tmp_path)
         notifier.send("start", CONTEXT)
     assert [d.ok for d in notifier.deliveries] == [True, True]
     (body,) = bodies
@@ -69,11 +100,8 @@ def test_start_alert_reaches_a_real_webhook_and_a_real_smtp_server(tmp_path: Pat
 
 def test_a_failed_delivery_is_recorded_not_raised(tmp_path: Path, monkeypatch):
     monkeypatch.delenv("HOOK", raising=False)
-    config = notify.NotifyConfig(
-        webhook_url_env="HOOK",
-        email=notify.EmailConfig(host="127.0.0.1", port=free_port(), to=("x@y",)),
-    )
-    notifier = notify.Notifier(config, tmp_path)
+    email = {"host": "127.0.0.1", "port": free_port(), "to": ["x@y"]}
+    notifier = notify.Notifier(config({"webhook": {"url_env": "HOOK"}, "email": email}), tmp_path)
     failed = HostResult("web1", status="unreachable", failed_step="preflight", message="timeout")
     result = RunResult("r1", "flag", "prod", "/inv", False, {"web1": failed}, "t", 2.0, 4, "/r")
     notifier.send("failure", {**CONTEXT, "result": result})

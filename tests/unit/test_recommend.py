@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -88,11 +89,31 @@ def test_the_most_severe_wins_and_data_outranks_flags():
 
 
 def test_thresholds_are_configurable_and_validated():
-    strict = Thresholds(critical_error_rate=1, critical_error_minutes=5)
+    strict = Thresholds.from_vars({"critical_error_rate": 1, "critical_error_minutes": 5}, "x")
     assert recommend(Signals(error_rate=2, for_minutes=6), strict).decision.severity == "critical"
     assert Thresholds.from_vars({"memory_mb": "1024"}, "x").memory_mb == 1024
     with pytest.raises(ConfigError, match="unknown key"):
         Thresholds.from_vars({"memmory_mb": 1}, "x")
+
+
+def test_thresholds_default_to_the_spec_file_and_report_every_problem():
+    defaults = Thresholds.from_vars(None, "x")
+    assert (defaults.critical_error_rate, defaults.memory_mb, defaults.medium_users_pct) == (
+        5.0,
+        2048,
+        2,
+    )
+    with pytest.raises(ConfigError) as error:
+        Thresholds.from_vars({"memmory_mb": 1, "outage_minutes": -1, "memory_mb": "lots"}, "f.yml")
+    assert [line.strip() for line in str(error.value).splitlines()[1:]] == [
+        "f.yml: rollback_thresholds.memmory_mb: unknown key (allowed: "
+        + ", ".join(sorted(f.name for f in fields(Thresholds)))
+        + ")",
+        "f.yml: rollback_thresholds.memory_mb: must be a number >= 0, not 'lots'",
+        "f.yml: rollback_thresholds.outage_minutes: must be a number >= 0, not -1.0",
+    ]
+    with pytest.raises(ConfigError, match="rollback_thresholds: must be a mapping"):
+        Thresholds.from_vars([1], "f.yml")
 
 
 def test_cli_reads_thresholds_from_the_inventory(capsys, tmp_path: Path):
