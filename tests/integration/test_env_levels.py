@@ -179,6 +179,9 @@ def test_plan_contacts_no_host(lab: LabHosts):
     assert run.code == 0
     plans = json.loads(run.stdout)
     assert [p["host"] for p in plans] == lab.names
-    assert any("APP_MODE=research" in s for s in plans[0]["steps"])
+    assert any("APP_MODE=research" in s for s in plans[0]["changes"])
+    # the steps are the playbook's own tasks, with the lab's values resolved
+    assert "envfile: Set values in the env file" in plans[0]["steps"]
+    assert not any("{{" in s for s in plans[0]["steps"] + plans[0]["changes"])
     time.sleep(0.1)
     assert {h: lab.fingerprint(h) for h in lab.names} == before
