@@ -1,12 +1,12 @@
-# (it runs on the managed hosts' python3, 3.6 and later, in the modules' style, like the
-# roles' library/ modules that pyproject.toml exempts from these rules)
+# (it runs on the managed hosts' python3, 3.6 and later, in the modules' style: pyproject.toml
+# exempts plugins/ from the rules that need a newer Python)
 """Read and edit dotenv / shell / systemd EnvironmentFile files byte for byte.
 
-Shared host-side code of the rollback_envfile and rollback_preflight modules, which import it
-as ``ansible.module_utils.rollback_envfile`` (ansible.cfg: ``module_utils =
-plugins/module_utils``). Python 3.6+ standard library only; the file operations (checks,
-space, the safe write) come from ``ansible.module_utils.rollback_files``, shared with the
-other modules that replace files, and are re-exported here with the env file named.
+Shared host-side code of the envfile and preflight modules, which import it as
+``ansible_collections.rollback_ops.rollback.plugins.module_utils.envfile``. Python 3.6+
+standard library only; the file operations (checks, space, the safe write) come from
+``files.py`` beside it, shared with the other modules that replace files, and are re-exported
+here with the env file named.
 
 Parsing rules (one parser for both modules):
 

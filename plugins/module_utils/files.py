@@ -1,10 +1,11 @@
-# (it runs on the managed hosts' python3, 3.6 and later, in the modules' style, like the
-# roles' library/ modules that pyproject.toml exempts from these rules)
+# (it runs on the managed hosts' python3, 3.6 and later, in the modules' style: pyproject.toml
+# exempts plugins/ from the rules that need a newer Python)
 """Check, measure and replace files on a host without breaking links or leaving debris.
 
-Shared host-side code of the modules that change a file in place (rollback_envfile through
-``rollback_envfile``, rollback_configrestore, rollback_code), imported as
-``ansible.module_utils.rollback_files`` (ansible.cfg: ``module_utils = plugins/module_utils``).
+Shared host-side code of the modules that change or copy files (envfile through
+``module_utils/envfile.py``, configrestore, code, containers, and the backup engine), imported
+as ``ansible_collections.rollback_ops.rollback.plugins.module_utils.files`` (AnsiballZ ships
+it with each module; the scheduled backup job gets a copy beside its package).
 Python 3.6+ standard library only.
 
 - ``file_problem``: refuses what an atomic replace would get wrong: a missing file (unless

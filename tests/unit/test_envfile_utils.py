@@ -1,5 +1,5 @@
 """The shared env-file code (plugins/module_utils/envfile.py): parser, editor, masking,
-and the file operations it re-exports from rollback_files (named for an env file)."""
+and the file operations it re-exports from module_utils/files.py (named for an env file)."""
 
 from __future__ import annotations
 
@@ -281,7 +281,7 @@ def test_file_problem_names_hard_links(tmp_path: Path):
 
 
 def test_safe_write_fails_with_envfileerror_and_leaves_nothing_behind(tmp_path: Path):
-    # rollback_files.safe_write (tested in test_files_utils.py), its errors as EnvFileError
+    # files.safe_write (tested in test_files_utils.py), its errors as EnvFileError
     env = tmp_path / ".env"
     env.write_bytes(b"A=1\n")
 

@@ -84,6 +84,29 @@ def test_every_playbook_loads_the_request_and_starts_with_the_guard():
         assert "tasks/start.yml" in starts, playbook.name
 
 
+def test_each_playbooks_levels_and_kind_are_its_operations():
+    """The guard policy is stated twice, for the two ways the playbooks run: in the
+    operation classes (rollback-ops) and in each playbook (plain ansible-playbook, AWX).
+    Here they must agree: every operation's name is one of its playbook's levels, and the
+    kind is what the class says (guarded: rollback; changes hosts: locked; else readonly)."""
+    from rollback_ops import operations
+
+    seen: set[str] = set()
+    for name, op in operations.OPERATIONS.items():
+        if name == "resume":  # runs the resumed run's own playbook
+            continue
+        (play,) = yaml.safe_load((PLAYBOOKS / f"{op.playbook}.yml").read_text())
+        assert name in play["vars"]["__rollback_levels"], name
+        kind = play["vars"]["__rollback_kind"]
+        if "{{" in kind:  # unlock: guarded unless it only reads the locks
+            assert name in ("unlock", "unlock-inspect"), name
+            continue
+        expected = "rollback" if op.guarded else "locked" if op.changes_hosts else "readonly"
+        assert kind == expected, (name, kind)
+        seen.add(op.playbook)
+    assert {p.stem for p in PLAYBOOKS.glob("*.yml")} - seen <= {"unlock"}
+
+
 def test_no_playbook_or_role_reads_the_old_request_variables():
     files = [*ROOT.glob("playbooks/**/*.yml"), *ROOT.glob("roles/**/*.yml")]
     files += list(ROOT.glob("roles/*/README.md"))
