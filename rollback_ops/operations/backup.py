@@ -5,19 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import ClassVar
 
-from rollback_ops.operations.base import Argument, Operation, argument
-
-
-def _count(text: str) -> int:
-    """A count of sets or days: a whole number >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number >= 1")
-    return value
-
+from rollback_ops.operations.base import Argument, Operation, argument, count
 
 APP = argument("--app", help="only the hosts of this app (rollback_app.name)")
 
@@ -100,7 +88,7 @@ class Prune(Job):
         APP,
         argument(
             "--keep",
-            type=_count,
+            type=count,
             metavar="N",
             help="keep the newest N sets",
             request_field="keep",
@@ -108,7 +96,7 @@ class Prune(Job):
         argument(
             "--max-age",
             dest="max_age_days",
-            type=_count,
+            type=count,
             metavar="DAYS",
             help="remove the sets older than DAYS days",
             request_field="max_age_days",
@@ -137,7 +125,7 @@ class Schedule(Job):
         ),
         argument(
             "--keep",
-            type=_count,
+            type=count,
             metavar="N",
             help="prune to the newest N sets after each one",
             request_field="keep",

@@ -333,7 +333,8 @@ ANSIBLE_ARGUMENTS = (
 )
 
 
-def _forks(text: str) -> int:
+def count(text: str) -> int:
+    """An argparse type: a whole number >= 1 (forks, sets to keep, days)."""
     try:
         value = int(text)
     except ValueError:
@@ -351,7 +352,7 @@ def ansible_arguments(short_forks: bool = True) -> tuple[Argument, ...]:
         *ANSIBLE_ARGUMENTS,
         argument(
             *forks,
-            type=_forks,
+            type=count,
             metavar="FORKS",
             help="Ansible's -f/--forks: how many hosts at once"
             + ("" if short_forks else " (-f is --flag here)"),

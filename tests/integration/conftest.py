@@ -131,7 +131,8 @@ class LabHosts:
         path.write_text(yaml.safe_dump(data))
         return str(path)
 
-    def cli(self, *argv: str, **env: str) -> CliRun:
+    def cli(self, *argv: str, cwd: Path | None = None, **env: str) -> CliRun:
+        """The CLI run to its end (from CWD: a team's project, its ansible.cfg)."""
         proc = subprocess.run(
             self.argv(*argv),
             capture_output=True,
@@ -139,6 +140,7 @@ class LabHosts:
             timeout=300,
             check=False,
             stdin=subprocess.DEVNULL,
+            cwd=cwd,
             env=self.env(**env),
         )
         return CliRun(proc.returncode, proc.stdout, proc.stderr)

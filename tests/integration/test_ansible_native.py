@@ -48,20 +48,6 @@ def flag_value(lab: LabHosts, host: str) -> str:
     raise AssertionError(f"{FLAG} not in {host}'s env file")
 
 
-def cli_in(lab: LabHosts, cwd: Path, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """The CLI run from a team's project directory (its ansible.cfg, its inventories)."""
-    return subprocess.run(
-        lab.argv(*argv),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        stdin=subprocess.DEVNULL,
-        cwd=cwd,
-        env=lab.env(**env),
-    )
-
-
 def ini_inventory(lab: LabHosts, directory: Path) -> Path:
     """The lab as a team would write it in INI: hosts in a group, variables in group_vars."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -133,12 +119,12 @@ def test_a_path_given_to_i_wins_over_the_shipped_example(lab: LabHosts, tmp_path
     not the example's prod-api-*.example.internal."""
     team = tmp_path / "team"
     ini_inventory(lab, team / "prod")
-    run = cli_in(lab, team, "plan", "--level", "flag", "--flag", f"{FLAG}=false", "-i", "prod")
-    assert run.returncode == 0, run.stderr
+    run = lab.cli("plan", "--level", "flag", "--flag", f"{FLAG}=false", "-i", "prod", cwd=team)
+    assert run.code == 0, run.stderr
     assert "web1" in run.stdout and "example.internal" not in run.stdout
     # a name the project does not have is an error, never the example
-    missing = cli_in(lab, tmp_path, "plan", "--level", "flag", "-i", "prod")
-    assert missing.returncode == 2 and "no such file or directory" in missing.stderr
+    missing = lab.cli("plan", "--level", "flag", "-i", "prod", cwd=tmp_path)
+    assert missing.code == 2 and "no such file or directory" in missing.stderr
 
 
 def test_proxyjump_from_the_teams_ansible_cfg(lab: LabHosts, tmp_path: Path):
@@ -184,12 +170,12 @@ def test_proxyjump_from_the_teams_ansible_cfg(lab: LabHosts, tmp_path: Path):
         )
     )
     try:
-        run = cli_in(
-            lab, team, "apply", "--level", "flag", "--flag", f"{FLAG}=false",
-            "-i", "behind", "--yes", "--json",
+        run = lab.cli(
+            "apply", "--level", "flag", "--flag", f"{FLAG}=false",
+            "-i", "behind", "--yes", "--json", cwd=team,
         )  # fmt: skip
-        assert run.returncode == 0, run.stderr
-        assert json.loads(run.stdout)["hosts"]["web2"]["status"] == "changed"
+        assert run.code == 0, run.stderr
+        assert run.receipt["hosts"]["web2"]["status"] == "changed"
         assert flag_value(lab, "web2") == "false"
     finally:
         # /etc/hosts is a bind mount: rewritten in place, not renamed over
