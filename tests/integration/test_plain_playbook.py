@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import COLLECTIONS
 from tests.integration.conftest import ENV_FILE, LabHosts
-from tests.unit.test_request_vars import collections_path
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCK = "/var/lib/rollback-ops/rollback.lock"
@@ -28,7 +28,7 @@ def ansible_playbook(
     inventory = lab.inventory_with(tmp_path, rollback_environment=environment)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "ROLLBACK_OPS_"))}
     env |= {
-        "ANSIBLE_COLLECTIONS_PATH": str(collections_path(tmp_path)),
+        "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS),
         "ANSIBLE_STDOUT_CALLBACK": "oneline",
         "ANSIBLE_NOCOLOR": "1",
         "ROLLBACK_OPS_OPERATOR": "ana",

@@ -17,7 +17,7 @@ import yaml
 
 from rollback_ops.authorization import Authorization, check
 from rollback_ops.exceptions import Refused
-from tests.conftest import COLLECTION, ROOT
+from tests.conftest import COLLECTIONS, ROOT
 
 PLAYBOOKS = ROOT / "playbooks"
 # the contract rollback-ops sends (issue 10 part 4): every key, and the type of its value
@@ -53,14 +53,6 @@ OLD_NAMES = re.compile(
     r"|backup_id|backup_kind|restore_test|keep|max_age_days|schedule_at|unlock_runs"
     r"|unlock_inspect)\b"
 )
-
-
-def collections_path(where: Path) -> Path:
-    """A collections path holding only this checkout: ansible_collections/rollback_ops/rollback."""
-    link = where / "collections" / "ansible_collections" / Path(*COLLECTION)
-    link.parent.mkdir(parents=True, exist_ok=True)
-    link.symlink_to(ROOT, target_is_directory=True)
-    return where / "collections"
 
 
 def defaults() -> dict[str, Any]:
@@ -168,7 +160,7 @@ def plain_run(
         )
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "ROLLBACK_OPS_"))}
-    env["ANSIBLE_COLLECTIONS_PATH"] = str(collections_path(tmp_path))
+    env["ANSIBLE_COLLECTIONS_PATH"] = str(COLLECTIONS)
     if operator is not None:
         env["ROLLBACK_OPS_OPERATOR"] = operator
     argv = [

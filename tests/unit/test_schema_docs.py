@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from rollback_ops import appspec, inventory
-from tests.conftest import ROOT
+from tests.conftest import COLLECTIONS, ROOT
 
 README = ROOT / "README.md"
 BEGIN = "<!-- schema table: generated from roles/app/meta/argument_specs.yml -->"
@@ -85,30 +85,21 @@ def test_every_option_has_a_type_and_a_description():
     walk(appspec.validator.load_spec(), "")
 
 
-@pytest.fixture
-def collections(tmp_path: Path) -> Path:
-    """An ANSIBLE_COLLECTIONS_PATH holding rollback_ops.rollback -> this worktree."""
-    link = tmp_path / "collections" / "ansible_collections" / "rollback_ops" / "rollback"
-    link.parent.mkdir(parents=True)
-    link.symlink_to(ROOT, target_is_directory=True)
-    return tmp_path / "collections"
-
-
-def _env(collections: Path) -> dict[str, str]:
+def _env() -> dict[str, str]:
     return {
         **os.environ,
-        "ANSIBLE_COLLECTIONS_PATH": str(collections),
+        "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS),
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_RETRY_FILES_ENABLED": "0",
     }
 
 
-def test_ansible_doc_documents_the_schema(collections: Path):
+def test_ansible_doc_documents_the_schema():
     proc = subprocess.run(
         [BIN / "ansible-doc", "-t", "role", "--json", "rollback_ops.rollback.app"],
         capture_output=True,
         text=True,
-        env=_env(collections),
+        env=_env(),
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
@@ -118,7 +109,7 @@ def test_ansible_doc_documents_the_schema(collections: Path):
     assert app["databases"]["options"]["engine"]["choices"] == ["postgresql", "sqlite", "mysql"]
 
 
-def _playbook(tmp_path: Path, collections: Path, app: dict[str, Any], playbook: Path) -> Any:
+def _playbook(tmp_path: Path, app: dict[str, Any], playbook: Path) -> Any:
     inv = tmp_path / "hosts.yml"
     host = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
     data = {"rollback_environment": "staging", "rollback_app": app}
@@ -127,7 +118,7 @@ def _playbook(tmp_path: Path, collections: Path, app: dict[str, Any], playbook: 
         [BIN / "ansible-playbook", "-i", str(inv), str(playbook)],
         capture_output=True,
         text=True,
-        env=_env(collections),
+        env=_env(),
         check=False,
         timeout=120,
     )
@@ -153,9 +144,9 @@ GOOD = {
     ],
 )
 def test_a_plain_playbook_run_fails_at_the_start_naming_the_key(
-    tmp_path: Path, collections: Path, change: dict[str, Any], expected: str
+    tmp_path: Path, change: dict[str, Any], expected: str
 ):
-    proc = _playbook(tmp_path, collections, {**GOOD, **change}, ROOT / "playbooks" / "verify.yml")
+    proc = _playbook(tmp_path, {**GOOD, **change}, ROOT / "playbooks" / "verify.yml")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2, out
     assert expected in out
@@ -163,9 +154,7 @@ def test_a_plain_playbook_run_fails_at_the_start_naming_the_key(
     assert "Check the host can take the rollback" not in out
 
 
-def test_the_playbook_and_rollback_ops_see_the_same_normalized_app(
-    tmp_path: Path, collections: Path
-):
+def test_the_playbook_and_rollback_ops_see_the_same_normalized_app(tmp_path: Path):
     """The values the roles get come from the spec file's defaults, the same on the
     controller (rollback_ops.appspec) and in a plain ansible-playbook run."""
     dump = tmp_path / "app.json"
@@ -191,7 +180,7 @@ def test_the_playbook_and_rollback_ops_see_the_same_normalized_app(
             ]
         )
     )
-    proc = _playbook(tmp_path, collections, GOOD, playbook)
+    proc = _playbook(tmp_path, GOOD, playbook)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     controller = appspec.parse_inventory(inventory.load(str(tmp_path / "hosts.yml"), tmp_path))
     seen = json.loads(dump.read_text())
