@@ -184,7 +184,9 @@ def test_a_host_held_by_another_run_is_refused_through_the_api(tmp_path: Path, t
     try:
         for source in (by_name, by_address):
             prep = api.prepare("flag", source, state_dir=state)
-            with pytest.raises(Refused, match=r"\(127\.0\.0\.21\) is in use by run run-held of carl"):
+            with pytest.raises(
+                Refused, match=r"\(127\.0\.0\.21\) is in use by run run-held of carl"
+            ):
                 api.execute(prep, state_dir=state, auth=Authorization(operator="ana"))
         assert tripwire == []
         assert history.read(state) == []
