@@ -24,18 +24,20 @@ from rollback_ops.operations import Request
 from tests.conftest import ROOT
 from tests.unit.test_module_docs import ACTION_ONLY, MODULES, argument_spec
 
-SECRET = "Rbo-s3cret-9f27c1"  # noqa: S105 - the value looked for, not a credential
+SECRET = "Rbo-s3cret-9f27c1"  # the value looked for, not a credential
 SECRET_KEY = "STRIPE_API_KEY"  # secret by the app's default secret_keys (*_KEY)
 
 
 def leaks(root: Path, value: str, *, besides: tuple[Path, ...] = ()) -> list[str]:
     """Every file under root (but besides) whose bytes hold value."""
-    found = []
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and not path.is_symlink() and path not in besides:
-            if value.encode() in path.read_bytes():
-                found.append(str(path.relative_to(root)))
-    return found
+    return [
+        str(path.relative_to(root))
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+        and not path.is_symlink()
+        and path not in besides
+        and value.encode() in path.read_bytes()
+    ]
 
 
 def test_a_secret_flag_value_stays_out_of_every_file_of_a_real_run(tmp_path: Path):
