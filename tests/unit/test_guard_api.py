@@ -1,0 +1,199 @@
+"""Production's guard holds in the API itself, not only in the CLI that calls it first.
+
+``api.execute`` is called directly (as another program would), with ansible-runner replaced by
+a tripwire: a refused run must never reach it, and must leave no run directory, no history
+entry and no host lock behind; an allowed run must reach it. The hosts are loopback addresses
+that are never contacted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import ansible_runner
+import pytest
+import yaml
+
+from rollback_ops import api, history
+from rollback_ops.authorization import Authorization
+from rollback_ops.exceptions import Refused
+from rollback_ops.lock import HostsLock
+from rollback_ops.operations import Request
+
+APP = {
+    "name": "shop",
+    "env_file": "/srv/shop/.env",
+    "master_switch": "SHOP_NEW_CHECKOUT",
+    "flags": ["SHOP_FAST_PATH"],
+    "emergency": {"APP_MODE": "research"},
+    "units": ["shop"],
+    "health": {"url": "http://{{ ansible_host }}:8080/health", "expect": {"status": "ok"}},
+    "log": {"path": "/var/log/shop.log", "error_pattern": "ERROR"},
+    "code": {"path": "/opt/shop/app", "git": {"mode": "revert"}},
+}
+
+
+def write_inventory(path: Path, environment: str, hosts: dict[str, dict[str, str]]) -> str:
+    """A one-file YAML inventory of these hosts running the shop app in this environment."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    inventory = {
+        "all": {
+            "vars": {"rollback_environment": environment, "rollback_app": APP},
+            "hosts": hosts,
+        }
+    }
+    path.write_text(yaml.safe_dump(inventory, sort_keys=False))
+    return str(path)
+
+
+@pytest.fixture
+def production(tmp_path: Path) -> str:
+    return write_inventory(
+        tmp_path / "prod" / "hosts.yml",
+        "production",
+        {"web1": {"ansible_host": "127.0.0.21"}, "web2": {"ansible_host": "127.0.0.22"}},
+    )
+
+
+class Reached(BaseException):
+    """Raised by the tripwire: ansible-runner would have started (BaseException, so the
+    runner adapter's ``except Exception`` cannot turn it into a RunnerError)."""
+
+
+@pytest.fixture
+def tripwire(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict]]:
+    """ansible-runner's entry point, replaced: each call is recorded, then Reached raised."""
+    calls: list[dict] = []
+
+    def run(**kwargs: object) -> None:
+        calls.append(kwargs)
+        raise Reached
+
+    monkeypatch.setattr(ansible_runner, "run", run)
+    yield calls
+
+
+def files_under(state: Path) -> list[str]:
+    return sorted(str(p.relative_to(state)) for p in state.rglob("*")) if state.exists() else []
+
+
+def assert_nothing_left(state: Path, addresses: dict[str, str]) -> None:
+    """No run directory, no history entry, and every host's controller lock free."""
+    assert not (state / "runs").exists() or not any((state / "runs").iterdir())
+    assert history.read(state) == []
+    assert files_under(state) == []
+    with HostsLock(state, addresses) as lock:
+        lock.acquire("after", "test")  # would be Refused if the refused run held one
+
+
+ADDRESSES = {"web1": "127.0.0.21", "web2": "127.0.0.22"}
+
+
+@pytest.mark.parametrize(
+    ("level", "request_"),
+    [("flag", Request()), ("emergency", Request()), ("code", Request(to="v1.0.0"))],
+)
+def test_an_unapproved_production_change_is_refused_by_the_api(
+    production: str, tmp_path: Path, level: str, request_: Request, monkeypatch: pytest.MonkeyPatch
+):
+    state = tmp_path / "state"
+    prep = api.prepare(level, production, request_, state_dir=state)
+    assert prep.production
+
+    def never(**_kwargs: object) -> None:
+        pytest.fail("ansible-runner started for an unapproved production run")
+
+    monkeypatch.setattr(ansible_runner, "run", never)
+    with pytest.raises(Refused, match="this inventory is production"):
+        api.execute(prep, state_dir=state, auth=Authorization(operator="ana"))
+    assert_nothing_left(state, ADDRESSES)
+
+
+def test_an_approval_by_someone_else_reaches_the_runner(
+    production: str, tmp_path: Path, tripwire: list[dict]
+):
+    state = tmp_path / "state"
+    prep = api.prepare("flag", production, state_dir=state)
+    with pytest.raises(Reached):
+        api.execute(prep, state_dir=state, auth=Authorization(operator="ana", approved_by="ben"))
+    (call,) = tripwire
+    assert call["limit"] == "web1,web2"
+    assert "--check" not in (call["cmdline"] or "")
+
+
+def test_typed_confirmation_and_break_glass_with_a_reason_reach_the_runner(
+    production: str, tmp_path: Path, tripwire: list[dict]
+):
+    state = tmp_path / "state"
+    prep = api.prepare("flag", production, state_dir=state)
+    for auth in (
+        Authorization(operator="ana", confirmed_by_typing=True),
+        Authorization(operator="ana", break_glass=True, reason="P0: checkout down"),
+    ):
+        with pytest.raises(Reached):
+            api.execute(prep, state_dir=state, auth=auth)
+    assert len(tripwire) == 2
+
+
+@pytest.mark.parametrize("approver", ["ana", "ANA", " Ana\t"])
+def test_self_approval_is_refused_by_the_api(
+    production: str, tmp_path: Path, tripwire: list[dict], approver: str
+):
+    state = tmp_path / "state"
+    prep = api.prepare("flag", production, state_dir=state)
+    with pytest.raises(Refused, match="cannot approve their own"):
+        api.execute(prep, state_dir=state, auth=Authorization(operator="ana", approved_by=approver))
+    assert tripwire == []
+    assert_nothing_left(state, ADDRESSES)
+
+
+def test_break_glass_on_the_code_level_is_refused_by_the_api(
+    production: str, tmp_path: Path, tripwire: list[dict]
+):
+    state = tmp_path / "state"
+    prep = api.prepare("code", production, Request(to="v1.0.0"), state_dir=state)
+    glass = Authorization(operator="ana", break_glass=True, reason="P0: checkout down")
+    with pytest.raises(Refused, match="flag and emergency levels only, not code"):
+        api.execute(prep, state_dir=state, auth=glass)
+    assert tripwire == []
+    assert_nothing_left(state, ADDRESSES)
+
+
+def test_check_mode_on_production_is_not_guarded(
+    production: str, tmp_path: Path, tripwire: list[dict]
+):
+    state = tmp_path / "state"
+    prep = api.prepare("flag", production, state_dir=state)
+    with pytest.raises(Reached):
+        api.execute(prep, check=True, state_dir=state, auth=Authorization(operator="ana"))
+    (call,) = tripwire
+    assert "--check" in call["cmdline"]
+
+
+def test_a_host_held_by_another_run_is_refused_through_the_api(tmp_path: Path, tripwire):
+    """The controller's host lock is keyed by address: an inventory naming 127.0.0.21 ``db``
+    and one naming it by its address cannot both run while another run holds it."""
+    state = tmp_path / "state"
+    by_name = write_inventory(
+        tmp_path / "a" / "hosts.yml", "staging", {"web1": {"ansible_host": "127.0.0.21"}}
+    )
+    by_address = write_inventory(tmp_path / "b" / "hosts.yml", "staging", {"127.0.0.21": {}})
+    holder = HostsLock(state, {"db": "127.0.0.21"})
+    holder.acquire("run-held", "carl")
+    try:
+        for source in (by_name, by_address):
+            prep = api.prepare("flag", source, state_dir=state)
+            with pytest.raises(
+                Refused, match=r"\(127\.0\.0\.21\) is in use by run run-held of carl"
+            ):
+                api.execute(prep, state_dir=state, auth=Authorization(operator="ana"))
+        assert tripwire == []
+        assert history.read(state) == []
+        assert not (state / "runs").exists() or not any((state / "runs").iterdir())
+    finally:
+        holder.release()
+    prep = api.prepare("flag", by_address, state_dir=state)
+    with pytest.raises(Reached):
+        api.execute(prep, state_dir=state, auth=Authorization(operator="ana"))
+    assert len(tripwire) == 1
