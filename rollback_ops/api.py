@@ -31,13 +31,13 @@ from rollback_ops import (
 )
 from rollback_ops.appspec import AppSpec, mask
 from rollback_ops.authorization import Authorization, current_operator
+from rollback_ops.events import is_hidden
 from rollback_ops.exceptions import ConfigError, Refused, RollbackOpsError
 from rollback_ops.inventory import Inventory
 from rollback_ops.lock import HostsLock, describe, holder_record, liveness
 from rollback_ops.notify import Notifier, NotifyConfig
 from rollback_ops.operations import Operation, Request
 from rollback_ops.results import INTERRUPTED, HostResult, RunResult, StepEvent
-from rollback_ops.runner import is_hidden
 
 
 class Observer(Protocol):
