@@ -77,3 +77,43 @@ def test_liveness_of_a_lock_record():
     # the max age is in minutes: a 5-minute-old lock is not expired, a 5-hour-old one is
     assert liveness({**other, "epoch": time.time() - 5 * 60}) == "unknown"
     assert liveness({**other, "epoch": time.time() - 5 * 3600}) == "expired"
+
+
+def test_liveness_compares_controllers_and_start_times_for_equality_only():
+    me = holder_record("r", "ana")
+    start = int(me["pid_start"])
+    # a pid_start after or before ours: another process that got our pid
+    assert liveness({**me, "pid_start": str(start + 1)}) == "dead"
+    assert liveness({**me, "pid_start": str(start - 1)}) == "dead"
+    # controllers whose names sort before and after ours are other controllers
+    for name in ("", "0-" + socket.gethostname(), socket.gethostname() + "-zz", "~"):
+        assert liveness({**me, "controller": name}) == "unknown", name
+
+
+def test_a_lock_of_unreadable_pid_is_dead_and_one_without_epoch_expired():
+    me = holder_record("r", "ana")
+    assert liveness({**me, "pid": ["not", "a", "pid"]}) == "dead"
+    assert liveness({**me, "pid": "garbage"}) == "dead"
+    other = {**me, "controller": "elsewhere"}
+    assert liveness({**other, "epoch": None}) == "expired"
+    assert liveness({**other, "epoch": "garbage"}) == "expired"
+    assert liveness({k: v for k, v in other.items() if k != "epoch"}) == "expired"
+
+
+def test_the_controller_and_the_host_agree_on_the_lock_maximum_age():
+    """The controller's LOCK_MAX_AGE_MINUTES is the preflight's default everywhere it is set."""
+    import yaml
+
+    from rollback_ops.lock import LOCK_MAX_AGE_MINUTES
+    from tests.conftest import ROOT, load_module
+
+    preflight = load_module("plugins/modules/preflight.py")
+    documented = yaml.safe_load(preflight.DOCUMENTATION)["options"]["lock_max_age"]["default"]
+    role = ROOT / "roles" / "preflight"
+    default = yaml.safe_load((role / "defaults" / "main.yml").read_text())["preflight_lock_max_age"]
+    specs = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())
+    spec = specs["argument_specs"]["main"]["options"]["preflight_lock_max_age"]["default"]
+    assert [documented, default, spec] == [LOCK_MAX_AGE_MINUTES] * 3 == [240] * 3
+    other = {**holder_record("r", "ana"), "controller": "elsewhere"}
+    assert liveness({**other, "epoch": time.time() - 239.5 * 60}) == "unknown"
+    assert liveness({**other, "epoch": time.time() - 240.5 * 60}) == "expired"
