@@ -23,6 +23,7 @@ The sessions (SQLite, cosmic-ray's format) stay in bench/.mutation/ for `cr-repo
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import shlex
 import shutil
@@ -133,10 +134,53 @@ def run_group(name: str, group: Group, workdir: Path, python: str) -> Path:
     sh([*cr, "baseline", str(cfg)], workdir, env)  # the unmutated tests must pass
     sh([*cr, "init", str(cfg), str(session)], workdir, env)
     sh([str(tools / "cr-filter-pragma"), str(session)], workdir, env)
+    skip_annotations(session, workdir / group.module)
     started = time.monotonic()
     sh([*cr, "exec", str(cfg), str(session)], workdir, env)
     print(f"  {name}: {time.monotonic() - started:.0f} s", file=sys.stderr)
     return session
+
+
+def annotation_spans(source: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Where a module's annotations are, when ``from __future__ import annotations`` makes
+    them strings Python never evaluates (mypy checks them; a mutant there is equivalent)."""
+    tree = ast.parse(source)
+    future = any(
+        isinstance(node, ast.ImportFrom)
+        and node.module == "__future__"
+        and any(alias.name == "annotations" for alias in node.names)
+        for node in tree.body
+    )
+    if not future:
+        return []
+    found: list[ast.expr] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.arg) and node.annotation is not None:
+            found.append(node.annotation)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.returns:
+            found.append(node.returns)
+        elif isinstance(node, ast.AnnAssign):
+            found.append(node.annotation)
+    return [
+        ((a.lineno, a.col_offset), (a.end_lineno or a.lineno, a.end_col_offset or 0))
+        for a in found
+    ]
+
+
+def skip_annotations(session: Path, module: Path) -> None:
+    """Mark the mutants inside annotations as skipped, as `# pragma: no mutate` would."""
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import WorkerOutcome, WorkResult
+
+    spans = annotation_spans(module.read_text())
+    with use_db(str(session), WorkDB.Mode.open) as db:
+        for item in list(db.pending_work_items):
+            start = tuple(item.mutations[0].start_pos)
+            if any(low <= start < high for low, high in spans):
+                db.set_result(
+                    item.job_id,
+                    WorkResult(worker_outcome=WorkerOutcome.SKIPPED, output="annotation"),
+                )
 
 
 def report(name: str, group: Group, session: Path) -> tuple[int, int, list[str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -117,3 +118,53 @@ def test_the_controller_and_the_host_agree_on_the_lock_maximum_age():
     other = {**holder_record("r", "ana"), "controller": "elsewhere"}
     assert liveness({**other, "epoch": time.time() - 239.5 * 60}) == "unknown"
     assert liveness({**other, "epoch": time.time() - 240.5 * 60}) == "expired"
+
+
+def test_lock_files_keep_their_names_and_stay_private(state_dir: Path):
+    """Two versions of rollback-ops on one controller must lock the same file for a host."""
+    import hashlib
+
+    lock = HostsLock(state_dir, {"web1": "127.0.1.11:22", "x": "%%%", "long": "a" * 60})
+
+    def digest(address: str) -> str:
+        return hashlib.sha256(address.encode()).hexdigest()[:8]
+
+    assert lock.path("127.0.1.11:22").name == f"host-127.0.1.11_22-{digest('127.0.1.11:22')}.lock"
+    assert lock.path("%%%").name == f"host-host-{digest('%%%')}.lock"
+    assert lock.path("a" * 60).name == f"host-{'a' * 40}-{digest('a' * 60)}.lock"
+    lock.acquire("run-A", "ana")
+    try:
+        assert (state_dir / "locks").stat().st_mode & 0o777 == 0o700
+        modes = {p.stat().st_mode & 0o777 for p in (state_dir / "locks").iterdir()}
+        assert modes == {0o600}
+    finally:
+        lock.release()
+    # released: every file is empty, so no holder is left behind to read
+    assert {p.stat().st_size for p in (state_dir / "locks").iterdir()} == {0}
+
+
+def test_a_lock_file_with_garbage_in_it_is_taken_with_no_previous_holder(state_dir: Path):
+    lock = HostsLock(state_dir, {"web1": "127.0.1.11"})
+    path = lock.path("127.0.1.11")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"\x00{not json")
+    lock.acquire("run-A", "ana")
+    lock.release()
+    assert lock.previous == {"web1": {}} and lock.stale_previous == ""
+
+
+def test_the_start_time_is_read_after_a_command_name_holding_parentheses(tmp_path: Path):
+    """/proc/PID/stat's second field is the command name, which may hold ") (" and spaces."""
+    odd = tmp_path / "x) 1 2 (y"
+    odd.symlink_to(shutil.which("sleep") or "/bin/sleep")
+    proc = subprocess.Popen([str(odd), "30"])
+    try:
+        stat = Path(f"/proc/{proc.pid}/stat").read_text()
+        comm = Path(f"/proc/{proc.pid}/comm").read_text().rstrip("\n")
+        after_name = stat[len(f"{proc.pid} ({comm}) ") :].split()
+        assert ")" in comm
+        assert process_start(proc.pid) == after_name[19] != ""  # field 22 of the line
+    finally:
+        proc.kill()
+        proc.wait()
+    assert process_start(proc.pid) == ""  # gone
