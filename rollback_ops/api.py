@@ -31,13 +31,13 @@ from rollback_ops import (
 )
 from rollback_ops.appspec import AppSpec, mask
 from rollback_ops.authorization import Authorization, current_operator
+from rollback_ops.events import is_hidden
 from rollback_ops.exceptions import ConfigError, Refused, RollbackOpsError
 from rollback_ops.inventory import Inventory
 from rollback_ops.lock import HostsLock, describe, holder_record, liveness
 from rollback_ops.notify import Notifier, NotifyConfig
 from rollback_ops.operations import Operation, Request
 from rollback_ops.results import INTERRUPTED, HostResult, RunResult, StepEvent
-from rollback_ops.runner import is_hidden
 
 
 class Observer(Protocol):
@@ -379,25 +379,8 @@ def execute(
             result.warnings.append(f"the history could not record this run's end: {exc}")
     finally:
         lock.release()
-    _save_receipt(result, run_dir / "receipt.json")
+    result.receipt_error = receipts.save(result.receipt(), run_dir / "receipt.json")
     return result
-
-
-def _save_receipt(result: RunResult, path: Path) -> None:
-    """Write the receipt atomically (0600); on failure say so in the result (the CLI then
-    prints the receipt on stdout so nothing is lost)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(json.dumps(result.receipt(), indent=2) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        result.receipt_error = f"{path}: {exc.strerror or exc}"
 
 
 def _explain_held_locks(result: RunResult) -> None:

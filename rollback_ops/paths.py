@@ -10,6 +10,7 @@ from pathlib import Path
 from rollback_ops.exceptions import StateDirError
 
 _PACKAGE = Path(__file__).resolve().parent
+COLLECTION = "rollback_ops.rollback"  # galaxy.yml's namespace and name: the content root
 
 
 def ansible_root() -> Path:

@@ -36,7 +36,7 @@ What the plan decides before the run, and what it leaves:
 - Task names are templated the same way: an expression of known variables shows its value
   (``{{ ansible_host }}`` shows the address); one that needs a run-time value stays as
   written.
-- Hidden, as the live display hides them (``runner.HIDDEN_ACTIONS``) or because they are
+- Hidden, as the live display hides them (``events.HIDDEN_ACTIONS``) or because they are
   not steps: ``validate_argument_spec``, ``set_fact`` (a fact the next steps use),
   ``include_*``/``import_*`` wrappers (their tasks are listed instead), ``meta`` (Ansible's
   implicit role-end and handler-flush tasks), and the ``fail`` of a ``rescue`` (the roles'
@@ -106,7 +106,7 @@ class PlanStep:
 
     @property
     def label(self) -> str:
-        """The step as the live display names it (runner.step_name)."""
+        """The step as the live display names it (events.step_name)."""
         return f"{self.role}: {self.name}" if self.role else self.name
 
 

@@ -1,4 +1,5 @@
-"""Reading the receipts of earlier runs (``<state>/runs/<run_id>/receipt.json``).
+"""The receipts of runs (``<state>/runs/<run_id>/receipt.json``): written by :func:`save`,
+read back by :func:`load`.
 
 A receipt is a file on disk, so nothing in it is trusted: :func:`load` checks that it is a
 JSON object whose keys have the types the receipt writer gives them (:data:`FIELDS`, and
@@ -8,7 +9,9 @@ becomes part of a path.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -163,3 +166,24 @@ def _latest(runs: Path) -> str:
     except OSError:
         return ""
     return f" (latest: {', '.join(known[-5:])})" if known else ""
+
+
+def save(receipt: dict[str, Any], path: Path) -> str:
+    """Write a receipt atomically (0600: a temp file, flushed, renamed over the receipt).
+
+    Returns "" or why it could not be written (the CLI then prints the receipt on stdout so
+    nothing is lost); a failed write leaves no temp file and no half receipt.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(receipt, indent=2) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        return f"{path}: {exc.strerror or exc}"
+    return ""

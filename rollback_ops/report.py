@@ -16,7 +16,7 @@ from typing import Any
 
 import jinja2
 
-from rollback_ops import history, receipts, runner
+from rollback_ops import events, history, receipts
 from rollback_ops.exceptions import ConfigError
 from rollback_ops.text import one_line
 
@@ -68,13 +68,13 @@ def timeline(run_dir: Path, receipt: dict[str, Any]) -> list[dict[str, str]]:
         if not isinstance(data, dict) or not isinstance(data.get("res") or {}, dict):
             continue  # not an event ansible-runner wrote
         kind = str(event.get("event", ""))
-        if kind not in runner.RESULT_EVENTS or runner.is_hidden(str(data.get("task_action", ""))):
+        if kind not in events.RESULT_EVENTS or events.is_hidden(str(data.get("task_action", ""))):
             continue
-        status, _message = runner.classify(kind, data)
+        status, _message = events.classify(kind, data)
         if status == "skipped":
             continue
         entry = steps.setdefault(
-            runner.step_name(data), {"time": str(event.get("created", "")), "hosts": {}}
+            events.step_name(data), {"time": str(event.get("created", "")), "hosts": {}}
         )
         entry["hosts"].setdefault(status, []).append(str(data.get("host", "")))
     lines = [

@@ -8,7 +8,6 @@ Only a run that could not start at all (bad playbook, missing ansible-playbook) 
 from __future__ import annotations
 
 import contextlib
-import difflib
 import json
 import os
 import shlex
@@ -16,7 +15,6 @@ import shutil
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,37 +23,13 @@ from typing import Any
 import ansible_runner
 import yaml
 
-from rollback_ops import paths
+from rollback_ops import events, paths
 from rollback_ops.exceptions import ConfigError, RunnerError
-from rollback_ops.results import SKIP_PREFIX, FlagChange, HostResult, StepEvent, StepStatus
+from rollback_ops.results import HostResult
 from rollback_ops.text import short
 
-EventSink = Callable[[StepEvent], None]
+EventSink = events.EventSink
 STOP_FILE_ENV = "ROLLBACK_OPS_STOP_FILE"  # watched by plugins/strategy/rollback_linear.py
-# bookkeeping tasks: recorded in the receipt, not shown as steps (unless they fail)
-HIDDEN_ACTIONS = ("validate_argument_spec", "include_role", "include_tasks")
-# what the backup modules return that goes into the receipt (HostResult.data)
-DATA_KEYS = (
-    "set_id",
-    "live_differences",
-    "forensic_set_id",
-    "restored",
-    "migrations",
-    "integrity",
-    "data_loss",
-    "manifest",
-    "sets",
-    "verification",
-    "restore_test",
-    "removed",
-    "differs",
-)
-RESULT_EVENTS: dict[str, StepStatus] = {
-    "runner_on_ok": "ok",
-    "runner_on_failed": "failed",
-    "runner_on_unreachable": "unreachable",
-    "runner_on_skipped": "skipped",
-}
 
 
 @dataclass(frozen=True)
@@ -161,7 +135,7 @@ class RunnerOutcome:
     finished: bool = False  # the play reached its end (its stats were reported)
 
 
-COLLECTION = "rollback_ops.rollback"  # galaxy.yml's namespace and name
+COLLECTION = paths.COLLECTION
 STRATEGY = f"{COLLECTION}.rollback_linear"
 # connection and speed settings rollback-ops picks only where the team's configuration leaves
 # Ansible's default: (setting, plugin type, plugin name, environment variable, value)
@@ -281,185 +255,6 @@ def ansible_playbook_binary() -> str:
     return found
 
 
-class _Collector:
-    """Builds HostResults from runner events and forwards StepEvents to the sink."""
-
-    def __init__(self, sink: EventSink | None):
-        self.hosts: dict[str, HostResult] = {}
-        self.sink = sink
-        self.started: dict[tuple[str, str], float] = {}
-
-    def host(self, name: str) -> HostResult:
-        return self.hosts.setdefault(name, HostResult(name))
-
-    def __call__(self, event: dict[str, Any]) -> bool:
-        kind = event.get("event", "")
-        data = event.get("event_data") or {}
-        host_name = data.get("host")
-        if kind == "runner_on_start" and host_name:
-            host = self.host(host_name)
-            now = time.time()
-            host.started = host.started or now
-            self.started[(host_name, data.get("task_uuid", ""))] = now
-        elif kind in RESULT_EVENTS and host_name:
-            self._result(kind, host_name, data)
-        return True  # keep the event file on disk (artifacts)
-
-    def _result(self, kind: str, host_name: str, data: dict[str, Any]) -> None:
-        host = self.host(host_name)
-        res = data.get("res") or {}
-        action = str(data.get("task_action", ""))
-        module = action.removeprefix(COLLECTION + ".")  # this collection's modules by short name
-        status, message = classify(kind, data)
-        now = time.time()
-        start = self.started.pop((host_name, data.get("task_uuid", "")), now)
-        step = StepEvent(
-            host=host_name,
-            step=step_name(data),
-            status=status,
-            duration=round(now - start, 3),
-            message=message,
-            diff=_diff_text(res),
-            action=action,
-        )
-        host.started = host.started or start
-        host.ended = now
-        host.steps.append(step)
-        if module == "envfile" and status in ("ok", "changed"):
-            changed = set(res.get("changed_keys") or [])
-            for key, after in (res.get("after") or {}).items():
-                before = (res.get("before") or {}).get(key)
-                host.flags.append(FlagChange(key, before, str(after), key in changed))
-        if module == "preflight" and status == "ok" and res.get("lock"):
-            host.lock = "held"
-        holder = res.get("lock_holder") or (res.get("held") if module == "unlock" else None)
-        if isinstance(holder, dict) and holder:
-            host.lock_holder = holder
-        if (
-            module == "unlock"
-            and host.lock == "held"
-            and isinstance(res.get("removed"), dict)
-            and res["removed"]
-        ):
-            host.lock = "released"
-        taken = res.get("lock_taken_over")
-        if module == "preflight" and isinstance(taken, dict) and taken:
-            host.notes.append(
-                f"took over the lock left by run {taken.get('run_id')} of {taken.get('operator')} "
-                f"since {taken.get('since')} (older than the lock's maximum age)"
-            )
-        removed = res.get("removed")
-        if module == "unlock" and status == "changed" and isinstance(removed, dict):
-            host.notes.append(
-                f"cleared the lock of run {removed.get('run_id')} of {removed.get('operator')}"
-            )
-        host.notes += [str(w) for w in res.get("warnings") or [] if isinstance(w, str)]
-        if module == "code" and status in ("ok", "changed"):
-            for key in ("current", "target", "needed", "snapshot", "head_after", "revert_commit"):
-                if key in res:
-                    host.code[key] = res[key]
-        if module == "containers" and status in ("ok", "changed"):
-            if res.get("images"):
-                host.code["images"] = res["images"]
-            if res.get("containers"):
-                host.code["containers"] = res["containers"]
-        if module in ("dbrestore", "backup") and status in (
-            "ok",
-            "changed",
-        ):
-            for key in DATA_KEYS:
-                if key in res:
-                    host.data[key] = res[key]
-        if status == "changed":
-            host.backups += [str(b) for b in res.get("backup_files") or [] if isinstance(b, str)]
-        backup = res.get("backup_file")
-        if isinstance(backup, str) and backup:
-            host.backups.append(backup)
-        if status in ("failed", "unreachable") and host.status not in ("failed", "unreachable"):
-            host.status = "unreachable" if status == "unreachable" else "failed"
-            host.failed_step, host.message = step.step, message
-        elif status == "changed" and host.status == "ok":
-            host.status = "changed"
-        hidden = is_hidden(action) and status != "failed"
-        if self.sink and not hidden and not (status == "skipped" and not message):
-            self.sink(step)
-
-
-def classify(kind: str, data: dict[str, Any]) -> tuple[StepStatus, str]:
-    """A result event's step status and message (``kind`` is one of RESULT_EVENTS).
-
-    ok with changed is "changed"; an ignored failure is "ok"; a debug task whose msg starts
-    with SKIP_PREFIX explains a step that did not run and is "skipped" with that reason.
-    """
-    res = data.get("res") or {}
-    status: StepStatus = RESULT_EVENTS[kind]
-    if status == "ok" and res.get("changed"):
-        status = "changed"
-    if data.get("ignore_errors") and status == "failed":
-        status = "ok"
-    message = _message(res) if status in ("failed", "unreachable") else ""
-    action = str(data.get("task_action", ""))
-    if action.endswith("debug") and str(res.get("msg", "")).startswith(SKIP_PREFIX):
-        status, message = "skipped", str(res["msg"])[len(SKIP_PREFIX) :]
-    return status, message
-
-
-def is_hidden(action: str) -> bool:
-    return action.endswith(HIDDEN_ACTIONS)
-
-
-def step_name(data: dict[str, Any]) -> str:
-    task = str(data.get("task", "")).strip()
-    role = str(data.get("role", "")).strip()
-    return f"{role}: {task}" if role else task
-
-
-def _message(res: dict[str, Any]) -> str:
-    msg = res.get("msg") or res.get("stderr") or res.get("reason") or ""
-    if not msg and isinstance(res.get("results"), list):
-        for item in res["results"]:
-            if isinstance(item, dict) and item.get("failed"):
-                msg = item.get("msg") or item.get("stderr") or ""
-                break
-    return " ".join(str(msg).split())[:1000]
-
-
-def _diff_text(res: dict[str, Any]) -> str:
-    diffs = res.get("diff")
-    if isinstance(diffs, dict):
-        diffs = [diffs]
-    if not isinstance(diffs, list):
-        return ""
-    out: list[str] = []
-    for d in diffs:
-        if not isinstance(d, dict) or "before" not in d or "after" not in d:
-            continue
-        before, after = str(d["before"]), str(d["after"])
-        if before == after:
-            continue
-        out += difflib.unified_diff(
-            before.splitlines(keepends=True),
-            after.splitlines(keepends=True),
-            fromfile=f"before: {d.get('before_header', '')}",
-            tofile=f"after: {d.get('after_header', '')}",
-        )
-    return "".join(line if line.endswith("\n") else line + "\n" for line in out)
-
-
-def _scrub_artifacts(artifact_dir: Path) -> None:
-    """ansible-runner writes the whole environment into artifacts/<id>/command; keep names only."""
-    command = artifact_dir / "command"
-    if not command.exists():
-        return
-    try:
-        data = json.loads(command.read_text())
-    except (OSError, ValueError):
-        return
-    if isinstance(data.get("env"), dict):
-        data["env"] = sorted(data["env"])
-        command.write_text(json.dumps(data))
-
-
 def write_extravars(path: Path, extravars: dict[str, Any]) -> Path:
     """Write the run's extra variables for ``-e @path``, every string marked unsafe.
 
@@ -542,7 +337,7 @@ def run_playbook(
     interruption: Interruption | None = None,
     secret_env: dict[str, str] | None = None,
 ) -> RunnerOutcome:
-    collector = _Collector(sink)
+    collector = events.EventCollector(sink)
     cmdline = option_args(spec.options)
     if spec.check:
         cmdline.append("--check")
@@ -588,7 +383,7 @@ def run_playbook(
             ) from exc
         raise RunnerError(f"ansible-runner could not start {spec.playbook.name}: {exc}") from exc
     finally:
-        _scrub_artifacts(spec.run_dir / "artifacts" / ident)
+        events.scrub_artifacts(spec.run_dir / "artifacts" / ident)
     rc = int(runner.rc if runner.rc is not None else 1)
     tail = ""
     stdout = spec.run_dir / "artifacts" / ident / "stdout"

@@ -66,8 +66,8 @@ def describe(held):
 def lock_age(held):
     """Seconds since the lock was taken (infinite when its epoch is missing or unreadable)."""
     try:
-        return time.time() - float(held.get("epoch", 0))
-    except (TypeError, ValueError):
+        return time.time() - float(held["epoch"])
+    except (KeyError, TypeError, ValueError):
         return float("inf")
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from rollback_ops import inventory, paths, plan, runner
+from rollback_ops import events, inventory, paths, plan
 from rollback_ops.exceptions import ConfigError
 from tests.conftest import FIXTURES, ROOT
 
@@ -89,7 +89,7 @@ def test_steps_carry_action_file_and_run_time_conditions(full: inventory.Invento
     assert found[RELEASE].condition == "preflight_run_id | length > 0"
     # the same names the live display shows
     for step in found.values():
-        assert runner.step_name({"task": step.name, "role": step.role}) == step.label
+        assert events.step_name({"task": step.name, "role": step.role}) == step.label
 
 
 def test_code_plan_is_the_playbook_in_order(full: inventory.Inventory) -> None:

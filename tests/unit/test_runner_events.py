@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from rollback_ops.events import EventCollector
 from rollback_ops.progress import recap
 from rollback_ops.results import RunResult, StepEvent
-from rollback_ops.runner import _Collector
 
 
 def event(kind: str, host: str, task: str, res: dict | None = None, **data: object) -> dict:
@@ -16,7 +16,7 @@ def event(kind: str, host: str, task: str, res: dict | None = None, **data: obje
 
 def test_collector_builds_host_results_and_forwards_steps():
     seen: list[StepEvent] = []
-    c = _Collector(seen.append)
+    c = EventCollector(seen.append)
     c(event("runner_on_start", "web1", "Set values"))
     c(
         event(
@@ -70,7 +70,7 @@ def test_collector_builds_host_results_and_forwards_steps():
 
 
 def test_first_failure_names_the_step_and_rescue_does_not_overwrite_it():
-    c = _Collector(None)
+    c = EventCollector(None)
     c(event("runner_on_failed", "h", "Restart", {"msg": "unit failed"}))
     c(
         event(
@@ -85,7 +85,7 @@ def test_first_failure_names_the_step_and_rescue_does_not_overwrite_it():
 
 
 def test_recap_and_receipt_say_what_happened():
-    c = _Collector(None)
+    c = EventCollector(None)
     c(
         event(
             "runner_on_ok",
