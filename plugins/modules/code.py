@@ -183,7 +183,6 @@ from ansible_collections.rollback_ops.rollback.plugins.module_utils.options impo
     space_argument_spec,
 )
 
-
 NO_OPTIONAL_LOCKS = dict(GIT_OPTIONAL_LOCKS="0")
 
 

@@ -273,7 +273,10 @@ def test_check_mode_writes_nothing_anywhere_under_the_directory(tmp_path: Path):
     before = fingerprint(tmp_path)
     args = {"values": {"FLAG": "off"}, "secret_values": {"PARTNER_API_KEY": SECRET_NEW}}
     result = run(tmp_path / ".env", check=True, **args)
-    assert result["changed"] is True and sorted(result["changed_keys"]) == ["FLAG", "PARTNER_API_KEY"]
+    assert result["changed"] is True and sorted(result["changed_keys"]) == [
+        "FLAG",
+        "PARTNER_API_KEY",
+    ]
     assert result["backup_file"] == ""
     assert changes(before, fingerprint(tmp_path)) == []
 

@@ -146,7 +146,9 @@ def test_backup_created_holds_the_database_and_check_mode_verify_and_prune_leave
 
 def change_live(db: Path) -> None:
     con = sqlite3.connect(db)
-    con.executescript("UPDATE users SET name = 'eve' WHERE id = 2; INSERT INTO users VALUES (3, 'x');")
+    con.executescript(
+        "UPDATE users SET name = 'eve' WHERE id = 2; INSERT INTO users VALUES (3, 'x');"
+    )
     con.commit()
     con.close()
 
