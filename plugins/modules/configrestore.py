@@ -26,7 +26,7 @@ description:
     and diff mode.
   - The diff holds the changed lines only; on a line setting a key that looks secret (the
     M(rollback_ops.rollback.envfile) patterns C(*_KEY), C(*_TOKEN), C(*PASSWORD*),
-    C(*SECRET*), in any case; C(KEY=value), C(key: value), C(key = value)) the value shows as
+    C(*SECRET*), in any case; set with C(=) or a colon) the value shows as
     C(<secret sha256:XXXXXXXX>).
 options:
   state:
