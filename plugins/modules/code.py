@@ -183,6 +183,8 @@ from ansible_collections.rollback_ops.rollback.plugins.module_utils.options impo
     space_argument_spec,
 )
 
+NO_OPTIONAL_LOCKS = dict(GIT_OPTIONAL_LOCKS="0")
+
 
 class Git:
     def __init__(self, module, path):
@@ -223,7 +225,11 @@ def inspect_git(module, params, result, problems):
         return None
     head = git.commit("HEAD")
     _, branch, _ = git.run("symbolic-ref", "-q", "--short", "HEAD", check=False)
-    _, status, _ = git.run("status", "--porcelain", "--untracked-files=no")
+    # no optional locks: status must not refresh (rewrite) the index, which check mode and
+    # state=checked promise not to touch (git 2.15+; older git ignores the variable)
+    _, status, _ = git.run(
+        "status", "--porcelain", "--untracked-files=no", environ_update=NO_OPTIONAL_LOCKS
+    )
     result["current"] = dict(head=head, branch=branch, dirty=bool(status))
     if status and not params["force"]:
         problems.append(

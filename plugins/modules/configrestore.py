@@ -24,6 +24,10 @@ description:
     (the copy goes beside the link); a file missing on the host is created. A failed write
     leaves the file as it was and no partial copy or temp file. Idempotent; supports check
     and diff mode.
+  - The diff holds the changed lines only; on a line setting a key that looks secret (the
+    M(rollback_ops.rollback.envfile) patterns C(*_KEY), C(*_TOKEN), C(*PASSWORD*),
+    C(*SECRET*), in any case; set with C(=) or a colon) the value shows as
+    C(<secret sha256:XXXXXXXX>).
 options:
   state:
     type: str
@@ -87,6 +91,7 @@ backup_files:
 
 import difflib
 import os
+import re
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.rollback_ops.rollback.plugins.module_utils.backupset import (
@@ -94,6 +99,11 @@ from ansible_collections.rollback_ops.rollback.plugins.module_utils.backupset im
     list_sets,
     read_manifest,
     set_path,
+)
+from ansible_collections.rollback_ops.rollback.plugins.module_utils.envfile import (
+    DEFAULT_SECRET_KEYS,
+    is_secret,
+    mask,
 )
 from ansible_collections.rollback_ops.rollback.plugins.module_utils.files import (
     FileError,
@@ -134,8 +144,25 @@ def lines_of(path, limit=1 << 20):
         return None
 
 
+# A line setting a key: KEY=value, export KEY=value, key: value, key = value, "key": value.
+SETTING = re.compile(
+    r"^(?P<lead>\s*(?:export\s+)?[\"']?(?P<key>[A-Za-z_][A-Za-z0-9_.-]*)[\"']?\s*[=:]\s*)"
+    r"(?P<value>.*?)(?P<eol>\r?\n?)$",
+    re.DOTALL,
+)
+
+
+def shown(line):
+    """line, or with its value masked when it sets a key that looks secret (any case)."""
+    match = SETTING.match(line)
+    if match and is_secret(match.group("key").upper(), DEFAULT_SECRET_KEYS):
+        return match.group("lead") + mask(match.group("value")) + match.group("eol")
+    return line
+
+
 def changed_lines(path, source):
-    """Only the lines that differ, numbered (the rest of a config file may hold secrets)."""
+    """Only the lines that differ, numbered (the rest of a config file may hold secrets),
+    the values of secret-looking keys masked."""
     old, new = lines_of(path), lines_of(source)
     if old is None or new is None:
         return "(binary or unreadable)\n", "(binary or unreadable)\n"
@@ -144,8 +171,8 @@ def changed_lines(path, source):
     for tag, a1, a2, b1, b2 in matcher.get_opcodes():
         if tag == "equal":
             continue
-        before += ["%d: %s" % (a1 + i + 1, line) for i, line in enumerate(old[a1:a2])]
-        after += ["%d: %s" % (b1 + i + 1, line) for i, line in enumerate(new[b1:b2])]
+        before += ["%d: %s" % (a1 + i + 1, shown(line)) for i, line in enumerate(old[a1:a2])]
+        after += ["%d: %s" % (b1 + i + 1, shown(line)) for i, line in enumerate(new[b1:b2])]
     return "".join(before), "".join(after)
 
 

@@ -308,9 +308,12 @@ def check_lock(params, problems, result, check_mode, warn):
         params["controller_pid"],
         params["controller_pid_start"],
     )
-    problem, result["lock_holder"], result["lock_taken_over"] = acquire(
-        path, record, params["lock_max_age"]
-    )
+    try:
+        problem, result["lock_holder"], result["lock_taken_over"] = acquire(
+            path, record, params["lock_max_age"]
+        )
+    except OSError as exc:  # a full disk, a read-only or unwritable lock directory
+        problem = "could not take the host lock %s: %s" % (path, exc)
     if problem:
         problems.append(problem)
     else:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_module
+from tests.fingerprint import changes, fingerprint
 
 MODULE = "plugins/modules/code.py"
 GIT_ENV = {
@@ -261,3 +262,77 @@ def test_files_a_missing_file_is_recreated_with_its_backups_mode(tree: Path):
     assert result["changed"], result
     assert worker.read_text() == "good\n"
     assert worker.stat().st_mode & 0o777 == 0o640
+
+
+# ----------------------------------------------------------------------------- main(): issue 15
+
+
+def test_git_check_mode_leaves_the_whole_repository_as_it_was(repo: Path, tmp_path: Path):
+    # files, .git (refs, index, objects) and the snapshot directory alike
+    (repo / "app.py").write_text("VERSION = 'hotfix'\n")  # forced: the stash would be made
+    before = fingerprint(tmp_path)
+    for git_mode in ("checkout", "revert"):
+        result = code(
+            repo, state="reverted", run_id="r1", git_mode=git_mode, force=True, check_mode=True
+        )
+        assert result["changed"] and not result.get("failed"), result
+    assert changes(before, fingerprint(tmp_path)) == []
+
+
+def test_files_check_mode_leaves_the_whole_tree_as_it_was(tree: Path, tmp_path: Path):
+    before = fingerprint(tmp_path)
+    result = files(tree, state="reverted", run_id="r1", check_mode=True)
+    assert result["changed"] and not result.get("failed"), result
+    assert changes(before, fingerprint(tmp_path)) == []
+
+
+def test_files_the_old_bytes_are_in_the_tarball_before_a_rename_over_the_file(tree: Path):
+    worker = tree / "workers" / "agent_orchestrator.py"
+    inode = worker.stat().st_ino
+    result = files(tree, state="reverted", run_id="r1", remove=[])
+    assert result["changed"], result
+    with tarfile.open(result["backup_file"]) as tar:
+        extracted = tar.extractfile("workers/agent_orchestrator.py")
+        assert extracted is not None and extracted.read() == b"phase 1 (bad)\n"
+    assert worker.read_text() == "good\n" and worker.stat().st_ino != inode  # renamed over
+    assert sorted(p.name for p in worker.parent.iterdir()) == [
+        "agent_orchestrator.py",
+        "agent_orchestrator.py.backup.20250119_090000",
+        "agent_orchestrator.py.backup.20250120_140000",
+    ]
+    assert sorted(p.name for p in Path(result["backup_file"]).parent.iterdir()) == [
+        "enrichment-r1.tar.gz"
+    ]
+
+
+def test_files_a_full_disk_during_the_restore_leaves_the_file_and_names_the_tarball(
+    tmp_path: Path, tmpfs
+):
+    # No inode left beside the file for its temp file: the restore fails naming the file and
+    # the tarball of the code before; the file and the paths to remove are as they were.
+    small = tmpfs("1m", inodes=8)
+    worker = small / "worker.py"
+    worker.write_text("bad\n")
+    (small / "worker.py.backup.20250120_140000").write_text("good\n")
+    (small / "added.py").write_text("new\n")
+    for n in range(64):
+        try:
+            (small / f"filler{n}").touch()
+        except OSError:
+            break
+    before = fingerprint(small)
+    result = files(
+        small,
+        state="reverted",
+        run_id="r1",
+        restore=["worker.py"],
+        remove=["added.py"],
+        snapshot_dir=str(tmp_path / "snapshots"),
+        min_free_mb=0,
+    )
+    assert result.get("failed") is True, result
+    assert f"could not write the temp file for {worker}" in result["msg"], result["msg"]
+    assert (
+        f"the code before is in {tmp_path / 'snapshots' / 'enrichment-r1.tar.gz'}" in result["msg"]
+    )
+    assert changes(before, fingerprint(small)) == []

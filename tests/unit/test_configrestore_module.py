@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import COLLECTIONS, ROOT, load_module
+from tests.conftest import COLLECTIONS, ROOT, load_module, run_module
+from tests.fingerprint import changes, fingerprint
 
 rbs = load_module("plugins/module_utils/backupset")
+RESTORE = "plugins/modules/configrestore.py"
 GOOD = b"recommendation_model: v1\ncache_ttl: 300\n"
 BAD = b"recommendation_model: v2-experimental\ncache_ttl: 300\n"
 
@@ -144,3 +146,101 @@ def test_a_removed_config_is_created_with_the_recorded_mode(deployed: dict):
     result = configrestore(deployed["root"], [plain], state="restored")
     assert result["changed"] and result["backup_files"] == [], result
     assert plain.read_bytes() == b"plain: 1\n" and plain.stat().st_mode & 0o777 == mode
+
+
+# ----------------------------------------------------------------------------- main(): issue 15
+# run as Ansible runs a module (tests/conftest.run_module), on sets made by the same engine
+
+SECRET_OLD = "old-Rbo-Config-4711"
+SECRET_NEW = "new-Rbo-Config-0815"
+
+
+def restore_args(root: Path, paths: list[Path], **kw: object) -> dict:
+    return {"root": str(root), "app": "shop", "files": [str(p) for p in paths], **kw}
+
+
+def saved(tmp_path: Path, files: dict[str, bytes], deployed: dict[str, bytes]) -> dict:
+    """The files written and put in a verified set, then the deployed bytes written over them."""
+    etc = tmp_path / "etc"
+    etc.mkdir(exist_ok=True)
+    paths = {}
+    for name, data in files.items():
+        paths[name] = etc / name
+        paths[name].write_bytes(data)
+        paths[name].chmod(0o640)
+    root = tmp_path / "backups"
+    manifest = rbs.create_set(str(root), "shop", "predeploy", [], [str(p) for p in paths.values()])
+    assert manifest["verification"]["ok"], manifest
+    for name, data in deployed.items():
+        paths[name].write_bytes(data)
+    return {"root": root, "etc": etc, **paths}
+
+
+def test_check_mode_of_a_restore_writes_nothing_in_the_tree(tmp_path: Path):
+    made = saved(tmp_path, {"settings.yml": GOOD}, {"settings.yml": BAD})
+    before = fingerprint(tmp_path)  # the live files and the backup sets alike
+    args = restore_args(made["root"], [made["settings.yml"]], state="restored")
+    result = run_module(RESTORE, args, check_mode=True)
+    assert result["changed"] and result["differs"] == [str(made["settings.yml"])], result
+    assert "backup_files" not in result
+    assert changes(before, fingerprint(tmp_path)) == []
+
+
+def test_a_restore_copies_the_old_bytes_then_renames_the_sets_copy_over_the_file(tmp_path: Path):
+    made = saved(tmp_path, {"settings.yml": GOOD}, {"settings.yml": BAD})
+    live = made["settings.yml"]
+    inode = live.stat().st_ino
+    result = run_module(RESTORE, restore_args(made["root"], [live], state="restored"))
+    assert result["changed"], result
+    [copy] = copies(made["etc"])
+    assert result["backup_files"] == [str(copy)]
+    assert copy.read_bytes() == BAD  # what was live before the restore
+    assert live.read_bytes() == GOOD and live.stat().st_ino != inode  # a rename, not in place
+    assert sorted(p.name for p in made["etc"].iterdir()) == sorted([live.name, copy.name])
+
+
+def test_a_full_disk_in_the_middle_of_a_restore_leaves_the_file(tmp_path: Path, tmpfs):
+    # As for the env file: three pages free pass the byte count of a 4097-byte copy and temp
+    # file (8194 bytes), the copy takes two, the temp file's second page fails (ENOSPC).
+    small = tmpfs("64k")
+    live = small / "settings.yml"
+    good, bad = b"a: 1\n" + b"#" * 4092, b"a: 2\n" + b"#" * 4092
+    live.write_bytes(good)
+    root = tmp_path / "backups"
+    manifest = rbs.create_set(str(root), "shop", "predeploy", [], [str(live)])
+    assert manifest["verification"]["ok"], manifest
+    live.write_bytes(bad)
+    page = os.statvfs(small).f_frsize
+    n = 0
+    while os.statvfs(small).f_bavail > 3:
+        (small / f"filler{n}").write_bytes(b"x" * page)
+        n += 1
+    before = fingerprint(small)
+    result = run_module(RESTORE, restore_args(root, [live], state="restored", min_free_mb=0))
+    assert result.get("failed") is True, result
+    assert f"could not write the temp file for {live}" in result["msg"], result["msg"]
+    assert live.read_bytes() == bad
+    # nothing changed but the directory's mtime (a copy and a temp file made and removed)
+    assert [name for name, *_ in changes(before, fingerprint(small))] in ([], ["."])
+
+
+def test_a_restored_secret_is_never_in_the_result(tmp_path: Path):
+    # The diff holds the changed lines only, and of a secret key only a hash of its value.
+    made = saved(
+        tmp_path,
+        {".env": f"FLAG=on\nDB_PASSWORD={SECRET_OLD}\n".encode(), "app.yml": b"api_token: a\n"},
+        {".env": f"FLAG=off\nDB_PASSWORD={SECRET_NEW}\n".encode(), "app.yml": b"api_token: b\n"},
+    )
+    args = restore_args(made["root"], [made[".env"], made["app.yml"]], state="restored")
+    for check_mode in (True, False):
+        result = run_module(RESTORE, {**args, "_ansible_diff": True}, check_mode=check_mode)
+        assert result["changed"], result
+        out = json.dumps(result)
+        assert SECRET_OLD not in out and SECRET_NEW not in out, result["diff"]
+        [env_diff, yml_diff] = result["diff"]
+        assert env_diff["before"].startswith("1: FLAG=off\n2: DB_PASSWORD=<secret sha256:")
+        assert env_diff["after"].startswith("1: FLAG=on\n2: DB_PASSWORD=<secret sha256:")
+        assert yml_diff["before"].startswith("1: api_token: <secret sha256:")
+    for copy in copies(made["etc"]):
+        assert SECRET_OLD not in copy.name and SECRET_NEW not in copy.name
+    assert made[".env"].read_bytes() == f"FLAG=on\nDB_PASSWORD={SECRET_OLD}\n".encode()

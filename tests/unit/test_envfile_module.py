@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from tests.conftest import run_module
+from tests.fingerprint import changes, fingerprint
 
 MODULE = "plugins/modules/envfile.py"
 SECRET_OLD = "old-Rbo-Secret-4711"
@@ -256,3 +257,81 @@ def test_a_key_in_both_values_and_secret_values_is_refused(tmp_path: Path):
     assert "API_KEY given in both values and secret_values" in result["msg"]
     assert SECRET_NEW not in json.dumps(result)
     assert env.read_text() == "API_KEY=x\n"
+
+
+# ----------------------------------------------------------------------------- main(): issue 15
+
+
+def test_check_mode_writes_nothing_anywhere_under_the_directory(tmp_path: Path):
+    # Names, bytes, modes, owners, mtimes and inodes of everything around the file: no
+    # copy, no temp file made and removed again (the directory's mtime would move).
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    target = shared / "app.env"
+    target.write_text(f"PARTNER_API_KEY={SECRET_OLD}\nFLAG=on\n")
+    (tmp_path / ".env").symlink_to(target)
+    before = fingerprint(tmp_path)
+    args = {"values": {"FLAG": "off"}, "secret_values": {"PARTNER_API_KEY": SECRET_NEW}}
+    result = run(tmp_path / ".env", check=True, **args)
+    assert result["changed"] is True and sorted(result["changed_keys"]) == [
+        "FLAG",
+        "PARTNER_API_KEY",
+    ]
+    assert result["backup_file"] == ""
+    assert changes(before, fingerprint(tmp_path)) == []
+
+
+def test_the_change_is_a_rename_over_the_file_after_a_copy_of_its_old_bytes(tmp_path: Path):
+    env = tmp_path / ".env"
+    old = f"# app\nDB_PASSWORD={SECRET_OLD}\nFLAG=on\n".encode()
+    env.write_bytes(old)
+    inode = env.stat().st_ino
+    result = run(env, values={"FLAG": "off"}, secret_values={"DB_PASSWORD": SECRET_NEW})
+    assert result["changed"] is True, result
+    copy = Path(result["backup_file"])
+    assert copy.parent == tmp_path and copy.name.startswith(".env.backup.")
+    assert copy.read_bytes() == old  # the old bytes, kept beside the file
+    assert env.read_bytes() == f"# app\nDB_PASSWORD={SECRET_NEW}\nFLAG=off\n".encode()
+    # replaced by a rename: a new inode under the name, the old one now only the copy's bytes
+    assert env.stat().st_ino != inode
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".env", copy.name]
+    assert SECRET_OLD not in copy.name and SECRET_NEW not in copy.name
+
+
+def test_a_full_disk_in_the_middle_of_the_write_leaves_the_old_file(tmpfs):
+    # The space check counts bytes; the filesystem hands out whole pages. A 4097-byte file
+    # needs two pages for its copy and two for its temp file, 8194 bytes by the check: with
+    # three pages free the check passes, the copy is written and the temp file's second page
+    # fails with ENOSPC. The file must stay as it was, with no partial copy or temp file.
+    small = tmpfs("64k")
+    env = small / ".env"
+    old = b"A=1\n" + b"#" * 4092 + b"\n"
+    env.write_bytes(old)
+    page = os.statvfs(small).f_frsize
+    n = 0
+    while os.statvfs(small).f_bavail > 3:
+        (small / f"filler{n}").write_bytes(b"x" * page)
+        n += 1
+    assert os.statvfs(small).f_bavail * page == 3 * page
+    before = fingerprint(small)
+    result = run(env, values={"A": "2"}, min_free_mb=0)
+    assert result.get("failed") is True, result
+    assert f"could not write the temp file for {env}" in result["msg"], result["msg"]
+    assert "No space left on device" in result["msg"]
+    assert env.read_bytes() == old
+    # nothing changed but the directory's mtime (a copy and a temp file made and removed)
+    assert [name for name, *_ in changes(before, fingerprint(small))] in ([], ["."])
+    assert backups(small) == [] and leftovers(small) == []
+
+
+def test_a_secret_value_is_masked_even_where_another_key_holds_it(tmp_path: Path):
+    # Ansible masks every occurrence of a no_log option's values in the module's output: a
+    # secret that also stands under a plain key (copied there by hand) stays hidden in the
+    # diff and in before. This holds only while secret_values is no_log.
+    env = tmp_path / ".env"
+    env.write_text(f"PARTNER_API_KEY=old\nNOTE={SECRET_NEW}\n")
+    result = run(env, values={"NOTE": "x"}, secret_values={"PARTNER_API_KEY": SECRET_NEW})
+    assert result["changed"] is True, result
+    assert SECRET_NEW not in json.dumps(result)
+    assert result["diff"]["before"].startswith("1: PARTNER_API_KEY=<secret sha256:")
+    assert "2: NOTE=********" in result["diff"]["before"]

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from tests.conftest import load_module, run_module
+from tests.fingerprint import changes, fingerprint
 
 preflight = load_module("plugins/modules/preflight.py")
 envfile = load_module("plugins/module_utils/envfile.py")
@@ -162,3 +163,71 @@ def test_two_preflights_at_once_one_takes_the_lock(tmp_path: Path):
         assert held["run_id"] == winners[0]["lock"]["run_id"]
         assert f"host locked by run {held['run_id']}" in losers[0]["msg"]
         assert losers[0]["lock_holder"]["run_id"] == held["run_id"]
+
+
+# ----------------------------------------------------------------------------- main(): issue 15
+
+
+def env_and_lock(tmp_path: Path) -> tuple[Path, Path]:
+    env = tmp_path / "app" / ".env"
+    env.parent.mkdir()
+    env.write_text(f"DB_PASSWORD={SECRET}\nFLAG=on\n")
+    return env, tmp_path / "state" / "rollback.lock"
+
+
+SECRET = "hunter2-Rbo-preflight"
+
+
+def test_check_mode_takes_no_lock_and_writes_nothing(tmp_path: Path):
+    env, lock = env_and_lock(tmp_path)
+    lock.parent.mkdir()
+    before = fingerprint(tmp_path)
+    args = {"env_file": str(env), "env_keys": ["FLAG"], "lock_path": str(lock), "run_id": "r1"}
+    result = run_module(PREFLIGHT, {**args, "min_free_mb": 0}, check_mode=True)
+    assert not result.get("failed") and result["lock"] == {}, result
+    assert changes(before, fingerprint(tmp_path)) == []
+
+
+def test_the_lock_is_made_whole_and_renewed_by_rename_and_no_value_is_returned(tmp_path: Path):
+    env, lock = env_and_lock(tmp_path)
+    args = {
+        "env_file": str(env),
+        "env_keys": ["FLAG", "DB_PASSWORD"],
+        "lock_path": str(lock),
+        "run_id": "r1",
+        "operator": "ana",
+        "min_free_mb": 0,
+    }
+    before = fingerprint(env.parent)
+    taken = run_module(PREFLIGHT, args)
+    assert not taken.get("failed"), taken
+    assert SECRET not in json.dumps(taken)
+    assert changes(before, fingerprint(env.parent)) == []  # the env file is only read
+    assert sorted(p.name for p in lock.parent.iterdir()) == ["rollback.lock"]  # no temp file
+    assert json.loads(lock.read_text()) == taken["lock"]
+    inode = lock.stat().st_ino
+    renewed = run_module(PREFLIGHT, args)  # a resumed step of the same run
+    assert not renewed.get("failed"), renewed
+    assert lock.stat().st_ino != inode  # replaced by a rename, never rewritten in place
+    assert json.loads(lock.read_text()) == renewed["lock"]
+    assert sorted(p.name for p in lock.parent.iterdir()) == ["rollback.lock"]
+
+
+def test_a_full_disk_at_the_lock_fails_naming_it_and_leaves_nothing(tmpfs):
+    # No inode left for the lock's temp file: a one-line problem naming the lock, not a
+    # traceback, and no lock (whole or partial) left behind.
+    small = tmpfs("1m", inodes=8)
+    for n in range(64):
+        try:
+            (small / f"filler{n}").touch()
+        except OSError:
+            break
+    lock = small / "rollback.lock"
+    before = fingerprint(small)
+    result = run_module(PREFLIGHT, {"lock_path": str(lock), "run_id": "r1"})
+    assert result.get("failed") is True, result
+    assert f"could not take the host lock {lock}" in result["msg"], result
+    assert "No space left on device" in result["msg"]
+    assert "Traceback" not in json.dumps(result)
+    assert result["lock"] == {}
+    assert changes(before, fingerprint(small)) == []
