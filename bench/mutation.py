@@ -5,7 +5,10 @@ Each module below is mutated one small change at a time (a comparison flipped, a
 moved by one, a boolean operator swapped, a ``break`` made ``continue`` ...) and the unit
 tests that cover it run against every mutant. A mutant the tests still pass on "survived":
 either a test is missing, or the change makes no difference a test could see (an equivalent
-mutant, explained in the report).
+mutant, explained in the report). Mutants inside annotations (never evaluated here: every
+module has ``from __future__ import annotations``) are skipped, and of the eleven
+replacements cosmic-ray makes for each binary operator the default run keeps the one or two
+in REPRESENTATIVES (``--all-operators`` runs them all, about three times as many mutants).
 
 The run happens in a throwaway git worktree of HEAD (cosmic-ray edits files in place), with
 this checkout's Python (`python -m pytest` from the worktree imports the worktree's code).
@@ -14,7 +17,7 @@ whose tests are elsewhere needs its entry updated.
 
 Usage:
   .venv/bin/pip install cosmic-ray    # a tool of this script only, not of the package
-  .venv/bin/python bench/mutation.py [GROUP ...] [--report-only DIR] [--keep]
+  .venv/bin/python bench/mutation.py [GROUP ...] [--jobs N] [--all-operators] [--report-only]
 
 Prints per module: mutants, killed, survived, score; then every survivor with its diff.
 The sessions (SQLite, cosmic-ray's format) stay in bench/.mutation/ for `cr-report`.
@@ -24,12 +27,14 @@ from __future__ import annotations
 
 import argparse
 import ast
+import concurrent.futures
 import os
 import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,7 +126,7 @@ def config(group: Group, python: str, workdir: Path) -> str:
     )
 
 
-def run_group(name: str, group: Group, workdir: Path, python: str) -> Path:
+def run_group(name: str, group: Group, workdir: Path, python: str, all_operators: bool) -> Path:
     """Mutate one module in workdir; returns its session database."""
     OUT.mkdir(parents=True, exist_ok=True)
     cfg = OUT / f"{name}.toml"
@@ -134,7 +139,7 @@ def run_group(name: str, group: Group, workdir: Path, python: str) -> Path:
     sh([*cr, "baseline", str(cfg)], workdir, env)  # the unmutated tests must pass
     sh([*cr, "init", str(cfg), str(session)], workdir, env)
     sh([str(tools / "cr-filter-pragma"), str(session)], workdir, env)
-    skip_annotations(session, workdir / group.module)
+    skip_mutants(session, workdir / group.module, all_operators)
     started = time.monotonic()
     sh([*cr, "exec", str(cfg), str(session)], workdir, env)
     print(f"  {name}: {time.monotonic() - started:.0f} s", file=sys.stderr)
@@ -162,25 +167,56 @@ def annotation_spans(source: str) -> list[tuple[tuple[int, int], tuple[int, int]
         elif isinstance(node, ast.AnnAssign):
             found.append(node.annotation)
     return [
-        ((a.lineno, a.col_offset), (a.end_lineno or a.lineno, a.end_col_offset or 0))
-        for a in found
+        ((a.lineno, a.col_offset), (a.end_lineno or a.lineno, a.end_col_offset or 0)) for a in found
     ]
 
 
-def skip_annotations(session: Path, module: Path) -> None:
-    """Mark the mutants inside annotations as skipped, as `# pragma: no mutate` would."""
+# For each binary operator cosmic-ray writes eleven replacements; they are different values
+# of one expression and nearly always live or die together. The default run keeps the ones
+# that differ most from the original (its inverse, and one more); --all-operators runs all.
+REPRESENTATIVES = {
+    "Add": ("Sub", "Mul"),
+    "Sub": ("Add", "Mod"),
+    "Mul": ("Div", "Add"),
+    "Div": ("Mul", "FloorDiv"),
+    "FloorDiv": ("Div", "Mul"),
+    "Mod": ("Add", "Mul"),
+    "Pow": ("Mul",),
+    "LShift": ("RShift",),
+    "RShift": ("LShift",),
+    "BitOr": ("BitAnd", "Add"),
+    "BitAnd": ("BitOr",),
+    "BitXor": ("BitOr",),
+}
+
+
+def redundant(operator: str) -> bool:
+    """A binary operator replacement outside REPRESENTATIVES."""
+    prefix = "core/ReplaceBinaryOperator_"
+    if not operator.startswith(prefix):
+        return False
+    source, _, target = operator.removeprefix(prefix).partition("_")
+    return target not in REPRESENTATIVES.get(source, (target,))
+
+
+def skip_mutants(session: Path, module: Path, all_operators: bool) -> None:
+    """Mark as skipped, as `# pragma: no mutate` would: mutants inside annotations, and
+    (unless all_operators) the redundant binary operator replacements."""
     from cosmic_ray.work_db import WorkDB, use_db
     from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
     spans = annotation_spans(module.read_text())
     with use_db(str(session), WorkDB.Mode.open) as db:
         for item in list(db.pending_work_items):
-            start = tuple(item.mutations[0].start_pos)
+            mutation = item.mutations[0]
+            start = tuple(mutation.start_pos)
             if any(low <= start < high for low, high in spans):
-                db.set_result(
-                    item.job_id,
-                    WorkResult(worker_outcome=WorkerOutcome.SKIPPED, output="annotation"),
-                )
+                why = "annotation"
+            elif not all_operators and redundant(mutation.operator_name):
+                why = "redundant"
+            else:
+                continue
+            db.set_result(item.job_id, WorkResult(worker_outcome=WorkerOutcome.SKIPPED, output=why))
 
 
 def report(name: str, group: Group, session: Path) -> tuple[int, int, list[str]]:
@@ -205,29 +241,59 @@ def report(name: str, group: Group, session: Path) -> tuple[int, int, list[str]]
     return total, killed, survivors
 
 
+def worktree() -> Path:
+    """A throwaway checkout of HEAD (cosmic-ray edits the files it mutates in place)."""
+    workdir = Path(tempfile.mkdtemp(prefix="rollback-ops-mutation-"))
+    sh(["git", "worktree", "add", "--detach", str(workdir), "HEAD"], ROOT)
+    return workdir
+
+
+def drop(workdir: Path) -> None:
+    sh(["git", "worktree", "remove", "--force", str(workdir)], ROOT)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_all(names: list[str], jobs: int, all_operators: bool) -> None:
+    """Run the groups, ``jobs`` at a time, each job in its own worktree."""
+    pending = list(names)
+    lock = threading.Lock()
+
+    def job() -> None:
+        workdir = worktree()
+        try:
+            while True:
+                with lock:
+                    if not pending:
+                        return
+                    name = pending.pop(0)
+                run_group(name, GROUPS[name], workdir, sys.executable, all_operators)
+        finally:
+            drop(workdir)
+
+    with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+        for future in [pool.submit(job) for _ in range(min(jobs, len(names)))]:
+            future.result()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("groups", nargs="*", metavar="GROUP", help=", ".join(GROUPS))
     parser.add_argument(
         "--report-only", action="store_true", help="report the sessions of the last run"
     )
-    parser.add_argument("--keep", action="store_true", help="keep the worktree")
+    parser.add_argument("--jobs", type=int, default=1, help="groups run at once (default 1)")
+    parser.add_argument(
+        "--all-operators",
+        action="store_true",
+        help="run every binary operator replacement, not only the representative ones",
+    )
     args = parser.parse_args()
     names = args.groups or list(GROUPS)
     unknown = sorted(set(names) - set(GROUPS))
     if unknown:
         parser.error(f"unknown group {', '.join(unknown)}: choose from {', '.join(GROUPS)}")
-    python = sys.executable
     if not args.report_only:
-        workdir = Path(tempfile.mkdtemp(prefix="rollback-ops-mutation-"))
-        sh(["git", "worktree", "add", "--detach", str(workdir), "HEAD"], ROOT)
-        try:
-            for name in names:
-                run_group(name, GROUPS[name], workdir, python)
-        finally:
-            if not args.keep:
-                sh(["git", "worktree", "remove", "--force", str(workdir)], ROOT)
-                shutil.rmtree(workdir, ignore_errors=True)
+        run_all(names, max(1, args.jobs), args.all_operators)
     all_total = all_killed = 0
     lines, details = [], []
     for name in names:
@@ -238,13 +304,13 @@ def main() -> int:
         all_total, all_killed = all_total + total, all_killed + killed
         score = 100 * killed / total if total else 100.0
         lines.append(
-            f"{GROUPS[name].module:45} {total:5} {killed:7} {len(survivors):9} {score:6.1f}%"
+            f"{GROUPS[name].module:45} {total:7} {killed:7} {len(survivors):9} {score:6.1f}%"
         )
         details += survivors
-    print(f"{'module':45} {'mutants':>5} {'killed':>7} {'survived':>9} {'score':>7}")
+    print(f"{'module':45} {'mutants':>7} {'killed':>7} {'survived':>9} {'score':>7}")
     print("\n".join(lines))
     score = 100 * all_killed / all_total if all_total else 100.0
-    print(f"{'all':45} {all_total:5} {all_killed:7} {all_total - all_killed:9} {score:6.1f}%")
+    print(f"{'all':45} {all_total:7} {all_killed:7} {all_total - all_killed:9} {score:6.1f}%")
     if details:
         print("\nsurvivors:\n")
         print("\n\n".join(details))
