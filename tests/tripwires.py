@@ -19,11 +19,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import ansible.utils.display  # noqa: F401  (runs ldconfig once, when first imported)
 import ansible_runner
 import ansible_runner.interface
 
-from rollback_ops import runner
+from rollback_ops import inventory, runner
 
 TRIPPED_EXIT = 99
 
@@ -31,6 +30,11 @@ TRIPPED_EXIT = 99
 def install(trip: Callable[[str], Any], patch: Callable[[Any, str, Any], None]) -> None:
     """Replace every way out with one that calls trip(what); patch(owner, name, value) does
     the replacing (pytest's monkeypatch.setattr, so the unit tests undo it)."""
+    # first what the CLI does anyway, with no host in sight: ansible-core reads its
+    # configuration as rollback-ops sets it, and ansible's display runs ldconfig (to find
+    # libc) when first imported
+    inventory.configure_ansible()
+    import ansible.utils.display  # noqa: F401
 
     def wire(what: str) -> Callable[..., Any]:
         def tripped(*args: Any, **kwargs: Any) -> Any:
