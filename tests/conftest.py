@@ -13,6 +13,8 @@ from types import ModuleType
 
 import pytest
 
+from tests.requirements import in_ci
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 COLLECTION = ("rollback_ops", "rollback")
@@ -86,3 +88,60 @@ def run_module(relative: str, args: dict[str, object], check_mode: bool = False)
         return json.loads(proc.stdout)
     except ValueError as exc:
         raise AssertionError(f"module output is not JSON: {proc.stdout}{proc.stderr}") from exc
+
+
+# ----------------------------------------------------------------------------- the two tiers
+# Every test under tests/integration is marked `lab` there (its conftest), so `-m "not lab"`
+# is the fast tier, with no Docker. The first lab test of a session also waits for the
+# session lock (another session using the lab: up to an hour, tests/integration/conftest.py
+# exclusive) and starts the lab (about 6 minutes on a fresh machine): that test gets that
+# time on top of the per-test timeout ([tool.pytest.ini_options] timeout).
+LAB_SESSION_SETUP = 3600 + 900
+
+
+@pytest.hookimpl(trylast=True)  # after the integration conftest marked and -m deselected
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    lab_items = [item for item in items if "lab_session" in getattr(item, "fixturenames", ())]
+    hiding = [item.nodeid for item in lab_items if item.get_closest_marker("lab") is None]
+    if hiding:
+        raise pytest.UsageError(
+            "tests that use the lab must be marked lab (tests/integration does it for its "
+            f"own): {', '.join(hiding)}"
+        )
+    timeout = float(config.getoption("timeout", None) or config.getini("timeout") or 0)
+    if lab_items and timeout > 0 and lab_items[0].get_closest_marker("timeout") is None:
+        lab_items[0].add_marker(pytest.mark.timeout(timeout + LAB_SESSION_SETUP))
+
+
+# ----------------------------------------------------------------------------- no skip in CI
+# A skip under CI is a test that did not run while the run says green: tests/requirements.py
+# fails instead of skipping there, and this catches any skip that does not go through it.
+# (xfail is not a skip: strict xfails fail when they pass.)
+SKIPPED: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        SKIPPED.append(f"{report.nodeid}: {_skip_reason(report)}")
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    if report.skipped:
+        SKIPPED.append(f"{report.nodeid}: {_skip_reason(report)}")
+
+
+def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
+    longrepr = report.longrepr
+    return str(longrepr[2]) if isinstance(longrepr, tuple) else str(longrepr)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if SKIPPED and in_ci() and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if SKIPPED and in_ci():
+        terminalreporter.write_sep("=", "CI is set: skipped tests fail the run", red=True)
+        for line in SKIPPED:
+            terminalreporter.write_line(f"SKIPPED {line}")

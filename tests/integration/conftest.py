@@ -159,8 +159,11 @@ def lab_session() -> Iterator[LabHosts]:
 
 
 @contextmanager
-def exclusive(path: Path, wait: float = 1200) -> Iterator[None]:
-    """Hold an flock on path, waiting for another test session to finish with the lab."""
+def exclusive(path: Path, wait: float = 3600) -> Iterator[None]:
+    """Hold an flock on path, waiting for another test session to finish with the lab (an
+    hour at most: several sessions of a few minutes each may be queued; tests/conftest.py
+    gives the first lab test this time on top of its timeout). The holder writes who it is
+    into the file, so a session that waits too long can name it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     deadline = time.monotonic() + wait
@@ -171,8 +174,13 @@ def exclusive(path: Path, wait: float = 1200) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    pytest.fail(f"another test session has held {path} for {wait:.0f} s")
+                    holder = path.read_text(errors="replace").strip() or "unknown"
+                    pytest.fail(
+                        f"another test session has held {path} for over {wait:.0f} s: {holder}"
+                    )
                 time.sleep(1)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} since {time.ctime()}: {' '.join(sys.argv)}\n".encode(), 0)
         yield
     finally:
         os.close(fd)
@@ -182,3 +190,12 @@ def exclusive(path: Path, wait: float = 1200) -> Iterator[None]:
 def lab(lab_session: LabHosts) -> LabHosts:
     lab_session.reset()
     return lab_session
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m "not lab" deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test here runs against the lab: marked `lab`, so `-m "not lab"` leaves them out."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.lab)

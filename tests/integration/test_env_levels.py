@@ -174,9 +174,31 @@ def test_no_secret_from_the_env_file_reaches_output_artifacts_or_receipt(lab: La
 
 
 def test_plan_contacts_no_host(lab: LabHosts):
+    # (imported here: this function is the only part of the file this change touches)
+    import subprocess
+    import sys
+
+    from tests import tripwires
+
     before = {h: lab.fingerprint(h) for h in lab.names}
-    run = lab.cli("plan", "--level", "emergency", "--inventory", lab.inventory, "--json")
-    assert run.code == 0
+    since = {h: lab.sh(h, "date +%s.%N").strip() for h in lab.names}
+    # the CLI with tripwires on ansible-runner, the runner adapter, every new process (ssh,
+    # ansible-playbook) and every connection: one that trips ends it with exit 99
+    plan = ["plan", "--level", "emergency", "--inventory", lab.inventory, "--json"]
+    run = subprocess.run(
+        [sys.executable, tripwires.__file__, "--state-dir", str(lab.state_dir), *plan],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        stdin=subprocess.DEVNULL,
+        env=lab.env(),
+    )
+    assert run.returncode == 0, run.stderr
+    # and on the hosts' side: sshd logs every connection, even one that never logs in
+    # (lab.sh goes through docker exec, not SSH)
+    for host in lab.names:
+        assert lab.sh(host, f"journalctl _COMM=sshd --since @{since[host]} -q -o cat") == ""
     plans = json.loads(run.stdout)
     assert [p["host"] for p in plans] == lab.names
     assert any("APP_MODE=research" in s for s in plans[0]["changes"])

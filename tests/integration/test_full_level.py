@@ -170,15 +170,20 @@ def test_a_scheduled_timer_fires_and_makes_a_verified_set(full: FullLab):
     )
     assert run.code == 0, run.stderr
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + 60  # the timer fires every 15 s
+        while True:
             listing = full.lab.sh("web1", f"ls {ROOT} 2>/dev/null || true").split()
-            if any(name.endswith("-scheduled") for name in listing):
+            made = [name for name in listing if name.endswith("-scheduled")]
+            if made:
                 break
+            assert time.monotonic() < deadline, f"the timer made no set in 60 s: {listing}"
             time.sleep(2)
-        (made,) = [n for n in listing if n.endswith("-scheduled")][:1]
-        full.lab.sh("web1", f"until test -e {ROOT}/{made}/manifest.json; do sleep 1; done")
-        manifest = json.loads(full.lab.read("web1", f"{ROOT}/{made}/manifest.json"))
+        manifest_path = f"{ROOT}/{made[0]}/manifest.json"  # written last, once verified
+        deadline = time.monotonic() + 300
+        while full.lab.sh("web1", f"test -e {manifest_path} || echo missing").strip():
+            assert time.monotonic() < deadline, f"no {manifest_path} 300 s after the set began"
+            time.sleep(1)
+        manifest = json.loads(full.lab.read("web1", manifest_path))
         assert manifest["verification"]["ok"], manifest["verification"]
         assert {d["name"] for d in manifest["databases"]} == {"main", "analytics"}
         assert full.lab.sh("web1", "stat -c %a /etc/rollback-ops/backup-analyticbot.env") == "600\n"

@@ -100,7 +100,7 @@ def test_two_applies_on_one_inventory_one_is_refused_naming_the_holder(lab: LabH
         deadline = time.monotonic() + 30
         while not any(r.run_id not in earlier for r in history.read(lab.state_dir)):
             assert first.poll() is None, first.communicate()
-            assert time.monotonic() < deadline
+            assert time.monotonic() < deadline, "the first apply wrote no history entry in 30 s"
             time.sleep(0.05)
         second = lab.cli("apply", "--level", "emergency", "--inventory", lab.inventory, "--yes")
         assert second.code == 3
@@ -129,7 +129,8 @@ def test_a_run_killed_mid_way_stays_in_history_and_frees_the_lock(lab: LabHosts)
     )
     deadline = time.monotonic() + 30
     while not (new := [r for r in history.read(lab.state_dir) if r.run_id not in earlier]):
-        assert victim.poll() is None and time.monotonic() < deadline
+        assert victim.poll() is None, victim.communicate()
+        assert time.monotonic() < deadline, "the apply wrote no history entry in 30 s"
         time.sleep(0.05)
     victim.kill()  # SIGKILL: no cleanup of any kind runs
     victim.wait()

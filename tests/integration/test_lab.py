@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
-from pathlib import Path
 
 from tests.integration.conftest import LabHosts
-from tests.integration.test_demo import NO_DOCKER
 
 
 def test_lab_up_twice_keeps_the_hosts_and_status_lists_them(lab_session: LabHosts):
@@ -28,20 +23,3 @@ def test_lab_up_twice_keeps_the_hosts_and_status_lists_them(lab_session: LabHost
         assert f"root@{host['address']}" in host["ssh"]
         with socket.create_connection((host["address"], 22), timeout=2) as conn:
             assert conn.recv(64).startswith(b"SSH-2.0-OpenSSH")
-
-
-def test_lab_without_the_docker_sdk_says_how_to_get_it(tmp_path: Path):
-    (tmp_path / "sitecustomize.py").write_text(NO_DOCKER)
-    env = dict(os.environ, PYTHONPATH=str(tmp_path), NO_DOCKER_LOG=str(tmp_path / "log"))
-    proc = subprocess.run(
-        [sys.executable, "-m", "rollback_ops", "--state-dir", str(tmp_path), "lab", "status"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 4
-    assert "the test lab needs the Docker SDK: pip install -e '.[lab]'" in proc.stderr
-    assert len(proc.stderr.splitlines()) == 1, proc.stderr  # one line, no traceback
-    assert (tmp_path / "log").read_text().startswith("docker")

@@ -71,8 +71,3 @@ def test_a_dead_webhook_never_fails_the_rollback(lab: LabHosts, tmp_path: Path):
     assert [n["ok"] for n in run.receipt["notifications"]] == [False, False]
     assert "notification start by webhook: FAILED" in run.stderr
     assert all(lab.health(h)["config"]["APP_MODE"] == "research" for h in lab.names)
-
-
-def test_report_of_an_unknown_run_is_a_clear_error(lab: LabHosts):
-    run = lab.cli("report", "no-such-run")
-    assert run.code == 2 and "no receipt for run 'no-such-run'" in run.stderr

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.requirements import need
+
 
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
@@ -16,8 +18,7 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
     mounted: list[Path] = []
 
     def mount(size: str = "1m", inodes: int | None = None) -> Path:
-        if os.geteuid() != 0:
-            pytest.skip("mounting a small tmpfs (a real full disk) needs root")
+        need(os.geteuid() == 0, "mounting a small tmpfs (a real full disk) needs root")
         where = tmp_path / f"tmpfs{len(mounted)}"
         where.mkdir()
         options = f"size={size}" + (f",nr_inodes={inodes}" if inodes else "")
@@ -27,8 +28,7 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
             text=True,
             check=False,
         )
-        if proc.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+        need(proc.returncode == 0, f"cannot mount a tmpfs here: {proc.stderr.strip()}")
         mounted.append(where)
         return where
 

@@ -14,6 +14,7 @@ import pytest
 
 import tests.unit.test_backupset as servers
 from tests.conftest import load_module
+from tests.requirements import need
 
 engines = load_module("plugins/module_utils/backupset/engines")
 specs = load_module("plugins/module_utils/backupset/specs.py")
@@ -121,8 +122,7 @@ def test_each_engine_reads_its_own_dump_back(tmp_path: Path):
     ok, said = mysql.check(truncated)
     assert not ok and said.startswith("gzip: ")
 
-    if not servers.shutil.which("pg_restore"):
-        pytest.skip("pg_restore is not installed")
+    need(servers.shutil.which("pg_restore") is not None, "pg_restore is not installed")
     ok, said = engines.offline_engine({"name": "main", "engine": "postgresql"}).check(junk)
     assert not ok and said.startswith("pg_restore failed")
 

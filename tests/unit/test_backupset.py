@@ -7,7 +7,8 @@ installs whichever is missing with apt-get (the lab's own installer,
 rollback_ops.lab.engine.install_packages), with the packages' system services kept from
 starting; the tests start their own servers in temp directories and stop them at the end,
 so a run leaves no server process behind. Without root, or when apt-get fails, the tests
-that need a server are skipped and say why.
+that need a server are skipped and say why; under CI (``CI`` set) they fail instead
+(tests/requirements.py).
 
 The engine is pure stdlib and is imported under its collection name. The modules are tested
 the way they really run (Ansible ships the package with them): one playbook calling every
@@ -37,6 +38,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import COLLECTIONS, ROOT, load_module
+from tests.requirements import need, unavailable
 
 rbs = load_module("plugins/module_utils/backupset")
 common = load_module("plugins/module_utils/backupset/common.py")
@@ -138,7 +140,8 @@ def test_a_set_of_a_live_wal_database_being_written_to_is_consistent(app: dict, 
         "import sqlite3, sys, time, pathlib\n"
         "con = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)\n"
         "i = 100000\n"
-        "while not pathlib.Path(sys.argv[2]).exists():\n"
+        "deadline = time.monotonic() + 300  # never outlive a test that died before stopping it\n"
+        "while not pathlib.Path(sys.argv[2]).exists() and time.monotonic() < deadline:\n"
         "    con.execute('BEGIN IMMEDIATE')\n"
         "    for _ in range(20):\n"
         "        i += 1\n"
@@ -785,19 +788,17 @@ def _server_pids(name: str) -> set[int]:
 
 def ensure_debian_packages(packages: list[str], tools: list[str], daemon: str) -> None:
     """Install the Debian packages that provide ``tools`` (as root, with apt-get, through the
-    lab's installer) unless every tool is already there; skip the test, saying why, when
-    that cannot be done. The packages' system services must not start (they would outlive
-    the run, and take 5432/3306): policy-rc.d answers 101 ("action forbidden") to
-    invoke-rc.d and deb-systemd-invoke during the install, and a ``daemon`` process that
-    appears anyway is stopped with the service."""
+    lab's installer) unless every tool is already there; skip the test (fail it under CI),
+    saying why, when that cannot be done. The packages' system services must not start
+    (they would outlive the run, and take 5432/3306): policy-rc.d answers 101 ("action
+    forbidden") to invoke-rc.d and deb-systemd-invoke during the install, and a ``daemon``
+    process that appears anyway is stopped with the service."""
     missing = [tool for tool in tools if _find_tool(tool) is None]
     if not missing:
         return
     what = f"{', '.join(missing)} (Debian {' and '.join(packages)})"
-    if os.geteuid() != 0:
-        pytest.skip(f"{what} not installed, and installing it needs root")
-    if shutil.which("apt-get") is None:
-        pytest.skip(f"{what} not installed, and there is no apt-get here")
+    need(os.geteuid() == 0, f"{what} not installed, and installing it needs root")
+    need(shutil.which("apt-get") is not None, f"{what} not installed, and there is no apt-get here")
     from rollback_ops.exceptions import LabError
     from rollback_ops.lab import engine
 
@@ -809,7 +810,7 @@ def ensure_debian_packages(packages: list[str], tools: list[str], daemon: str) -
     try:
         engine.install_packages(packages)
     except LabError as exc:
-        pytest.skip(f"{what} not installed, and installing it failed: {exc}")
+        unavailable(f"{what} not installed, and installing it failed: {exc}")
     finally:
         if own_policy:
             POLICY_RC_D.unlink()
@@ -819,8 +820,7 @@ def ensure_debian_packages(packages: list[str], tools: list[str], daemon: str) -
             argv = ["systemctl", "stop", service] if systemd else ["service", service, "stop"]
             subprocess.run(argv, capture_output=True, check=False)
     still = [tool for tool in tools if _find_tool(tool) is None]
-    if still:
-        pytest.skip(f"{', '.join(still)} still missing after installing {' '.join(packages)}")
+    need(not still, f"{', '.join(still)} still missing after installing {' '.join(packages)}")
 
 
 def _find_tool(name: str) -> str | None:
@@ -860,7 +860,7 @@ def pg():
         try:
             owner = pwd.getpwnam("postgres")
         except KeyError:
-            pytest.skip("running as root, and no postgres user to run the server as")
+            unavailable("running as root, and no postgres user to run the server as")
     base = Path(tempfile.mkdtemp(prefix="rbo-pg-"))
     prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
     if owner is not None:
@@ -1129,8 +1129,7 @@ def test_postgresql_corrupt_dump_is_refused(pg: dict, pgdb: dict, tmp_path: Path
 
 
 def test_postgresql_as_the_os_user_over_the_unix_socket(pg: dict, pgdb: dict, tmp_path: Path):
-    if "os_user" not in pg["su"]:
-        pytest.skip("peer authentication as another OS user needs root")
+    need("os_user" in pg["su"], "peer authentication as another OS user needs root")
     spec = {**pg["su"], "name": "main", "database": "shop", "tables": ["orders"]}
     manifest = rbs.create_set(
         str(tmp_path / "b"), "shop", "manual", [spec], [], "", restore_test=True
@@ -1155,12 +1154,11 @@ def mariadb():
     server = _find_tool("mariadbd")
     install = _find_tool("mariadb-install-db")
     assert server and install
-    if os.geteuid() != 0:
-        pytest.skip("the throwaway MariaDB server is started as root (--user=mysql)")
+    need(os.geteuid() == 0, "the throwaway MariaDB server is started as root (--user=mysql)")
     try:
         owner = pwd.getpwnam("mysql")
     except KeyError:
-        pytest.skip("no mysql user to run the server as")
+        unavailable("no mysql user to run the server as")
     base = Path(tempfile.mkdtemp(prefix="rbo-my-"))
     os.chown(base, owner.pw_uid, owner.pw_gid)
     with socket.socket() as sock:
@@ -1201,6 +1199,10 @@ def mariadb():
         deadline = time.time() + 30
         while not sock_path.exists() and time.time() < deadline and proc.poll() is None:
             time.sleep(0.1)
+        assert sock_path.exists(), (
+            f"MariaDB did not open its socket in 30 s (exit {proc.poll()}): "
+            + (base / "err").read_text(errors="replace")[-2000:]
+        )
         grants = (
             f"CREATE USER shop@'127.0.0.1' IDENTIFIED BY '{PASSWORD}';"
             "GRANT ALL ON `shop%`.* TO shop@'127.0.0.1';"

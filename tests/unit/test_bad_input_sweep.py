@@ -30,6 +30,7 @@ import pytest
 import yaml
 
 from rollback_ops import cli, history
+from tests.requirements import need
 
 LOADER = "lead: inventory via ansible-core"
 
@@ -155,8 +156,8 @@ def state_dir_kind(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[N
     elif case.state in ("ro", "full"):
         state.mkdir()
         options = "size=64k,ro" if case.state == "ro" else "size=64k"
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(state)]).returncode:
-            pytest.skip("cannot mount a tmpfs here (needs root)")
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(state)])
+        need(mounted.returncode == 0, "cannot mount a tmpfs here (needs root)")
         request.addfinalizer(lambda: _run_quietly("umount", "-l", str(state)))
         if case.state == "full":
             fd = os.open(state / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
@@ -169,8 +170,10 @@ def state_dir_kind(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[N
                 os.close(fd)
     elif case.state == "immutable":
         state.mkdir()
-        if not shutil.which("chattr") or subprocess.run(["chattr", "+i", str(state)]).returncode:
-            pytest.skip("chattr +i is not available here")
+        immutable = (
+            shutil.which("chattr") and not subprocess.run(["chattr", "+i", str(state)]).returncode
+        )
+        need(bool(immutable), "chattr +i is not available here")
         request.addfinalizer(lambda: _run_quietly("chattr", "-i", str(state)))
     yield
 

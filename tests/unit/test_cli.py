@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from rollback_ops import cli
+from tests import tripwires
 from tests.conftest import FIXTURES
 
 GOOD = str(FIXTURES / "inventories" / "good")
@@ -118,7 +119,16 @@ def test_production_is_refused_without_a_terminal_even_with_yes(
     assert "production" in err and "--yes does not bypass" in err
 
 
-def test_plan_prints_steps_and_contacts_nobody(capsys, tmp_path: Path):
+def test_plan_prints_steps_and_contacts_nobody(capsys, tmp_path: Path, monkeypatch):
+    tripped: list[str] = []
+
+    def trip(what: str) -> None:
+        tripped.append(what)
+        pytest.fail(f"plan tried to reach out: {what}")
+
+    # ansible-runner, the runner adapter, any new process (ssh, ansible-playbook) and any
+    # connection fail the test: the plan is read from the playbook on this machine only
+    tripwires.install(trip, monkeypatch.setattr)
     code, out, _err = run(
         capsys,
         "--state-dir",
@@ -131,9 +141,19 @@ def test_plan_prints_steps_and_contacts_nobody(capsys, tmp_path: Path):
         "--flag",
         "SHOP_FAST_PATH=false",
     )
+    monkeypatch.undo()
+    assert tripped == []  # also when something caught the failure on its way up
     assert code == 0
     assert "web1 (127.0.0.1) app shop, level flag:" in out
     assert "set SHOP_FAST_PATH=false in /srv/shop/.env" in out
+
+
+def test_report_of_an_unknown_run_is_a_clear_error(capsys, tmp_path: Path):
+    state = tmp_path / "state"
+    for run_id in ("no-such-run", "20250101T000000Z-abcdef"):
+        code, out, err = run(capsys, "--state-dir", str(state), "report", run_id)
+        assert (code, out) == (2, "")
+        assert err == f"rollback-ops: error: no receipt for run '{run_id}' in {state}/runs\n"
 
 
 def test_flag_only_goes_with_the_flag_level(capsys, tmp_path: Path):

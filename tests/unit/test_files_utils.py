@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import load_module
+from tests.requirements import need
 
 files = load_module("plugins/module_utils/files.py")
-ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="setting another owner needs root")
 
 
 def names(directory: Path) -> list[str]:
@@ -177,8 +177,8 @@ def test_a_symlink_is_kept_its_target_edited_and_the_copy_made_beside_the_link(t
     assert names(shared) == ["app.yml"]  # no temp file left
 
 
-@ROOT_ONLY
 def test_mode_and_owner_overrides_apply_to_the_new_content_not_the_copy(tmp_path: Path):
+    need(os.geteuid() == 0, "setting another owner needs root")
     conf = tmp_path / "app.yml"
     conf.write_bytes(b"a: 1\n")
     conf.chmod(0o600)

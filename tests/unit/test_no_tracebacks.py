@@ -23,6 +23,7 @@ import yaml
 from rollback_ops import cli, history, paths, receipts
 from rollback_ops.exceptions import ConfigError, StateDirError
 from rollback_ops.text import one_line, short
+from tests.requirements import need
 
 RUN_ID = "20250101T000000Z-abcdef"
 
@@ -42,8 +43,8 @@ def one_error_line(err: str) -> str:
 
 def mount_tmpfs(request: pytest.FixtureRequest, where: Path, options: str) -> None:
     where.mkdir(exist_ok=True)
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)]).returncode:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)])
+    need(mounted.returncode == 0, "cannot mount a tmpfs here (needs root)")
     request.addfinalizer(
         lambda: subprocess.run(["umount", "-l", str(where)], check=False, capture_output=True)
     )

@@ -1,6 +1,7 @@
 """The embedded default: `rollback-ops demo` rolls a sandbox app back through Ansible's local
 connection, with no Docker and no remote host; installed from the wheel, it needs no root
-and no Docker SDK, and the wheel leaves the test lab out.
+and no Docker SDK, and the wheel leaves the test lab out; without the Docker SDK,
+`rollback-ops lab` says how to get it. No Docker here: the fast tier.
 """
 
 from __future__ import annotations
@@ -207,3 +208,20 @@ def test_the_installed_lab_command_says_the_lab_is_not_there(installed: Installe
     assert proc.returncode == 4
     assert "rollback-ops: " in proc.stderr and "the test lab is not installed: " in proc.stderr
     assert len(proc.stderr.splitlines()) == 1, proc.stderr  # one line, no traceback
+
+
+def test_lab_without_the_docker_sdk_says_how_to_get_it(tmp_path: Path):
+    (tmp_path / "sitecustomize.py").write_text(NO_DOCKER)
+    env = dict(os.environ, PYTHONPATH=str(tmp_path), NO_DOCKER_LOG=str(tmp_path / "log"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "rollback_ops", "--state-dir", str(tmp_path), "lab", "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 4
+    assert "the test lab needs the Docker SDK: pip install -e '.[lab]'" in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr  # one line, no traceback
+    assert (tmp_path / "log").read_text().startswith("docker")
