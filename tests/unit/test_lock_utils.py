@@ -186,3 +186,12 @@ def test_a_dead_lock_that_cannot_be_moved_aside_is_an_error(tmp_path: Path, monk
     monkeypatch.undo()
     assert err.value.errno == code
     assert lock.read_lock(str(path))["run_id"] == "run-dead"
+
+
+def test_clearing_a_named_run_removes_its_lock_read_from_the_file(tmp_path: Path):
+    path = str(tmp_path / "rollback.lock")
+    lock.take_lock(path, record("run-A"))
+    wanted = "".join(["run-", "A"])  # a string of its own, as the module's parameter is
+    removed, held, changed = lock.release(path, clear=True, clear_run_id=wanted)
+    assert (removed["run_id"], held, changed) == ("run-A", {}, True)
+    assert not Path(path).exists()

@@ -12,6 +12,7 @@ import pytest
 from rollback_ops import receipts
 from rollback_ops.exceptions import ConfigError
 from rollback_ops.results import FlagChange, HostResult, RunResult, StepEvent
+from rollback_ops.text import one_line, short
 
 RUN_ID = "20250102T030405Z-a1b2c3"
 
@@ -315,3 +316,95 @@ def test_a_receipt_of_the_wrong_shape_names_the_first_three_problems(tmp_path: P
 )
 def test_the_shape_of_a_receipt(data, problems) -> None:
     assert receipts.validate(data) == problems
+
+
+def test_three_problems_are_named_and_a_fourth_counted(tmp_path: Path) -> None:
+    three = {"hosts": {}, "check": 1}  # run_id, level, result missing; check mistyped: four
+    write(tmp_path, "four", json.dumps(three))
+    with pytest.raises(ConfigError) as err:
+        receipts.load(tmp_path, "four")
+    assert str(err.value).endswith("result: missing (and 1 more)")
+    write(tmp_path, "three", json.dumps({"hosts": {}}))
+    with pytest.raises(ConfigError) as err:
+        receipts.load(tmp_path, "three")
+    assert str(err.value).endswith("receipt.json: run_id: missing; level: missing; result: missing")
+
+
+def test_every_host_is_checked_and_hosts_are_required() -> None:
+    base = {"run_id": "r", "level": "x", "result": "ok"}
+    assert receipts.validate(base) == ["hosts: missing"]
+    long_name = "w" * 60
+    assert receipts.validate({**base, "hosts": {"a": [], "b": {"status": 1}, long_name: 2}}) == [
+        "hosts.a: not an object but list []",
+        "hosts.b.status: not a string but int 1",
+        f"hosts.{one_line(long_name, 40)}: not an object but int 2",
+    ]
+    assert receipts.validate({**base, "hosts": {}, "level": "y" * 60}) == []
+    assert receipts.validate({**base, "hosts": {}, "warnings": "z" * 60}) == [
+        f"warnings: not a list but str {short('z' * 60, 40)}"
+    ]
+
+
+def test_a_receipt_file_is_indented_for_people_and_diffs(tmp_path: Path) -> None:
+    receipt = run(host("web1", "changed", ("envfile: Set", "changed"))).receipt()
+    receipts.save(receipt, tmp_path / "receipt.json")
+    assert (tmp_path / "receipt.json").read_text() == json.dumps(receipt, indent=2) + "\n"
+
+
+def test_a_runs_path_that_is_not_a_directory_lists_no_latest_run(tmp_path: Path) -> None:
+    (tmp_path / "runs").write_text("")
+    with pytest.raises(ConfigError) as err:
+        receipts.load(tmp_path, RUN_ID)
+    assert str(err.value) == f"no receipt for run '{RUN_ID}' in {tmp_path / 'runs'}"
+
+
+def test_invalid_json_is_explained_in_at_most_120_characters(tmp_path: Path) -> None:
+    write(tmp_path, "long", '{"' + "k" * 300)
+    with pytest.raises(ConfigError) as err:
+        receipts.load(tmp_path, "long")
+    try:
+        json.loads('{"' + "k" * 300)
+    except ValueError as exc:
+        reason = one_line(str(exc), 120)
+    assert str(err.value).endswith(f"is not valid JSON: {reason}")
+
+
+def test_what_counts_as_refused_and_as_a_lock_left() -> None:
+    # every failed host refused at a check, but another host changed: failed, not refused
+    changed_elsewhere = run(
+        host("web1", "failed", failed_step=PREFLIGHT),
+        host("web2", "changed", ("envfile: Set", "changed")),
+        rc=2,
+    )
+    assert (changed_elsewhere.outcome, changed_elsewhere.exit_status) == ("failed", 1)
+    # unreachable at the check: nothing was changed, but it is not a refusal (exit 1)
+    unreachable = run(host("web1", "unreachable", failed_step=PREFLIGHT), rc=4)
+    assert (unreachable.outcome, unreachable.exit_status) == ("failed", 1)
+    # a playbook killed by a signal reports a negative rc
+    assert not run(host("web1"), rc=-15).ok
+    # locks: held is left; never taken or released is not
+    result = run(host("a", lock=""), host("b", lock="held"), host("c", lock="released"))
+    assert result.locks_left == ["b"]
+    # another signal than SIGINT/SIGTERM still exits as an interruption
+    assert run(host("a"), interrupted="SIGHUP").exit_status == 130
+
+
+def test_preflight_steps_are_named_check_or_preflight() -> None:
+    from rollback_ops.results import is_preflight_step
+
+    assert is_preflight_step("Check the request is for this playbook")
+    assert is_preflight_step("preflight: Check the env file")
+    assert is_preflight_step("app: Run the preflight")
+    assert not is_preflight_step("envfile: Set the flags")
+    assert not is_preflight_step("envfile: Set: Check later")  # the task is "Set: Check later"
+    assert not is_preflight_step("Checkout the code")
+
+
+def test_defaults_of_a_result() -> None:
+    result = run(host("a"))
+    assert result.hard_stop is False and result.receipt()["hard_stop"] is False
+    assert StepEvent("a", "s", "ok").duration == 0.0
+    fresh = HostResult("a")
+    assert (fresh.started, fresh.ended, fresh.duration) == (0.0, 0.0, 0.0)
+    timed = HostResult("a", started=10.0, ended=11.23456)
+    assert timed.as_dict()["duration"] == 1.235
