@@ -86,7 +86,9 @@ class LabHosts:
           with ignored and untracked files, the stash;
         - units: state, sub state, MainPID, start time and restart count of the app's unit
           and PostgreSQL's (a restart changes MainPID and the start time), rollback-ops' own;
-        - docker: the worker container's id, image, state and start time, its image's id;
+        - docker: the worker container's id, image, state and start time (of one the engine
+          restarts on its own, as it does the bad release's dying worker, only id and image),
+          its image's id;
         - postgresql: the databases' names, analyticbot's schema (pg_dump -s) and, per table,
           its row count and the md5 of its rows in order, its sequences' values;
         - sqlite: the sha256 of analytics.db's ``.dump``.
@@ -189,7 +191,8 @@ class LabHosts:
 
 def parse_fingerprint(output: str) -> Fingerprint:
     """fingerprint.sh's output as {section: lines}; of the Docker engine's answers, only what
-    a new container, a restart or a new image changes (not the uptime it also reports)."""
+    a new container, a start or stop, or a new image changes (not the uptime, nor the
+    restarts of a container the engine restarts by its policy)."""
     sections: Fingerprint = {}
     lines: list[str] = []
     for line in output.splitlines():
@@ -205,14 +208,11 @@ def parse_fingerprint(output: str) -> Fingerprint:
             docker.append(raw)
             continue
         state = found.get("State") or {}
-        kept = {
-            "id": found.get("Id"),
-            "image": found.get("Image"),
-            "status": state.get("Status"),
-            "started": state.get("StartedAt"),
-            "restarts": found.get("RestartCount"),
-            "message": found.get("message"),
-        }
+        kept = {"id": found.get("Id"), "image": found.get("Image"), "message": found.get("message")}
+        if found.get("RestartCount"):  # dies and is restarted by its policy, on its own
+            kept["status"] = "restarted by its policy"
+        else:  # a start, stop or restart by anyone shows
+            kept.update(status=state.get("Status"), started=state.get("StartedAt"))
         docker.append(json.dumps({k: v for k, v in kept.items() if v is not None}))
     sections["docker"] = docker
     return sections

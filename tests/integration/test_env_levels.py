@@ -177,7 +177,7 @@ def test_verify_fails_naming_a_broken_host_and_changes_nothing(lab: LabHosts):
     hosts = run.receipt["hosts"]
     assert hosts["web2"]["status"] == "failed"
     assert "not every unit is active" in hosts["web2"]["message"]
-    assert '"analyticbot-api.service": "inactive"' in hosts["web2"]["message"]
+    assert '"analyticbot-api": "inactive"' in hosts["web2"]["message"]
     assert hosts["web1"]["status"] == hosts["web3"]["status"] == "ok"
     assert "web2" in run.stderr and "FAILED" in run.stderr
     lab.assert_unchanged(before)  # verify did not start it, nor touch any other host

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.integration.conftest import LabHosts
 from tests.integration.test_code_level import GOOD, CodeLab
@@ -190,9 +191,17 @@ def test_a_scheduled_timer_fires_and_makes_a_verified_set(full: FullLab):
     )
 
 
-def test_an_in_place_update_after_the_set_is_restored_by_the_full_level(full: FullLab):
-    """Same rows, same columns, one value changed by UPDATE: the live database differs from
-    the set, so the full level restores it (it must not read as already equal)."""
+def test_an_in_place_update_after_the_set_is_restored_by_the_full_level(
+    full: FullLab, tmp_path: Path
+):
+    """Same rows, same columns, one value changed by UPDATE (no release deployed, so no
+    migration to roll back): the live database differs from the set, so the full level
+    restores it (it must not read as already equal)."""
+    app = yaml.safe_load(Path(full.lab.inventory).read_text())["all"]["vars"]["rollback_app"]
+    databases = [
+        {k: v for k, v in d.items() if k != "migrations_rollback"} for d in app["databases"]
+    ]
+    inventory = full.variant(tmp_path, databases=databases)
     full.backup()
     taken = full.lab.fingerprint()  # the databases as the set holds them
     value = {h: full.psql(h, "SELECT customer FROM orders WHERE id = 3") for h in full.names}
@@ -204,7 +213,8 @@ def test_an_in_place_update_after_the_set_is_restored_by_the_full_level(full: Fu
         assert full.psql(host, "SELECT customer FROM orders WHERE id = 3") == "in-place"
         assert full.lab.fingerprint(host)[host]["postgresql"] != taken[host]["postgresql"]
 
-    run = full.full()
+    argv = ["apply", "--level", "full", "--inventory", inventory, "--yes", "--json"]
+    run = full.lab.cli(*argv)
     assert run.code == 0, run.stderr
     assert "already equal" not in run.stderr + run.stdout
     for host in full.names:
