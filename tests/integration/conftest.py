@@ -10,14 +10,14 @@ reuses them); its state lives in ROLLBACK_OPS_TEST_STATE (default ~/.cache/rollb
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,9 @@ from rollback_ops.lab import Lab
 
 ENV_FILE = "/srv/analyticbot/.env.production"
 HOSTS = 3
+# What LabHosts.fingerprint reads on a host; {section: lines} per host
+FINGERPRINT = (Path(__file__).with_name("fingerprint.sh")).read_text()
+Fingerprint = dict[str, list[str]]
 
 
 @dataclass
@@ -69,14 +72,54 @@ class LabHosts:
             self.sh(host, "systemctl show -p ActiveEnterTimestampMonotonic --value analyticbot-api")
         )
 
-    def fingerprint(self, host: str) -> str:
-        """Hash of the files under /srv/analyticbot (names, modes, contents), unit start."""
-        listing = self.sh(
-            host,
-            "cd /srv/analyticbot && find . -printf '%p %m %s\\n' | sort && "
-            "find . -type f -exec sha256sum {} + | sort",
-        )
-        return hashlib.sha256(f"{listing}{self.unit_since(host)}".encode()).hexdigest()
+    def fingerprint(self, hosts: str | Iterable[str] | None = None) -> dict[str, Fingerprint]:
+        """Everything a rollback could change on each host (every lab host, or HOSTS: a name or
+        names), one ``exec`` per host, as {host: {section: lines}}: compare two for equality.
+
+        - files: path, type, mode, owner and sha256 (or link target) of everything under the
+          app's directories: /srv/analyticbot (the env file, its copies, MAINTENANCE),
+          /etc/analyticbot (settings.yml and its copies), /opt/analyticbot (the work tree,
+          the venv, migration rollback copies), /var/cache/analyticbot, /var/lib/rollback-ops
+          (the host lock, code snapshots), /var/backups/rollback-ops (backup sets),
+          /etc/rollback-ops, /usr/local/lib/rollback-ops, /etc/systemd/system;
+        - git: the work tree's HEAD, its branch, every ref (refs/rollback-ops/ too), status
+          with ignored and untracked files, the stash;
+        - units: state, sub state, MainPID, start time and restart count of the app's unit
+          and PostgreSQL's (a restart changes MainPID and the start time), rollback-ops' own;
+        - docker: the worker container's id, image, state and start time (of one the engine
+          restarts on its own, as it does the bad release's dying worker, only id and image),
+          its image's id;
+        - postgresql: the databases' names, analyticbot's schema (pg_dump -s) and, per table,
+          its row count and the md5 of its rows in order, its sequences' values;
+        - sqlite: the sha256 of analytics.db's ``.dump``.
+
+        Left out, as they change on their own: the logs (/var/log, the journal), __pycache__,
+        git's own files under .git (``git status`` rewrites the index), the bytes of SQLite's
+        file and its -wal/-shm (a checkpoint rewrites them; the dump is compared instead),
+        PostgreSQL's data directory (compared through SQL), the container's uptime text."""
+        if hosts is None:
+            names = list(self.names)
+        elif isinstance(hosts, str):
+            names = [hosts]
+        else:
+            names = list(hosts)
+        with ThreadPoolExecutor(max(len(names), 1)) as pool:
+            outputs = list(pool.map(lambda h: self.sh(h, FINGERPRINT), names))
+        return {host: parse_fingerprint(out) for host, out in zip(names, outputs, strict=True)}
+
+    def assert_unchanged(self, before: dict[str, Fingerprint]) -> None:
+        """Each host of BEFORE (a ``fingerprint``) is as it was; else names what changed where."""
+        after = self.fingerprint(before)
+        changes = {
+            f"{host}/{section}": sorted(
+                {f"- {line}" for line in set(then) - set(after[host].get(section, []))}
+                | {f"+ {line}" for line in set(after[host].get(section, [])) - set(then)}
+            )
+            for host, sections in before.items()
+            for section, then in sections.items()
+            if after[host].get(section) != then
+        }
+        assert not changes, "hosts changed:\n" + json.dumps(changes, indent=1)
 
     def health(self, host: str) -> dict[str, Any]:
         with urllib.request.urlopen(f"http://{self.address(host)}:10300/health", timeout=5) as r:
@@ -144,6 +187,35 @@ class LabHosts:
             env=self.env(**env),
         )
         return CliRun(proc.returncode, proc.stdout, proc.stderr)
+
+
+def parse_fingerprint(output: str) -> Fingerprint:
+    """fingerprint.sh's output as {section: lines}; of the Docker engine's answers, only what
+    a new container, a start or stop, or a new image changes (not the uptime, nor the
+    restarts of a container the engine restarts by its policy)."""
+    sections: Fingerprint = {}
+    lines: list[str] = []
+    for line in output.splitlines():
+        if line.startswith("@@ "):
+            lines = sections.setdefault(line[3:], [])
+        elif line:
+            lines.append(line)
+    docker = []
+    for raw in sections.get("docker", []):
+        try:
+            found = json.loads(raw)
+        except ValueError:
+            docker.append(raw)
+            continue
+        state = found.get("State") or {}
+        kept = {"id": found.get("Id"), "image": found.get("Image"), "message": found.get("message")}
+        if found.get("RestartCount"):  # dies and is restarted by its policy, on its own
+            kept["status"] = "restarted by its policy"
+        else:  # a start, stop or restart by anyone shows
+            kept.update(status=state.get("Status"), started=state.get("StartedAt"))
+        docker.append(json.dumps({k: v for k, v in kept.items() if v is not None}))
+    sections["docker"] = docker
+    return sections
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ Every assertion reads the hosts' real state (git, files, Docker engine, systemd,
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -59,19 +58,6 @@ class CodeLab:
             "logs": container.logs(tail=20).decode(),
             "orchestrator": orchestrator,
         }
-
-    def fingerprint(self, host: str) -> str:
-        """Everything the code level may change on a host, hashed."""
-        state = self.lab.sh(
-            host,
-            f"cd {APP} && git -c safe.directory='*' for-each-ref && "
-            "git -c safe.directory='*' rev-parse HEAD && "
-            "find . -path ./.git -prune -o -type f -print0 | sort -z | xargs -0 sha256sum; "
-            f"ls -la {MAINTENANCE} /var/lib/rollback-ops/code 2>&1; "
-            "systemctl show -p ActiveEnterTimestampMonotonic --value analyticbot-api",
-        )
-        worker = self.worker(host)
-        return hashlib.sha256(f"{state}{worker['id']}{worker['tag_id']}".encode()).hexdigest()
 
     def apply(self, *extra: str, inventory: str | None = None) -> Any:
         argv = ["apply", "--level", "code", "--inventory", inventory or self.lab.inventory]
@@ -140,12 +126,12 @@ def test_git_revert_brings_every_host_back_to_the_good_release(code: CodeLab):
 
 
 def test_check_mode_shows_the_change_and_changes_nothing(code: CodeLab):
-    before = {h: code.fingerprint(h) for h in code.names}
+    before = code.lab.fingerprint()
     run = code.apply("--check", "--diff")
     assert run.code == 0, run.stderr
     assert run.receipt["check"] is True and run.receipt["changed"] > 0
     assert f"{GOOD} at" in run.stderr  # the diff names the target
-    assert {h: code.fingerprint(h) for h in code.names} == before
+    code.lab.assert_unchanged(before)  # code, refs, image, containers, units, databases
 
 
 def test_checkout_mode_to_a_given_ref(code: CodeLab, tmp_path: Path):
@@ -202,7 +188,7 @@ def test_seed_004_backup_files_restored_added_modules_removed_image_rebuilt(
 def test_a_missing_backup_fails_preflight_and_no_host_is_changed(code: CodeLab, tmp_path: Path):
     inv = files_variant(code, tmp_path)
     code.lab.sh("web2", f"rm {APP}/worker/orchestrator.sh.backup.*")
-    before = {h: code.fingerprint(h) for h in code.names}
+    before = code.lab.fingerprint()
     run = code.apply(inventory=inv)
     assert run.code == 3, run.stderr  # refused at preflight: nothing changed
     web2 = run.receipt["hosts"]["web2"]
@@ -210,23 +196,28 @@ def test_a_missing_backup_fails_preflight_and_no_host_is_changed(code: CodeLab, 
     assert f"no backup file found for {APP}/worker/orchestrator.sh" in web2["message"]
     for host in ("web1", "web3"):
         assert "nothing was changed on any host" in run.receipt["hosts"][host]["message"]
-    assert {h: code.fingerprint(h) for h in code.names} == before
+    code.lab.assert_unchanged(before)
     for host in code.names:  # and every lock was released
         assert code.lab.sh(host, "ls /var/lib/rollback-ops/").split().count("rollback.lock") == 0
 
 
 def test_an_unknown_ref_fails_preflight_naming_it(code: CodeLab):
-    before = {h: code.fingerprint(h) for h in code.names}
+    before = code.lab.fingerprint()
     run = code.apply("--to", "release-9.9.9")
     assert run.code == 3, run.stderr  # refused at preflight: nothing changed
     assert "git ref 'release-9.9.9' not found" in run.receipt["hosts"]["web1"]["message"]
-    assert {h: code.fingerprint(h) for h in code.names} == before
+    code.lab.assert_unchanged(before)
 
 
 def test_a_failed_build_stops_that_host_in_maintenance_and_resume_finishes(code: CodeLab):
     code.lab.sh("web2", f"touch {APP}/worker/FAIL_BUILD")
+    before = code.lab.fingerprint()
     run = code.apply()
     assert run.code == 1
+    after = code.lab.fingerprint()
+    for host in code.names:  # the code level leaves the databases alone, failed or not
+        for section in ("postgresql", "sqlite"):
+            assert after[host][section] == before[host][section], (host, section)
     receipt = run.receipt
     web2 = receipt["hosts"]["web2"]
     assert web2["status"] == "failed"

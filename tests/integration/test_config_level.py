@@ -75,16 +75,21 @@ def test_config_check_mode_shows_the_changed_lines_and_changes_nothing(config: L
     assert config.cli("backup", "create", "--inventory", config.inventory).code == 0
     for host in config.names:
         config.sh(host, "lab-release deploy-bad-config")
-    before = {h: (config.read(h, SETTINGS), config.unit_since(h)) for h in config.names}
+    before = config.fingerprint()
     run = apply(config, "--check", "--diff")
     assert run.code == 0, run.stderr
     assert "recommendation_model: v2-experimental" in run.stderr
     assert "recommendation_model: v1" in run.stderr
-    assert {h: (config.read(h, SETTINGS), config.unit_since(h)) for h in config.names} == before
+    # no file, cache entry, unit, backup set or database changed on any host
+    config.assert_unchanged(before)
 
 
 def test_config_without_a_set_holding_the_file_fails_naming_it(config: LabHosts):
+    for host in config.names:
+        config.sh(host, "lab-release deploy-bad-config")
+    before = config.fingerprint()
     run = apply(config)
     assert run.code == 3, run.stderr  # refused at preflight: nothing changed
     for host in config.names:
         assert "no verified backup set of analyticbot" in run.receipt["hosts"][host]["message"]
+    config.assert_unchanged(before)  # the bad settings, their cache and the units stay

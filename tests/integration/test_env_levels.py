@@ -51,7 +51,7 @@ def test_flag_changes_that_flag_and_nothing_else_restarts_and_verifies(lab: LabH
 
 
 def test_check_mode_shows_the_diff_and_changes_no_byte(lab: LabHosts):
-    before = {h: lab.fingerprint(h) for h in lab.names}
+    before = lab.fingerprint()
     run = lab.cli(*flag_on_lab(lab, "--flag", "ENABLE_TIME_WEIGHTING=false", "--check", "--diff"))
     assert run.code == 0, run.stderr
     line = ORIGINAL.splitlines().index("ENABLE_TIME_WEIGHTING=true") + 1
@@ -59,20 +59,20 @@ def test_check_mode_shows_the_diff_and_changes_no_byte(lab: LabHosts):
     assert f"+{line}: ENABLE_TIME_WEIGHTING=false" in run.stderr
     assert run.receipt["check"] is True
     assert all(h["backups"] == [] for h in run.receipt["hosts"].values())
+    lab.assert_unchanged(before)
     for host in lab.names:
-        assert lab.fingerprint(host) == before[host]
         assert lab.health(host)["config"]["ENABLE_TIME_WEIGHTING"] is True
 
 
 def test_second_identical_apply_changes_nothing(lab: LabHosts):
     first = lab.cli(*flag_on_lab(lab, "--flag", "ENABLE_CONTENT_TYPE_ANALYSIS=false"))
     assert first.code == 0, first.stderr
-    after_first = {h: lab.fingerprint(h) for h in lab.names}
+    after_first = lab.fingerprint()
     second = lab.cli(*flag_on_lab(lab, "--flag", "ENABLE_CONTENT_TYPE_ANALYSIS=false"))
     assert second.code == 0, second.stderr
     assert second.receipt["changed"] == 0
     assert all(h["status"] == "ok" and h["backups"] == [] for h in second.receipt["hosts"].values())
-    assert {h: lab.fingerprint(h) for h in lab.names} == after_first  # no restart either
+    lab.assert_unchanged(after_first)  # no restart either
 
 
 def test_flag_level_without_flags_turns_the_master_switch_off(lab: LabHosts):
@@ -99,27 +99,33 @@ def test_emergency_puts_every_host_in_research_mode(lab: LabHosts):
 
 
 def test_unknown_flag_is_refused_before_any_host_is_touched(lab: LabHosts):
-    before = {h: lab.fingerprint(h) for h in lab.names}
+    before = lab.fingerprint()
     run = lab.cli(*flag_on_lab(lab, "--flag", "ENABLE_TIME_WEIGHTNG=false"))
     assert run.code == 2
     assert "unknown flag ENABLE_TIME_WEIGHTNG" in run.stderr
     assert "Traceback" not in run.stderr
-    assert {h: lab.fingerprint(h) for h in lab.names} == before
+    lab.assert_unchanged(before)
 
 
 def test_missing_env_file_fails_preflight_on_every_host_before_any_change(lab: LabHosts):
     lab.sh("web2", f"mv {ENV_FILE} {ENV_FILE}.moved")
     try:
-        before = {h: lab.fingerprint(h) for h in ("web1", "web3")}
+        before = lab.fingerprint()
         run = lab.cli(*flag_on_lab(lab, "--flag", "ENABLE_TIME_WEIGHTING=false"))
         assert run.code == 1
         web2 = run.receipt["hosts"]["web2"]
         assert web2["status"] == "failed"
         assert web2["failed_step"] == "preflight: Check the host can take the rollback"
         assert f"env file not found: {ENV_FILE}" in web2["message"]
-        # the others went on (a host's own problem does not hold the rest hostage)...
-        assert run.receipt["hosts"]["web1"]["status"] == "changed"
-        assert {h: lab.fingerprint(h) for h in ("web1", "web3")} != before
+        lab.assert_unchanged({"web2": before["web2"]})  # web2: no byte, no restart
+        # the others went on (a host's own problem does not hold the rest hostage): each
+        # one's file and unit changed, and nothing else
+        after = lab.fingerprint(["web1", "web3"])
+        for host in ("web1", "web3"):
+            assert run.receipt["hosts"][host]["status"] == "changed"
+            changed = {s for s, lines in after[host].items() if lines != before[host][s]}
+            assert changed == {"files", "units"}, (host, changed)
+            assert "ENABLE_TIME_WEIGHTING=false\n" in lab.read(host)
     finally:
         lab.sh("web2", f"mv {ENV_FILE}.moved {ENV_FILE}")
 
@@ -156,11 +162,25 @@ def test_unreachable_host_is_reported_while_the_others_complete(lab: LabHosts):
 
 
 def test_verify_runs_only_the_checks(lab: LabHosts):
-    before = {h: lab.fingerprint(h) for h in lab.names}
+    before = lab.fingerprint()
     run = lab.cli("verify", "--inventory", lab.inventory, "--json")
     assert run.code == 0, run.stderr
     assert run.receipt["changed"] == 0
-    assert {h: lab.fingerprint(h) for h in lab.names} == before
+    lab.assert_unchanged(before)
+
+
+def test_verify_fails_naming_a_broken_host_and_changes_nothing(lab: LabHosts):
+    lab.sh("web2", "systemctl stop analyticbot-api")  # the app is down there
+    before = lab.fingerprint()
+    run = lab.cli("verify", "--inventory", lab.inventory, "--json")
+    assert run.code == 1, run.stderr
+    hosts = run.receipt["hosts"]
+    assert hosts["web2"]["status"] == "failed"
+    assert "not every unit is active" in hosts["web2"]["message"]
+    assert '"analyticbot-api": "inactive"' in hosts["web2"]["message"]
+    assert hosts["web1"]["status"] == hosts["web3"]["status"] == "ok"
+    assert "web2" in run.stderr and "FAILED" in run.stderr
+    lab.assert_unchanged(before)  # verify did not start it, nor touch any other host
 
 
 def test_no_secret_from_the_env_file_reaches_output_artifacts_or_receipt(lab: LabHosts):

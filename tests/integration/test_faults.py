@@ -205,6 +205,7 @@ def test_sigterm_mid_code_run_releases_the_locks_and_resume_finishes(
 ):
     hosts = ["web1", "web2"]
     bad = {h: code.git(h, "rev-parse", "HEAD") for h in lab.names}
+    untargeted = lab.fingerprint("web3")
     argv = ["apply", "--level", "code", "--inventory", lab.inventory, "--yes", "--json"]
     run = Watched(lab, *argv, "--limit", ",".join(hosts))
     watch.append(run)
@@ -226,7 +227,7 @@ def test_sigterm_mid_code_run_releases_the_locks_and_resume_finishes(
         assert lab.sh(host, f"test -e {MAINTENANCE} && echo on").strip() == "on"
         if code.git(host, "rev-parse", "HEAD") != bad[host]:  # moved: the old code is recorded
             assert code.git(host, "rev-parse", f"refs/rollback-ops/{run_id}") == bad[host]
-    assert code.git("web3", "rev-parse", "HEAD") == bad["web3"]  # not targeted, not touched
+    lab.assert_unchanged(untargeted)  # web3: not targeted, not touched
     assert history_result(lab, run_id) == "interrupted"
     assert f"rollback-ops apply --resume {run_id}" in done.stderr
     assert_no_orphans(run_id)
@@ -364,7 +365,7 @@ def test_a_full_disk_under_the_env_file_refuses_or_leaves_it_untouched(
     lab: LabHosts, full_disk: str, tmp_path: Path
 ):
     host = full_disk
-    before = {h: lab.fingerprint(h) for h in lab.names}
+    before = lab.fingerprint()
     listing = lab.sh(host, f"ls -A {Path(ENV_FILE).parent}")
 
     refused = lab.cli(*flag_run(lab, "--limit", host))
@@ -379,6 +380,6 @@ def test_a_full_disk_under_the_env_file_refuses_or_leaves_it_untouched(
     assert tight.code in (1, 3), tight.stderr
     result = tight.receipt["hosts"][host]
     assert result["status"] == "failed" and result["changed"] == 0
-    assert {h: lab.fingerprint(h) for h in lab.names} == before  # untouched, not restarted
+    lab.assert_unchanged(before)  # untouched, not restarted
     assert lab.sh(host, f"ls -A {Path(ENV_FILE).parent}") == listing  # no copy, no temp file
     assert locks(lab) == []

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.integration.conftest import LabHosts
 from tests.integration.test_code_level import GOOD, CodeLab
@@ -126,24 +127,24 @@ def test_a_corrupted_or_foreign_backup_is_refused_before_anything_changes(full: 
         "web3",
         f'cd {ROOT}/* && sed -i \'s/"app": "analyticbot"/"app": "shop"/\' manifest.json',
     )
-    before = {h: (full.data(h), full.fingerprint(h)) for h in full.names}
+    before = full.lab.fingerprint()
     run = full.full()
     assert run.code == 3, run.stderr  # refused at preflight: nothing changed
     hosts = run.receipt["hosts"]
     assert "cannot be restored" in hosts["web2"]["message"] and "sha256" in hosts["web2"]["message"]
     assert "shop" in hosts["web3"]["message"]
     assert "nothing was changed on any host" in hosts["web1"]["message"]
-    assert {h: (full.data(h), full.fingerprint(h)) for h in full.names} == before
+    full.lab.assert_unchanged(before)  # code, sets, units, containers, every table
 
 
 def test_check_mode_changes_nothing(full: FullLab):
     full.backup()
     full.each("lab-db-traffic 10 && lab-release deploy-bad")
-    before = {h: (full.data(h), full.fingerprint(h)) for h in full.names}
+    before = full.lab.fingerprint()
     run = full.full("--check", "--diff")
     assert run.code == 0, run.stderr
     assert run.receipt["changed"] > 0
-    assert {h: (full.data(h), full.fingerprint(h)) for h in full.names} == before
+    full.lab.assert_unchanged(before)  # no forensic set, no restore, no restart
     assert full.lab.sh("web1", f"ls {ROOT} | grep -c forensic || true").strip() == "0"
 
 
@@ -193,3 +194,39 @@ def test_a_scheduled_timer_fires_and_makes_a_verified_set(full: FullLab):
     assert "inactive" in full.lab.sh(
         "web1", "systemctl is-active rollback-ops-backup-analyticbot.timer || true"
     )
+
+
+def test_an_in_place_update_after_the_set_is_restored_by_the_full_level(
+    full: FullLab, tmp_path: Path
+):
+    """Same rows, same columns, one value changed by UPDATE (no release deployed, so no
+    migration to roll back): the live database differs from the set, so the full level
+    restores it (it must not read as already equal)."""
+    app = yaml.safe_load(Path(full.lab.inventory).read_text())["all"]["vars"]["rollback_app"]
+    databases = [
+        {k: v for k, v in d.items() if k != "migrations_rollback"} for d in app["databases"]
+    ]
+    inventory = full.variant(tmp_path, databases=databases)
+    full.backup()
+    taken = full.lab.fingerprint()  # the databases as the set holds them
+    value = {h: full.psql(h, "SELECT customer FROM orders WHERE id = 3") for h in full.names}
+    full.each(
+        "runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -d analyticbot "
+        "-c \"UPDATE orders SET customer = 'in-place' WHERE id = 3\""
+    )
+    for host in full.names:
+        assert full.psql(host, "SELECT customer FROM orders WHERE id = 3") == "in-place"
+        assert full.lab.fingerprint(host)[host]["postgresql"] != taken[host]["postgresql"]
+
+    argv = ["apply", "--level", "full", "--inventory", inventory, "--yes", "--json"]
+    run = full.lab.cli(*argv)
+    assert run.code == 0, run.stderr
+    assert "already equal" not in run.stderr + run.stdout
+    for host in full.names:
+        assert full.psql(host, "SELECT customer FROM orders WHERE id = 3") == value[host]
+        data = run.receipt["hosts"][host]["data"]
+        assert data["data_loss"]["main"]["orders"]["changed"] == ["3"]  # the lost value, kept
+    after = full.lab.fingerprint()
+    for host in full.names:  # every table, sequence and the schema as the set holds them
+        assert after[host]["postgresql"] == taken[host]["postgresql"], host
+        assert after[host]["sqlite"] == taken[host]["sqlite"], host

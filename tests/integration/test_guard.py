@@ -12,7 +12,7 @@ from tests.integration.conftest import LabHosts
 
 def test_production_without_approval_changes_nothing_and_says_why(lab: LabHosts, tmp_path: Path):
     inv = lab.inventory_with(tmp_path, rollback_environment="production")
-    before = {h: lab.fingerprint(h) for h in lab.names}
+    before = lab.fingerprint()
     run = lab.cli("apply", "--level", "emergency", "--inventory", inv, "--yes")
     assert run.code == 3
     assert "production" in run.stderr and "--approved-by" in run.stderr
@@ -20,7 +20,7 @@ def test_production_without_approval_changes_nothing_and_says_why(lab: LabHosts,
         "apply", "--level", "emergency", "--inventory", inv, "--yes", "--approved-by", "ana"
     )
     assert self_approved.code == 3 and "cannot approve their own" in self_approved.stderr
-    assert {h: lab.fingerprint(h) for h in lab.names} == before
+    lab.assert_unchanged(before)
 
 
 def test_production_with_another_persons_approval_runs_and_is_recorded(
@@ -59,8 +59,10 @@ def test_production_with_another_persons_approval_runs_and_is_recorded(
 
 def test_break_glass_acts_alone_on_flag_levels_only_and_is_marked(lab: LabHosts, tmp_path: Path):
     inv = lab.inventory_with(tmp_path, rollback_environment="production")
+    before = lab.fingerprint()
     refused = lab.cli("apply", "--level", "flag", "--inventory", inv, "--yes", "--break-glass")
     assert refused.code == 3 and "--reason" in refused.stderr
+    lab.assert_unchanged(before)
     run = lab.cli(
         "apply",
         "--level",

@@ -67,24 +67,24 @@ def test_staging_changes_the_flag_holding_the_host_lock_for_a_generated_run_id(
 
 
 def test_production_without_approval_is_refused_before_any_change(lab: LabHosts, tmp_path: Path):
-    before = lab.read("web1")
+    before = lab.fingerprint()
     run = ansible_playbook(lab, tmp_path, "production", {"flags": {FLAG: "false"}})
     assert run.returncode != 0
     assert "production hosts (web1)" in run.stdout
     assert '\\"approved_by\\": \\"NAME\\"' in run.stdout
     assert "Check the host can take the rollback" not in run.stdout  # refused before preflight
-    assert lab.read("web1") == before
+    lab.assert_unchanged(before)
     assert lock_of(lab) == ""
 
 
 def test_production_approved_by_the_runner_is_refused(lab: LabHosts, tmp_path: Path):
-    before = lab.read("web1")
+    before = lab.fingerprint()
     run = ansible_playbook(
         lab, tmp_path, "production", {"flags": {FLAG: "false"}, "approved_by": " ANA"}
     )
     assert run.returncode != 0
     assert "ana cannot approve their own rollback" in run.stdout
-    assert lab.read("web1") == before
+    lab.assert_unchanged(before)
     assert lock_of(lab) == ""
 
 

@@ -1326,3 +1326,21 @@ def test_mysql_set_restore_test_forensic_restore_and_failures(mariadb: dict, tmp
     with pytest.raises(rbs.BackupError, match="Access denied") as info:
         rbs.create_set(root, "shop", "manual", [{**spec, "password": "wrong-" + PASSWORD}], [], "")
     assert PASSWORD not in str(info.value)
+
+
+# ----------------------------------------------------------------------------- in-place UPDATE
+# On the throwaway PostgreSQL above: an UPDATE keeps the rows and the columns, only a value
+# changes; the full level restores only when live_differences names a difference.
+
+
+def test_postgresql_an_in_place_update_is_a_live_difference(pg: dict, pgdb: dict, tmp_path: Path):
+    manifest = rbs.create_set(str(tmp_path / "b"), "shop", "predeploy", [pgdb], [], "")
+    assert rbs.live_differences(manifest, [pgdb]) == {"main": []}
+    before = shop_sql(pg, "SELECT customer FROM orders WHERE id = 500")
+
+    shop_sql(pg, "UPDATE orders SET customer = 'in-place' WHERE id = 500")
+    assert shop_sql(pg, "SELECT count(*) FROM orders") == "1000"  # same rows, same columns
+    assert rbs.live_differences(manifest, [pgdb]) == {"main": ["orders: checksum differ"]}
+
+    shop_sql(pg, f"UPDATE orders SET customer = '{before}' WHERE id = 500")  # the value back
+    assert rbs.live_differences(manifest, [pgdb]) == {"main": []}
