@@ -241,15 +241,20 @@ def test_a_diff_is_shown_whichever_way_it_sorts_and_ends_each_line():
     assert same.hosts["w"].steps[0].diff == ""
 
 
-def test_a_host_started_at_its_first_task():
+def test_a_host_started_at_its_first_task_and_each_step_is_timed():
     c = EventCollector(None)
-    c(event("runner_on_start", "w", "A"))
-    first = c.hosts["w"].started
-    c(event("runner_on_ok", "w", "A"))
-    c(event("runner_on_start", "w", "B"))
-    c(event("runner_on_ok", "w", "B"))
+    for e in (
+        event("runner_on_start", "w", "A"),
+        event("runner_on_ok", "w", "A"),
+        event("runner_on_start", "w", "B"),
+        event("runner_on_ok", "w", "B"),
+    ):
+        c(json.loads(json.dumps(e)))  # as ansible-runner hands them over
+        if e["event"] == "runner_on_start" and e["event_data"]["task"] == "A":
+            first = c.hosts["w"].started
     assert c.hosts["w"].started == first > 0
     assert c.hosts["w"].ended >= first
+    assert all(0 <= step.duration < 60 for step in c.hosts["w"].steps)
 
 
 def test_a_failure_message_falls_back_to_stderr_then_reason():
@@ -438,3 +443,27 @@ def test_artifacts_keep_the_environments_names_only(tmp_path: Path) -> None:
     command.mkdir()
     scrub_artifacts(tmp_path)
     scrub_artifacts(tmp_path / "missing")
+
+
+def test_only_an_ok_result_becomes_changed() -> None:
+    c = collect(
+        event("runner_on_skipped", "s", "A", {"changed": True}),
+        event("runner_on_unreachable", "u", "A", {"changed": True, "msg": "gone"}),
+    )
+    assert c.hosts["s"].steps[0].status == "skipped" and c.hosts["s"].status == "ok"
+    assert c.hosts["u"].steps[0].status == "unreachable"
+
+
+def test_a_module_named_after_unlock_clears_nothing() -> None:
+    removed = {"run_id": "run-old", "operator": "ana"}
+    for module in ("unlockz", "zzz", "a"):
+        c = collect(
+            event(
+                "runner_on_ok",
+                "w",
+                "U",
+                {"removed": removed, "changed": True},
+                task_action=MOD + module,
+            )
+        )
+        assert c.hosts["w"].notes == [], module
