@@ -428,3 +428,32 @@ def test_quoting_a_value_in_every_style() -> None:
     assert q("it's $x", "") == '"it\'s \\$x"'
     with pytest.raises(envfile.EnvFileError):
         q("a\nb", "")
+
+
+def test_three_trailing_backslashes_continue_a_line_and_four_do_not() -> None:
+    three = envfile.parse("K=a\\\\\\\nb\n")[2][0]
+    assert (three.multiline, three.value) == ("continued", "a\\\\b")
+    four = envfile.parse("K=a\\\\\\\\\nB=b\n")[2]
+    assert [(i.key, i.multiline) for i in four] == [("K", ""), ("B", "")]
+
+
+def test_a_quoted_value_with_a_trailing_backslash_after_it_is_one_line() -> None:
+    items = envfile.parse('K="x" \\\nB=2\n')[2]
+    assert [(i.key, i.value, i.suffix, i.multiline) for i in items] == [
+        ("K", "x", " \\", ""),
+        ("B", "2", "", ""),
+    ]
+
+
+def test_a_multiline_value_may_close_at_the_start_of_a_line() -> None:
+    k, b = envfile.parse('K="a\n" # c\nB=2\n')[2]
+    assert (k.value, k.suffix, k.last, b.key) == ("a\n", " # c", 1, "B")
+
+
+def test_long_files_and_values_past_the_small_integer_cache() -> None:
+    """Positions beyond 256 are compared by value (CPython shares small ints only)."""
+    assert envfile.split_value('"' + "x" * 300) == ("", '"' + "x" * 300, "")
+    lines = "".join(f"K{n}=v\n" for n in range(300))
+    assert len(envfile.read_values(lines + "LAST=a\\")) == 301
+    assert envfile.changed_lines(lines, lines + "NEW=1\n") == ("", "301: NEW=1\n")
+    assert envfile.changed_lines(lines + "NEW=1\n", lines) == ("301: NEW=1\n", "")
