@@ -20,7 +20,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
 import errno
+import fcntl
 import json
 import os
 import tempfile
@@ -114,13 +116,30 @@ def write_lock(path, record):
     os.rename(_write_temp(os.path.dirname(path), record), path)
 
 
+@contextlib.contextmanager
+def takeover_guard(path):
+    """Hold an flock beside the lock while a dead run's lock is judged and moved aside.
+
+    Reading a lock, finding it dead and moving it aside must be one step: otherwise a run
+    that read the dead record could move away the lock another run took a moment later,
+    and both would hold the host. Taking a free lock needs no guard (a link cannot
+    overwrite); only the takeover is serialized. The guard file stays (empty).
+    """
+    fd = os.open(path + ".takeover", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
 def acquire(path, record, max_age_minutes, attempts=3):
     """Take the lock for record's run. Returns (problem, holder, taken_over).
 
     The run's own lock (a resumed step) is renewed in place. A live lock of another run is a
     problem naming it (holder: its record). A dead run's lock (older than max_age_minutes) or
-    an unreadable one is moved aside atomically (of two runs doing so at once, one rename
-    succeeds) and the take retried; taken_over is the record replaced.
+    an unreadable one is moved aside under ``takeover_guard``, only if it is still the lock
+    judged dead, and the take retried; taken_over is the record replaced.
     """
     run_id = record["run_id"]
     taken_over = {}
@@ -133,15 +152,18 @@ def acquire(path, record, max_age_minutes, attempts=3):
             return "", {}, taken_over
         if is_live(held, max_age_minutes):
             return "host locked by %s; one rollback at a time" % describe(held), held, taken_over
-        stale = "%s.stale.%s" % (path, run_id)
-        try:
-            os.rename(path, stale)
-        except OSError as exc:
-            if exc.errno != errno.ENOENT:
-                raise
-        else:
-            os.unlink(stale)
-            taken_over = held
+        with takeover_guard(path):
+            if read_lock(path) != held:
+                continue  # taken, released or replaced since it was read: judge it again
+            stale = "%s.stale.%s" % (path, run_id)
+            try:
+                os.rename(path, stale)
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise
+            else:
+                os.unlink(stale)
+                taken_over = held
     return "could not take the host lock %s (it keeps changing)" % path, {}, taken_over
 
 

@@ -22,8 +22,10 @@ description:
   - With I(run_id) set, the host's lock is taken for this run when every other check passed
     (never in check mode); a lock held by another live run is a problem naming its holder; one
     older than I(lock_max_age) was left by a dead run and is taken over (reported in
-    C(lock_taken_over)). Taking the lock is bookkeeping for the run, not a change to the
-    host's app, so it does not make the task changed. An empty I(run_id) takes no lock.
+    C(lock_taken_over); moved aside under an flock on I(lock_path) + C(.takeover), so one of
+    several runs taking it over at once holds it). Taking the lock is bookkeeping for the
+    run, not a change to the host's app, so it does not make the task changed. An empty
+    I(run_id) takes no lock.
 extends_documentation_fragment:
   - rollback_ops.rollback.run
   - rollback_ops.rollback.lock

@@ -90,3 +90,36 @@ def test_schema_check_compares_the_release_s_recorded_schema_with_the_live_one(
     assert rbs.schema_check(root, "app", [with_rollback], ref)["databases"]["main"][
         "migrations_rollback"
     ]
+
+
+def test_a_set_of_another_database_file_is_refused_whichever_way_the_paths_sort(tmp_path: Path):
+    for recorded, wanted in (("a.db", "b.db"), ("b.db", "a.db")):
+        root = tmp_path / recorded / "b"
+        (tmp_path / recorded).mkdir()
+        first, second = tmp_path / recorded / recorded, tmp_path / recorded / wanted
+        make(first)
+        make(second)
+        manifest = rbs.create_set(str(root), "app", "predeploy", [spec(first)], [])
+        rbs.verify_set(str(root), "app", manifest["set_id"], [spec(first)])
+        set_dir = rbs.set_path(str(root), "app", manifest["set_id"])
+        assert rbs.check_restorable(set_dir, "app", [spec(first)])["ok"]
+        outcome = rbs.check_restorable(set_dir, "app", [spec(second)])
+        assert not outcome["ok"]
+        assert (
+            f"database main: the set holds {str(first)!r}, the spec says {str(second)!r}"
+            in (outcome["problems"])
+        )
+
+
+def test_a_database_the_set_does_not_hold_does_not_hide_the_next_ones(tmp_path: Path):
+    db = tmp_path / "app.db"
+    make(db)
+    manifest = rbs.create_set(str(tmp_path / "b"), "app", "predeploy", [spec(db)], [])
+    con = sqlite3.connect(db)
+    con.execute("UPDATE orders SET amount = amount + 1 WHERE id = 7")
+    con.commit()
+    con.close()
+    other = {**spec(tmp_path / "other.db"), "name": "aaa-other"}
+    assert rbs.live_differences(manifest, [other, spec(db)]) == {
+        "main": ["orders: checksum differ"]
+    }

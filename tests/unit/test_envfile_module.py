@@ -335,3 +335,50 @@ def test_a_secret_value_is_masked_even_where_another_key_holds_it(tmp_path: Path
     assert SECRET_NEW not in json.dumps(result)
     assert result["diff"]["before"].startswith("1: PARTNER_API_KEY=<secret sha256:")
     assert "2: NOTE=********" in result["diff"]["before"]
+
+
+# ----------------------------------------------------------------------------- what it reports
+
+
+def test_duplicates_are_warned_and_the_diff_is_headed_with_the_path(tmp_path: Path):
+    env = tmp_path / ".env"
+    env.write_text("A=1\nB=2\nA=1\n")
+    result = run(env, values={"A": "0"})
+    assert result["changed"] is True
+    assert f"{env}: A is assigned more than once; every assignment was set" in str(
+        result["warnings"]
+    )
+    header = f"{env} (changed lines only)"
+    assert result["diff"] == {
+        "before_header": header,
+        "after_header": header,
+        "before": "1: A=1\n3: A=1\n",
+        "after": "1: A=0\n3: A=0\n",
+    }
+    assert env.read_text() == "A=0\nB=2\nA=0\n"
+
+
+def test_a_diff_only_in_diff_mode_and_only_for_a_change(tmp_path: Path):
+    env = tmp_path / ".env"
+    env.write_text("A=1\n")
+    quiet = run_module(MODULE, {"path": str(env), "values": {"A": "2"}}, True)
+    assert quiet["changed"] is True and "diff" not in quiet
+    same = run(env, values={"A": "1"})
+    assert same["changed"] is False and "diff" not in same
+    assert env.read_text() == "A=1\n"
+
+
+def test_a_failure_reports_nothing_changed(tmp_path: Path):
+    missing = run(tmp_path / "absent.env", values={"A": "1"})
+    assert missing["failed"] is True and missing["changed"] is False
+    env = tmp_path / ".env"
+    env.write_text("A=1\n")
+    unknown = run(env, values={"NOPE": "1"})
+    assert unknown["failed"] is True and unknown["changed"] is False
+    assert unknown["msg"] == f"{env}: keys not present in the file: NOPE"
+    both = run(env, values={"A": "1"}, secret_values={"A": "2"})
+    assert both["msg"] == f"{env}: A given in both values and secret_values"
+    assert both["changed"] is False
+    no_path = run_module(MODULE, {"values": {"A": "1"}})
+    assert no_path["failed"] is True and "path" in no_path["msg"]
+    assert env.read_text() == "A=1\n"

@@ -305,3 +305,155 @@ def test_space_needs_count_the_copy_and_the_temp_file(tmp_path: Path):
     assert parts == [("backup copy", 100), ("temp file", 120)]
     assert free > 0
     assert envfile.space_problems(str(env), 100, 120, 0) == []
+
+
+# ----------------------------------------------------------------------------- the parser, exactly
+
+
+@pytest.mark.parametrize(
+    ("line", "value"),
+    [
+        # double quotes: \" \\ \$ \` \n \t are escapes; any other backslash stays as written
+        (r'K="a\"b"', 'a"b'),
+        (r'K="a\\b"', "a\\b"),
+        (r'K="\$HOME and \`x\`"', "$HOME and `x`"),
+        (r'K="one\ntwo\tthree"', "one\ntwo\tthree"),
+        (r'K="keep \x and \q"', r"keep \x and \q"),
+        (r'K="ends in \\"', "ends in \\"),
+        (r'K="a\\\"b"', 'a\\"b'),
+        (r'K="\"quoted\""', '"quoted"'),
+        (r'K="x" # comment', "x"),
+        (r'K="a"b', "a"),
+        # single quotes: nothing is an escape, and a backslash does not hide the quote
+        (r"K='a\nb'", r"a\nb"),
+        (r"K='a\'b", r"a\'b"),  # closed at the second quote: a\ ; suffix b (read below)
+        ("K='it''s'", "it"),
+        ('K=""', ""),
+        ("K=''", ""),
+        # unquoted: up to blanks and a comment
+        ("K=a b  # c", "a b"),
+        ("K=a#b", "a#b"),
+        ("K=  spaced  ", "spaced"),
+    ],
+)
+def test_a_value_is_read_as_a_shell_would(line: str, value: str) -> None:
+    if line == r"K='a\'b":
+        assert envfile.split_value(line[2:]) == ("'", "a\\", "b")
+        return
+    assert envfile.read_values(line + "\n")["K"] == value
+
+
+def test_the_suffix_after_a_closing_quote_is_kept_as_written() -> None:
+    assert envfile.split_value('"a\\"b" # note') == ('"', 'a"b', " # note")
+    assert envfile.split_value("'x'  ") == ("'", "x", "  ")
+    assert envfile.split_value("v  # c") == ("", "v", "  # c")
+    assert edit('K="a\\"b" # note\n', {"K": "c"}) == 'K="c" # note\n'
+
+
+def test_a_multiline_quoted_value_is_joined_unescaped_and_its_lines_counted() -> None:
+    text = 'A=1\nK="first\nsecond \\" still\nlast" # tail\nB=2\n'
+    items = envfile.parse(text)[2]
+    k = next(item for item in items if item.key == "K")
+    assert (k.first, k.last, k.multiline, k.quote) == (1, 3, "quoted", '"')
+    assert k.value == 'first\nsecond " still\nlast'
+    assert k.suffix == " # tail"
+    assert envfile.read_values(text) == {"A": "1", "K": k.value, "B": "2"}
+    assert envfile.multiline_problem(k) == (
+        "K has a multi-line quoted value (lines 2-4); rollback-ops rewrites one-line values "
+        "only: edit it by hand"
+    )
+    single = envfile.parse("K='a\nb'\n")[2][0]
+    assert (single.value, single.last, single.quote) == ("a\nb", 1, "'")
+    # never closed: the opening line is read literally, and the next lines are their own
+    literal = envfile.read_values('K="open\nB=2\n')
+    assert literal == {"K": '"open', "B": "2"}
+
+
+def test_a_value_continued_with_backslashes_is_joined_without_them() -> None:
+    text = "A=1\nK=one\\\ntwo\\\nthree\nB=2\n"
+    k = envfile.parse(text)[2][1]
+    assert (k.key, k.first, k.last, k.multiline) == ("K", 1, 3, "continued")
+    assert k.value == "onetwothree"
+    assert envfile.read_values(text) == {"A": "1", "K": "onetwothree", "B": "2"}
+    assert envfile.multiline_problem(k) == (
+        "K has a value continued with a trailing backslash (lines 2-4); rollback-ops rewrites "
+        "one-line values only: edit it by hand"
+    )
+    two = envfile.parse("K=a\\\nb\n")[2][0]
+    assert (two.value, two.last) == ("ab", 1)
+    # an even number of backslashes is an escaped backslash, not a continuation
+    even = envfile.parse("K=a\\\\\nB=2\n")[2]
+    assert [(i.key, i.value, i.multiline) for i in even] == [("K", "a\\\\", ""), ("B", "2", "")]
+    # a continuation on the last line continues nothing
+    last = envfile.parse("A=1\nK=a\\")[2][1]
+    assert (last.value, last.last, last.multiline) == ("a\\", 1, "")
+    assert envfile.multiline_problem(last) is None
+
+
+def test_a_control_character_is_located_by_its_position() -> None:
+    assert envfile.value_problem("K", "ab\x01") == (
+        "the value for K holds the control character U+0001 (character 3); an env file value "
+        "is one line of text and only TAB is allowed"
+    )
+    assert "(character 1)" in envfile.value_problem("K", "\x7f")
+    assert envfile.value_problem("K", "a\tb") is None
+    assert envfile.value_problem("1K", "x") == "not a valid env key: '1K'"
+    assert envfile.value_problem(3, "x") == "not a valid env key: 3"
+
+
+def test_a_new_key_follows_the_files_line_ending_even_without_a_final_newline() -> None:
+    assert edit("A=1\r\nB=2", {"C": "3"}, allow_new=True) == "A=1\r\nB=2\r\nC=3\r\n"
+    assert edit("A=1\nB=2", {"C": "3"}, allow_new=True) == "A=1\nB=2\nC=3\n"
+    assert edit("A=1\r\n", {"C": "3"}, allow_new=True) == "A=1\r\nC=3\r\n"
+    assert edit("", {"C": "a b"}, allow_new=True) == "C='a b'\n"
+    assert edit("A=1\n", {"C": "it's"}, allow_new=True) == 'A=1\nC="it\'s"\n'
+
+
+def test_changed_lines_ignore_a_bom_on_either_side_and_count_added_and_removed_lines() -> None:
+    bom = envfile.BOM
+    assert envfile.changed_lines(bom + "A=1\n", "A=1\n") == ("", "")
+    assert envfile.changed_lines("A=1\n", bom + "A=2\n") == ("1: A=1\n", "1: A=2\n")
+    assert envfile.changed_lines("A=1\n", "A=1\nB=2\n") == ("", "2: B=2\n")
+    assert envfile.changed_lines("A=1\nB=2\n", "A=1\n") == ("2: B=2\n", "")
+    assert envfile.changed_lines("\ufffeA=1\n", "A=1\n") == ("1: \ufffeA=1\n", "1: A=1\n")
+
+
+def test_quoting_a_value_in_every_style() -> None:
+    q = envfile.quote_value
+    assert q("a b", "'") == "'a b'"
+    assert q("it's", "'") == '"it\'s"'
+    assert q('a"$b`\\', '"') == '"a\\"\\$b\\`\\\\"'
+    assert q("plain-1.2:3@x%y+z,w/v", "") == "plain-1.2:3@x%y+z,w/v"
+    assert q("a b", "") == "'a b'"
+    assert q("it's $x", "") == '"it\'s \\$x"'
+    with pytest.raises(envfile.EnvFileError):
+        q("a\nb", "")
+
+
+def test_three_trailing_backslashes_continue_a_line_and_four_do_not() -> None:
+    three = envfile.parse("K=a\\\\\\\nb\n")[2][0]
+    assert (three.multiline, three.value) == ("continued", "a\\\\b")
+    four = envfile.parse("K=a\\\\\\\\\nB=b\n")[2]
+    assert [(i.key, i.multiline) for i in four] == [("K", ""), ("B", "")]
+
+
+def test_a_quoted_value_with_a_trailing_backslash_after_it_is_one_line() -> None:
+    items = envfile.parse('K="x" \\\nB=2\n')[2]
+    assert [(i.key, i.value, i.suffix, i.multiline) for i in items] == [
+        ("K", "x", " \\", ""),
+        ("B", "2", "", ""),
+    ]
+
+
+def test_a_multiline_value_may_close_at_the_start_of_a_line() -> None:
+    k, b = envfile.parse('K="a\n" # c\nB=2\n')[2]
+    assert (k.value, k.suffix, k.last, b.key) == ("a\n", " # c", 1, "B")
+
+
+def test_long_files_and_values_past_the_small_integer_cache() -> None:
+    """Positions beyond 256 are compared by value (CPython shares small ints only)."""
+    assert envfile.split_value('"' + "x" * 300) == ("", '"' + "x" * 300, "")
+    lines = "".join(f"K{n}=v\n" for n in range(300))
+    assert len(envfile.read_values(lines + "LAST=a\\")) == 301
+    assert envfile.changed_lines(lines, lines + "NEW=1\n") == ("", "301: NEW=1\n")
+    assert envfile.changed_lines(lines + "NEW=1\n", lines) == ("301: NEW=1\n", "")

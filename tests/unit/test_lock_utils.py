@@ -66,7 +66,7 @@ def test_a_run_renews_its_own_lock_and_takes_over_a_dead_runs(tmp_path: Path):
     problem, holder, taken_over = lock.acquire(path, record("run-B"), 240)
     assert (problem, holder, taken_over["run_id"]) == ("", {}, "run-A")
     assert lock.read_lock(path)["run_id"] == "run-B"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["rollback.lock"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rollback.lock", "rollback.lock.takeover"]
 
 
 def test_release_removes_only_the_runs_own_lock_and_clear_anyones(tmp_path: Path):
@@ -195,3 +195,29 @@ def test_clearing_a_named_run_removes_its_lock_read_from_the_file(tmp_path: Path
     removed, held, changed = lock.release(path, clear=True, clear_run_id=wanted)
     assert (removed["run_id"], held, changed) == ("run-A", {}, True)
     assert not Path(path).exists()
+
+
+def test_a_run_that_read_a_dead_lock_never_moves_away_the_lock_another_run_took_since(
+    tmp_path: Path, monkeypatch
+):
+    """B reads the dead run's lock; before B moves it aside, A takes it over. B must judge
+    again and be refused naming A, not move A's live lock away (both would hold the host)."""
+    path = str(tmp_path / "rollback.lock")
+    Path(path).write_text(json.dumps(record("run-dead", age_minutes=300)))
+    real_read = lock.read_lock
+    raced: list = []
+
+    def read_then_race(where):
+        held = real_read(where)
+        if not raced:  # B's first read: A takes the host over right after it
+            raced.append(None)
+            raced[0] = lock.acquire(path, record("run-A"), 240)
+        return held
+
+    monkeypatch.setattr(lock, "read_lock", read_then_race)
+    problem, holder, taken_over = lock.acquire(path, record("run-B"), 240)
+    monkeypatch.undo()
+    assert raced[0][0] == "" and raced[0][2]["run_id"] == "run-dead"  # A took it over
+    assert problem.startswith("host locked by run run-A ") and holder["run_id"] == "run-A"
+    assert taken_over == {}
+    assert lock.read_lock(path)["run_id"] == "run-A"

@@ -165,6 +165,41 @@ def test_two_preflights_at_once_one_takes_the_lock(tmp_path: Path):
         assert losers[0]["lock_holder"]["run_id"] == held["run_id"]
 
 
+def test_four_preflights_taking_over_one_dead_lock_at_once_one_wins(tmp_path: Path):
+    """A dead run's lock is moved aside (one rename succeeds) and taken by a link: of four
+    runs racing to take it over, exactly one holds the host and the others name it."""
+    import concurrent.futures
+    import time
+
+    lock = tmp_path / "rollback.lock"
+
+    def take(run_id: str) -> dict:
+        return run_module(PREFLIGHT, {"lock_path": str(lock), "run_id": run_id})
+
+    for attempt in range(3):
+        dead = {
+            "run_id": "dead",
+            "operator": "ana",
+            "since": "then",
+            "epoch": time.time() - 5 * 3600,
+        }
+        lock.write_text(json.dumps(dead))
+        runs = [f"r{attempt}-{n}" for n in range(4)]
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(take, runs))
+        winners = [r for r in results if not r.get("failed")]
+        losers = [r for r in results if r.get("failed")]
+        assert len(winners) == 1 and len(losers) == 3, results
+        held = json.loads(lock.read_text())
+        assert held["run_id"] == winners[0]["lock"]["run_id"] != "dead"
+        for loser in losers:
+            assert f"host locked by run {held['run_id']}" in loser["msg"], loser
+        assert sorted(p.name for p in tmp_path.iterdir()) == [
+            "rollback.lock",
+            "rollback.lock.takeover",
+        ]
+
+
 # ----------------------------------------------------------------------------- main(): issue 15
 
 

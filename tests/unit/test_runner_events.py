@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from rollback_ops.events import EventCollector
+import json
+from pathlib import Path
+
+import pytest
+
+from rollback_ops.events import DATA_KEYS, EventCollector, scrub_artifacts
 from rollback_ops.progress import recap
 from rollback_ops.results import RunResult, StepEvent
 
@@ -115,10 +120,11 @@ def test_recap_and_receipt_say_what_happened():
     assert failed.exit_status == 1
 
 
-def collect(*events: dict) -> EventCollector:
-    c = EventCollector(None)
+def collect(*events: dict, sink: list[StepEvent] | None = None) -> EventCollector:
+    """Events as ansible-runner hands them over: decoded from JSON (no interned strings)."""
+    c = EventCollector(sink.append if sink is not None else None)
     for e in events:
-        c(e)
+        c(json.loads(json.dumps(e)))
     return c
 
 
@@ -235,15 +241,20 @@ def test_a_diff_is_shown_whichever_way_it_sorts_and_ends_each_line():
     assert same.hosts["w"].steps[0].diff == ""
 
 
-def test_a_host_started_at_its_first_task():
+def test_a_host_started_at_its_first_task_and_each_step_is_timed():
     c = EventCollector(None)
-    c(event("runner_on_start", "w", "A"))
-    first = c.hosts["w"].started
-    c(event("runner_on_ok", "w", "A"))
-    c(event("runner_on_start", "w", "B"))
-    c(event("runner_on_ok", "w", "B"))
+    for e in (
+        event("runner_on_start", "w", "A"),
+        event("runner_on_ok", "w", "A"),
+        event("runner_on_start", "w", "B"),
+        event("runner_on_ok", "w", "B"),
+    ):
+        c(json.loads(json.dumps(e)))  # as ansible-runner hands them over
+        if e["event"] == "runner_on_start" and e["event_data"]["task"] == "A":
+            first = c.hosts["w"].started
     assert c.hosts["w"].started == first > 0
     assert c.hosts["w"].ended >= first
+    assert all(0 <= step.duration < 60 for step in c.hosts["w"].steps)
 
 
 def test_a_failure_message_falls_back_to_stderr_then_reason():
@@ -258,3 +269,201 @@ def test_a_failure_message_falls_back_to_stderr_then_reason():
         ),
     )
     assert [c.hosts[h].message for h in "abc"] == ["disk full", "no route", "item 2"]
+
+
+RICH = {
+    "changed_keys": ["A"],
+    "before": {"A": "1"},
+    "after": {"A": "2"},
+    "lock": True,
+    "held": HOLDER,
+    "lock_taken_over": {"run_id": "run-old", "operator": "ana", "since": "then"},
+    "current": "abc",
+    "images": ["img"],
+    "containers": ["c1"],
+    **{key: f"{key}-value" for key in DATA_KEYS},
+}
+OWNED = {  # what each module's result contributes to its host, and no other module's
+    "envfile": lambda h: [(f.key, f.before, f.after) for f in h.flags] == [("A", "1", "2")],
+    "preflight": lambda h: h.lock == "held" and len(h.notes) == 1,
+    "unlock": lambda h: h.lock_holder == HOLDER,
+    "code": lambda h: h.code == {"current": "abc"},
+    "containers": lambda h: h.code == {"images": ["img"], "containers": ["c1"]},
+    "backup": lambda h: h.data == {key: f"{key}-value" for key in DATA_KEYS},
+    "dbrestore": lambda h: h.data == {key: f"{key}-value" for key in DATA_KEYS},
+}
+NOTHING = {
+    "flags": lambda h: h.flags == [],
+    "lock": lambda h: h.lock == "" and h.notes == [],
+    "holder": lambda h: h.lock_holder == {},
+    "code": lambda h: h.code == {},
+    "data": lambda h: h.data == {},
+}
+SHARES = {  # which of NOTHING each module fills
+    "envfile": {"flags"},
+    "preflight": {"lock"},
+    "unlock": {"holder"},
+    "code": {"code"},
+    "containers": {"code"},
+    "backup": {"data"},
+    "dbrestore": {"data"},
+}
+
+
+@pytest.mark.parametrize(
+    "module", [*OWNED, "aaa", "backupx", "d", "envfilez", "p", "preflightz", "u", "unlockz", "zzz"]
+)
+def test_each_modules_result_is_read_by_its_own_module_only(module: str) -> None:
+    c = collect(event("runner_on_ok", "w", "T", RICH, task_action=MOD + module))
+    host = c.hosts["w"]
+    if module in OWNED:
+        assert OWNED[module](host), host
+    for part, empty in NOTHING.items():
+        if part not in SHARES.get(module, set()):
+            assert empty(host), (part, host)
+
+
+def test_a_lock_is_released_by_unlock_only_once_held() -> None:
+    removed = {"removed": HOLDER}
+    held = event("runner_on_ok", "w", "P", {"lock": True}, task_action=MOD + "preflight")
+    released = collect(held, event("runner_on_ok", "w", "U", removed, task_action=MOD + "unlock"))
+    assert released.hosts["w"].lock == "released"
+    never = collect(event("runner_on_ok", "w", "U", removed, task_action=MOD + "unlock"))
+    assert never.hosts["w"].lock == ""
+    for module in ("envfile", "unlockz", "aaa", "zzz"):
+        other = collect(held, event("runner_on_ok", "w", "U", removed, task_action=MOD + module))
+        assert other.hosts["w"].lock == "held", module
+    empty = collect(
+        held, event("runner_on_ok", "w", "U", {"removed": {}}, task_action=MOD + "unlock")
+    )
+    assert empty.hosts["w"].lock == "held"
+    listed = collect(
+        held, event("runner_on_ok", "w", "U", {"removed": ["x"]}, task_action=MOD + "unlock")
+    )
+    assert listed.hosts["w"].lock == "held"
+
+
+def test_only_well_formed_holders_and_backup_paths_are_kept() -> None:
+    c = collect(
+        event(
+            "runner_on_failed", "w", "P", {"lock_holder": "someone"}, task_action=MOD + "preflight"
+        ),
+        event("runner_on_ok", "w", "B", {"backup_file": ["/x"]}),
+        event("runner_on_ok", "w", "B", {"backup_file": ""}),
+        event("runner_on_ok", "w", "B", {"backup_file": "/srv/a.backup.1"}),
+        event("runner_on_ok", "w", "B", {"changed": True, "backup_files": ["/b", 3, None]}),
+    )
+    assert c.hosts["w"].lock_holder == {}
+    assert c.hosts["w"].backups == ["/srv/a.backup.1", "/b"]
+
+
+def test_a_failed_or_unreachable_host_stays_so_after_later_changes() -> None:
+    for first in ("runner_on_failed", "runner_on_unreachable"):
+        c = collect(
+            event(first, "w", "A", {"msg": "boom"}),
+            event("runner_on_ok", "w", "Rescue", {"changed": True}),
+        )
+        assert c.hosts["w"].status == first.removeprefix("runner_on_")
+        assert c.hosts["w"].failed_step == "A" and c.hosts["w"].message == "boom"
+    ok = collect(
+        event("runner_on_ok", "w", "A"), event("runner_on_ok", "w", "B", {"changed": True})
+    )
+    assert ok.hosts["w"].status == "changed"
+
+
+def test_unreachable_is_never_ignored_and_always_shown() -> None:
+    seen: list[StepEvent] = []
+    c = collect(event("runner_on_unreachable", "w", "A", {}, ignore_errors=True), sink=seen)
+    assert c.hosts["w"].status == "unreachable"
+    assert [(s.step, s.status) for s in seen] == [("A", "unreachable")]
+
+
+def test_bookkeeping_tasks_are_hidden_unless_they_fail() -> None:
+    seen: list[StepEvent] = []
+    for action in ("ansible.builtin.include_role", "ansible.builtin.validate_argument_spec"):
+        collect(
+            event("runner_on_ok", "w", "ok", {}, task_action=action),
+            event("runner_on_ok", "w", "changed", {"changed": True}, task_action=action),
+            event("runner_on_skipped", "w", "skipped", {}, task_action=action),
+            event("runner_on_failed", "w", "failed", {"msg": "bad"}, task_action=action),
+            sink=seen,
+        )
+    assert [s.step for s in seen] == ["failed", "failed"]
+
+
+def test_a_failure_message_is_the_first_failed_items_and_at_most_1000_characters() -> None:
+    c = collect(
+        event(
+            "runner_on_failed",
+            "a",
+            "T",
+            {"results": [{"failed": True, "stderr": "first"}, {"failed": True, "msg": "second"}]},
+        ),
+        event("runner_on_failed", "b", "T", {"msg": "x " * 800}),
+        event("runner_on_failed", "c", "T", {"results": "not a list"}),
+    )
+    assert c.hosts["a"].message == "first"
+    assert c.hosts["b"].message == ("x " * 800)[:1000]
+    assert c.hosts["c"].message == ""
+
+
+def test_malformed_diffs_are_skipped_and_the_rest_shown() -> None:
+    diffs = [
+        "not a dict",
+        {"before": "only before"},
+        {"after": "only after"},
+        {"before": "same", "after": "same"},
+        {
+            "before": "one\ntwo\n",
+            "after": "one\nTWO\n",
+            "before_header": "/e",
+            "after_header": "/e",
+        },
+        {"before": "x", "after": "y"},
+    ]
+    c = collect(event("runner_on_ok", "w", "D", {"changed": True, "diff": diffs}))
+    text = c.hosts["w"].steps[0].diff
+    assert text.startswith("--- before: /e\n+++ after: /e\n")
+    assert " one\n-two\n+TWO\n" in text and "-x\n+y\n" in text
+    assert "only" not in text and "same" not in text
+    assert collect(event("runner_on_ok", "w", "D", {"diff": "text"})).hosts["w"].steps[0].diff == ""
+
+
+def test_artifacts_keep_the_environments_names_only(tmp_path: Path) -> None:
+    command = tmp_path / "command"
+    command.write_text(
+        json.dumps({"command": ["ansible-playbook"], "env": {"B": "s3cret", "A": "1"}})
+    )
+    scrub_artifacts(tmp_path)
+    assert json.loads(command.read_text()) == {"command": ["ansible-playbook"], "env": ["A", "B"]}
+    command.write_text("{not json")
+    scrub_artifacts(tmp_path)  # not ours to judge: left as it is, no traceback
+    assert command.read_text() == "{not json"
+    command.unlink()
+    command.mkdir()
+    scrub_artifacts(tmp_path)
+    scrub_artifacts(tmp_path / "missing")
+
+
+def test_only_an_ok_result_becomes_changed() -> None:
+    c = collect(
+        event("runner_on_skipped", "s", "A", {"changed": True}),
+        event("runner_on_unreachable", "u", "A", {"changed": True, "msg": "gone"}),
+    )
+    assert c.hosts["s"].steps[0].status == "skipped" and c.hosts["s"].status == "ok"
+    assert c.hosts["u"].steps[0].status == "unreachable"
+
+
+def test_a_module_named_after_unlock_clears_nothing() -> None:
+    removed = {"run_id": "run-old", "operator": "ana"}
+    for module in ("unlockz", "zzz", "a"):
+        c = collect(
+            event(
+                "runner_on_ok",
+                "w",
+                "U",
+                {"removed": removed, "changed": True},
+                task_action=MOD + module,
+            )
+        )
+        assert c.hosts["w"].notes == [], module
