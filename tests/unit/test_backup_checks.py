@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 
 from tests.conftest import load_module
@@ -35,6 +36,22 @@ def spec(path: Path, **extra: object) -> dict:
     }
 
 
+def release(tmp_path: Path) -> Path:
+    """A code checkout with one commit (the release a set is taken with)."""
+    code = tmp_path / "code"
+    code.mkdir()
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t"}
+    env |= {"GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin"}
+    subprocess.run(
+        "git init -q && git commit -q --allow-empty -m r1",
+        shell=True,
+        cwd=code,
+        env=env,
+        check=True,
+    )
+    return code
+
+
 def test_live_differences_name_what_changed_since_the_set(tmp_path: Path):
     db = tmp_path / "app.db"
     make(db)
@@ -58,18 +75,7 @@ def test_schema_check_compares_the_release_s_recorded_schema_with_the_live_one(
 ):
     db, root = tmp_path / "app.db", str(tmp_path / "b")
     make(db)
-    code = tmp_path / "code"
-    code.mkdir()
-    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t"}
-    env |= {"GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin"}
-    subprocess.run(
-        "git init -q && git commit -q --allow-empty -m r1",
-        shell=True,
-        cwd=code,
-        env=env,
-        check=True,
-    )
-    manifest = rbs.create_set(root, "app", "predeploy", [spec(db)], [], str(code))
+    manifest = rbs.create_set(root, "app", "predeploy", [spec(db)], [], str(release(tmp_path)))
     # no set was taken with that release: nothing to compare
     assert rbs.schema_check(root, "app", [spec(db)], "f" * 40)["set_id"] == ""
     ref = manifest["code"]["ref"]
@@ -123,3 +129,72 @@ def test_a_database_the_set_does_not_hold_does_not_hide_the_next_ones(tmp_path: 
     assert rbs.live_differences(manifest, [other, spec(db)]) == {
         "main": ["orders: checksum differ"]
     }
+
+
+def test_what_makes_a_set_unrestorable_is_each_said(tmp_path: Path):
+    db, root = tmp_path / "app.db", str(tmp_path / "b")
+    make(db)
+    manifest = rbs.create_set(root, "app", "predeploy", [spec(db)], [])
+    set_dir = rbs.set_path(root, "app", manifest["set_id"])
+    set_id = manifest["set_id"]
+    # another app's set, whichever way the names sort
+    for app in ("zzz", "aaa"):
+        problems = rbs.check_restorable(set_dir, app, [spec(db)])["problems"]
+        assert f"the set {set_id} is app 'app''s, not {app!r}'s" in problems
+    # never verified (the set as created records no verification outcome)
+    layout = load_module("plugins/module_utils/backupset/layout.py")
+    stripped = layout.read_manifest(set_dir)
+    stripped.pop("verification", None)
+    layout.write_manifest(set_dir, stripped)
+    problems = rbs.check_restorable(set_dir, "app", [spec(db)])["problems"]
+    assert f"the set {set_id} did not pass verification: never verified" in problems
+    # a database missing from the set does not hide a mismatch of the next one
+    other = {**spec(tmp_path / "x.db"), "name": "aaa"}
+    wrong = {**spec(tmp_path / "y.db")}
+    problems = rbs.check_restorable(set_dir, "app", [other, wrong])["problems"]
+    assert "database aaa: not in the set" in problems
+    assert any(p.startswith("database main: the set holds") for p in problems)
+    # no manifest at all
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    outcome = rbs.check_restorable(empty, "app", [spec(db)])
+    assert outcome["ok"] is False and outcome["checks"] == [] and len(outcome["problems"]) == 1
+
+
+def test_a_database_that_is_gone_does_not_hide_the_next_ones(tmp_path: Path):
+    db = tmp_path / "app.db"
+    make(db)
+    gone = tmp_path / "gone.db"
+    make(gone)
+    both = [{**spec(gone), "name": "aaa"}, spec(db)]
+    manifest = rbs.create_set(str(tmp_path / "b"), "app", "predeploy", both, [])
+    gone.unlink()
+    assert rbs.live_differences(manifest, both) == {"aaa": [f"{gone} does not exist"], "main": []}
+
+
+def test_the_schema_check_reads_the_releases_own_set_never_a_forensic_one(tmp_path: Path):
+    db, root = tmp_path / "app.db", str(tmp_path / "b")
+    make(db)
+    code = release(tmp_path)
+    taken = rbs.create_set(root, "app", "predeploy", [spec(db)], [], str(code))
+    rbs.verify_set(root, "app", taken["set_id"], [spec(db)])
+    con = sqlite3.connect(db)
+    con.execute("INSERT INTO schema_migrations VALUES (4)")
+    con.commit()
+    con.close()
+    time.sleep(1.1)  # set ids are stamped to the second
+    forensic = rbs.create_set(root, "app", "forensic", [spec(db)], [], str(code))
+    rbs.verify_set(root, "app", forensic["set_id"], [spec(db)])
+    ref = taken["code"]["ref"]
+    unversioned = {**spec(db), "name": "aaa", "schema_version_query": ""}
+    result = rbs.schema_check(root, "app", [unversioned, spec(db)], ref)
+    assert result["set_id"] == taken["set_id"]
+    assert result["databases"] == {
+        "main": {"recorded": "3", "live": "4", "older": True, "migrations_rollback": False}
+    }
+    # the same schema as recorded is not older
+    con = sqlite3.connect(db)
+    con.execute("DELETE FROM schema_migrations WHERE version = 4")
+    con.commit()
+    con.close()
+    assert rbs.schema_check(root, "app", [spec(db)], ref)["databases"]["main"]["older"] is False
