@@ -198,3 +198,77 @@ def test_the_schema_check_reads_the_releases_own_set_never_a_forensic_one(tmp_pa
     con.commit()
     con.close()
     assert rbs.schema_check(root, "app", [spec(db)], ref)["databases"]["main"]["older"] is False
+
+
+def two_database_set(tmp_path: Path) -> tuple[Path, dict, list[dict]]:
+    first, second = tmp_path / "a.db", tmp_path / "b.db"
+    make(first)
+    make(second)
+    specs = [{**spec(first), "name": "aaa"}, spec(second)]
+    manifest = rbs.create_set(str(tmp_path / "b"), "app", "predeploy", specs, [])
+    return rbs.set_path(str(tmp_path / "b"), "app", manifest["set_id"]), manifest, specs
+
+
+def test_every_file_of_a_set_is_checked_even_after_a_missing_or_broken_one(tmp_path: Path):
+    verify = load_module("plugins/module_utils/backupset/verify.py")
+    set_dir, manifest, _specs = two_database_set(tmp_path)
+    aaa, main = manifest["databases"]
+    (set_dir / aaa["file"]).unlink()
+    checks: list[str] = []
+    problems: list[str] = []
+    verify.check_files(set_dir, manifest, checks, problems)
+    verify.check_dumps(set_dir, manifest, checks, problems)
+    assert problems == [f"{aaa['file']}: missing"]
+    assert f"{main['file']}: sha256 ok" in checks
+    assert any(c.startswith(f"{main['file']}: ") and "sha256" not in c for c in checks)
+
+
+def test_a_manifest_whose_size_disagrees_with_a_matching_file_is_a_problem(tmp_path: Path):
+    verify = load_module("plugins/module_utils/backupset/verify.py")
+    set_dir, manifest, _specs = two_database_set(tmp_path)
+    entry = manifest["databases"][1]
+    real = entry["size"]
+    for size in (real - 1, real + 1):
+        entry["size"] = size
+        problems: list[str] = []
+        verify.check_files(set_dir, manifest, [], problems)
+        digest = entry["sha256"]
+        assert problems == [
+            f"{entry['file']}: sha256 {digest[:16]} ({real} bytes) differs from the manifest's "
+            f"{digest[:16]} ({size} bytes)"
+        ]
+
+
+def test_a_dump_of_an_unknown_engine_is_a_problem_not_a_crash(tmp_path: Path):
+    verify = load_module("plugins/module_utils/backupset/verify.py")
+    set_dir, manifest, _specs = two_database_set(tmp_path)
+    manifest["databases"][0]["engine"] = "nosuch"
+    checks: list[str] = []
+    problems: list[str] = []
+    verify.check_dumps(set_dir, manifest, checks, problems)
+    assert len(problems) == 1 and "unknown database engine 'nosuch'" in problems[0]
+    assert len(checks) == 1  # the next database was still checked
+
+
+def test_a_restore_test_compares_every_table_both_ways(tmp_path: Path):
+    verify = load_module("plugins/module_utils/backupset/verify.py")
+    set_dir, manifest, specs = two_database_set(tmp_path)
+    good = verify.restore_test(set_dir, manifest, specs)
+    assert good["ok"] and good["problems"] == []
+    assert set(good["tables"]) == {"aaa", "main"}
+    verification, _ = verify.verify(set_dir, manifest, specs, True)
+    assert "restore test ok" in verification["checks"] and verification["ok"]
+    orders = manifest["databases"][1]["tables"]["orders"]
+    for rows in (orders["rows"] - 1, orders["rows"] + 1):
+        manifest["databases"][1]["tables"]["orders"] = {**orders, "rows": rows}
+        bad = verify.restore_test(set_dir, manifest, specs)
+        assert not bad["ok"] and len(bad["problems"]) == 1, bad
+        assert bad["problems"][0].startswith("main.orders: restored 50 rows")
+        verification, _ = verify.verify(set_dir, manifest, specs, True)
+        assert "restore test ok" not in verification["checks"] and not verification["ok"]
+    manifest["databases"][1]["tables"]["orders"] = orders
+    # a database that cannot be restored does not hide the next one
+    manifest["databases"][0]["engine"] = "nosuch"
+    broken = verify.restore_test(set_dir, manifest, specs)
+    assert broken["problems"][0].startswith("aaa: unknown database engine")
+    assert "main" in broken["tables"]
