@@ -457,3 +457,12 @@ def test_long_files_and_values_past_the_small_integer_cache() -> None:
     assert len(envfile.read_values(lines + "LAST=a\\")) == 301
     assert envfile.changed_lines(lines, lines + "NEW=1\n") == ("", "301: NEW=1\n")
     assert envfile.changed_lines(lines + "NEW=1\n", lines) == ("301: NEW=1\n", "")
+
+
+def test_an_unterminated_value_ending_in_a_backslash_is_read_literally() -> None:
+    assert envfile.read_values('K="abc\\\nB=2\n') == {"K": '"abc\\', "B": "2"}
+
+
+def test_changed_lines_of_files_of_very_different_lengths() -> None:
+    assert envfile.changed_lines("A=1\n", "A=1\nB=2\nC=3\n") == ("", "2: B=2\n3: C=3\n")
+    assert envfile.changed_lines("A=1\nB=2\nC=3\n", "A=1\n") == ("2: B=2\n3: C=3\n", "")
