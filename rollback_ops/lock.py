@@ -37,8 +37,11 @@ def process_start(pid: int) -> str:
     except OSError:
         return ""
     # the command name (field 2) may hold spaces and parentheses: split after the last ')'
-    fields = stat.rsplit(")", 1)[-1].split()
-    return fields[19] if len(fields) > 19 else ""
+    _name, _paren, fields = stat.rpartition(")")
+    try:
+        return fields.split()[19]  # field 22 of the line
+    except IndexError:
+        return ""
 
 
 def holder_record(run_id: str, operator: str) -> dict[str, Any]:
@@ -70,8 +73,8 @@ def liveness(record: dict[str, Any], max_age_minutes: int = LOCK_MAX_AGE_MINUTES
         alive = bool(start) and (not record.get("pid_start") or start == record["pid_start"])
         return "live" if alive else "dead"
     try:
-        age = time.time() - float(record.get("epoch") or 0)
-    except (TypeError, ValueError):
+        age = time.time() - float(record["epoch"])
+    except (KeyError, TypeError, ValueError):  # no epoch, or not a number: of unknown age
         age = float("inf")
     return "unknown" if age < max_age_minutes * 60 else "expired"
 
@@ -115,8 +118,8 @@ class HostsLock:
                         "running now on this controller: one rollback at a time per host"
                     ) from None
                 self.previous[host] = _read(fd)
-                os.ftruncate(fd, 0)
                 os.pwrite(fd, record, 0)
+                os.ftruncate(fd, len(record))
                 self.fds[host] = fd
         except BaseException:
             self.release()
@@ -159,7 +162,7 @@ class HostsLock:
 
 def _read(fd: int) -> dict[str, Any]:
     try:
-        data = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        data = json.loads(os.pread(fd, os.fstat(fd).st_size, 0) or b"{}")
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}

@@ -272,3 +272,43 @@ def test_a_restore_test_compares_every_table_both_ways(tmp_path: Path):
     broken = verify.restore_test(set_dir, manifest, specs)
     assert broken["problems"][0].startswith("aaa: unknown database engine")
     assert "main" in broken["tables"]
+
+
+def test_the_schema_check_matches_the_ref_exactly_and_only_databases_with_a_record(
+    tmp_path: Path,
+):
+    db, root = tmp_path / "app.db", str(tmp_path / "b")
+    make(db)
+    code = release(tmp_path)
+    taken = rbs.create_set(root, "app", "predeploy", [spec(db)], [], str(code))
+    rbs.verify_set(root, "app", taken["set_id"], [spec(db)])
+    ref = taken["code"]["ref"]
+    # a ref sorting before the set's is another release: no set was taken with it
+    assert rbs.schema_check(root, "app", [spec(db)], "0" * 40)["set_id"] == ""
+    # a database the set recorded no version of is not compared, even with a query
+    unrecorded = {**spec(tmp_path / "other.db"), "name": "aaa"}
+    make(tmp_path / "other.db")
+    result = rbs.schema_check(root, "app", [unrecorded, spec(db)], ref)
+    assert list(result["databases"]) == ["main"]
+    # a live schema behind the recorded one is not "older"
+    con = sqlite3.connect(db)
+    con.execute("DELETE FROM schema_migrations WHERE version = 3")
+    con.commit()
+    con.close()
+    main = rbs.schema_check(root, "app", [spec(db)], ref)["databases"]["main"]
+    assert (main["recorded"], main["live"], main["older"]) == ("3", "2", False)
+
+
+def test_a_set_of_another_engine_is_refused_whichever_way_the_names_sort(tmp_path: Path):
+    layout = load_module("plugins/module_utils/backupset/layout.py")
+    db, root = tmp_path / "app.db", str(tmp_path / "b")
+    make(db)
+    taken = rbs.create_set(root, "app", "predeploy", [spec(db)], [])
+    rbs.verify_set(root, "app", taken["set_id"], [spec(db)])
+    set_dir = rbs.set_path(root, "app", taken["set_id"])
+    manifest = layout.read_manifest(set_dir)
+    for engine in ("mysql", "zzz"):
+        manifest["databases"][0]["engine"] = engine
+        layout.write_manifest(set_dir, manifest)
+        problems = rbs.check_restorable(set_dir, "app", [spec(db)])["problems"]
+        assert f"database main: the set holds {engine}, the spec says sqlite" in problems

@@ -376,7 +376,7 @@ def test_a_failure_reports_nothing_changed(tmp_path: Path):
     unknown = run(env, values={"NOPE": "1"})
     assert unknown["failed"] is True and unknown["changed"] is False
     assert unknown["msg"] == f"{env}: keys not present in the file: NOPE"
-    both = run(env, values={"A": "1"}, secret_values={"A": "2"})
+    both = run(env, values={"A": "1"}, secret_values={"A": "Rbo-distinct-7f3"})
     assert both["msg"] == f"{env}: A given in both values and secret_values"
     assert both["changed"] is False
     no_path = run_module(MODULE, {"values": {"A": "1"}})

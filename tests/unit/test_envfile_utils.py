@@ -453,6 +453,7 @@ def test_a_multiline_value_may_close_at_the_start_of_a_line() -> None:
 def test_long_files_and_values_past_the_small_integer_cache() -> None:
     """Positions beyond 256 are compared by value (CPython shares small ints only)."""
     assert envfile.split_value('"' + "x" * 300) == ("", '"' + "x" * 300, "")
+    assert envfile.read_values('K="' + "x" * 300 + '"\n') == {"K": "x" * 300}
     lines = "".join(f"K{n}=v\n" for n in range(300))
     assert len(envfile.read_values(lines + "LAST=a\\")) == 301
     assert envfile.changed_lines(lines, lines + "NEW=1\n") == ("", "301: NEW=1\n")

@@ -168,3 +168,18 @@ def test_the_start_time_is_read_after_a_command_name_holding_parentheses(tmp_pat
         proc.kill()
         proc.wait()
     assert process_start(proc.pid) == ""  # gone
+
+
+def test_a_long_holder_record_is_read_back_whole(state_dir: Path):
+    """A record is read to its end, however long the operator's name (it was cut at 4 KB)."""
+    long_name = "ops-" + "x" * 5000
+    first = HostsLock(state_dir, {"web1": "127.0.1.11"})
+    first.acquire("run-long", long_name)
+    for fd in first.fds.values():  # the holder dies without releasing: the kernel drops
+        os.close(fd)  # its flock, and its record stays in the file
+    first.fds.clear()
+    again = HostsLock(state_dir, {"web1": "127.0.1.11"})
+    again.acquire("run-next", "ben")
+    again.release()
+    assert again.previous["web1"]["operator"] == long_name
+    assert again.previous["web1"]["run_id"] == "run-long"

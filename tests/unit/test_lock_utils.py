@@ -221,3 +221,11 @@ def test_a_run_that_read_a_dead_lock_never_moves_away_the_lock_another_run_took_
     assert problem.startswith("host locked by run run-A ") and holder["run_id"] == "run-A"
     assert taken_over == {}
     assert lock.read_lock(path)["run_id"] == "run-A"
+
+
+def test_the_takeover_guard_is_a_private_empty_file_left_in_place(tmp_path: Path):
+    path = tmp_path / "rollback.lock"
+    path.write_text(json.dumps(record("run-dead", age_minutes=300)))
+    assert lock.acquire(str(path), record("run-A"), 240)[2]["run_id"] == "run-dead"
+    guard = tmp_path / "rollback.lock.takeover"
+    assert guard.stat().st_mode & 0o777 == 0o600 and guard.stat().st_size == 0

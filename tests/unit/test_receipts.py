@@ -3,6 +3,7 @@ checked (rollback_ops/results.py, rollback_ops/receipts.py)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -163,7 +164,7 @@ def test_a_receipt_that_cannot_be_saved_says_why_and_leaves_the_old_one(tmp_path
     blocker = tmp_path / f".receipt.json.{os.getpid()}"
     blocker.mkdir()
     error = receipts.save({"new": True}, path)
-    assert error.startswith(f"{path}: ") and len(error) > len(f"{path}: ")
+    assert error == f"{path}: {os.strerror(errno.EISDIR)}"
     assert path.read_text() == '{"old": true}\n'
     blocker.rmdir()
     # the temp file is removed when the rename fails (the receipt's name is a directory)

@@ -467,3 +467,33 @@ def test_a_module_named_after_unlock_clears_nothing() -> None:
             )
         )
         assert c.hosts["w"].notes == [], module
+
+
+def test_the_events_of_a_real_run_replayed_give_the_same_results(tmp_path: Path) -> None:
+    """ansible-runner's own events (a real flag run on the local connection, the demo's
+    sandbox) read back from the artifacts build the same host results as the live run."""
+    from rollback_ops import api, demo
+    from rollback_ops.authorization import Authorization
+    from rollback_ops.operations import Request
+
+    state = tmp_path / "state"
+    demo.create_sandbox(state)
+    live = api.apply(
+        "flag",
+        "local",
+        Request(flags={"ENABLE_TIME_WEIGHTING": "false"}),
+        state_dir=state,
+        auth=Authorization(operator="ana"),
+    )
+    assert live.ok and live.changed > 0, live.receipt()
+    files = (Path(live.run_dir) / "artifacts" / "ansible" / "job_events").glob("*.json")
+    events = sorted((json.loads(f.read_text()) for f in files), key=lambda e: e["counter"])
+    seen: list[StepEvent] = []
+    replayed = collect(*events, sink=seen)
+    for name, host in live.hosts.items():
+        again = replayed.hosts[name]
+        assert (again.status, again.lock, again.backups) == (host.status, host.lock, host.backups)
+        assert [(s.step, s.status) for s in again.steps] == [(s.step, s.status) for s in host.steps]
+        assert again.flags == host.flags
+    assert host.lock == "released" and any(s.status == "changed" for s in seen)
+    assert [f.key for f in host.flags] == ["ENABLE_TIME_WEIGHTING"]
