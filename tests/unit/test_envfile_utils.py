@@ -416,6 +416,7 @@ def test_changed_lines_ignore_a_bom_on_either_side_and_count_added_and_removed_l
     assert envfile.changed_lines("A=1\n", "A=1\nB=2\n") == ("", "2: B=2\n")
     assert envfile.changed_lines("A=1\nB=2\n", "A=1\n") == ("2: B=2\n", "")
     assert envfile.changed_lines("\ufffeA=1\n", "A=1\n") == ("1: \ufffeA=1\n", "1: A=1\n")
+    assert envfile.changed_lines("A=1\n", "\ufffeA=1\n") == ("1: A=1\n", "1: \ufffeA=1\n")
 
 
 def test_quoting_a_value_in_every_style() -> None:

@@ -183,3 +183,8 @@ def test_a_long_holder_record_is_read_back_whole(state_dir: Path):
     again.release()
     assert again.previous["web1"]["operator"] == long_name
     assert again.previous["web1"]["run_id"] == "run-long"
+
+
+def test_a_lock_stamped_in_the_distant_past_is_expired():
+    other = {**holder_record("r", "ana"), "controller": "elsewhere"}
+    assert liveness({**other, "epoch": 1000.0}) == "expired"  # 1970: a reset clock

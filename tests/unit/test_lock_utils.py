@@ -229,3 +229,8 @@ def test_the_takeover_guard_is_a_private_empty_file_left_in_place(tmp_path: Path
     assert lock.acquire(str(path), record("run-A"), 240)[2]["run_id"] == "run-dead"
     guard = tmp_path / "rollback.lock.takeover"
     assert guard.stat().st_mode & 0o777 == 0o600 and guard.stat().st_size == 0
+
+
+def test_a_host_lock_stamped_in_the_distant_past_is_dead():
+    assert not lock.is_live({"run_id": "run-A", "epoch": 1000.0}, 240)
+    assert lock.lock_age({"run_id": "run-A", "epoch": 1000.0}) > 50 * 365 * 86400
