@@ -35,3 +35,14 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
     yield mount
     for where in reversed(mounted):
         subprocess.run(["umount", str(where)], check=False)
+
+
+def fill(directory: Path, pages_free: int) -> int:
+    """Fill the filesystem of directory with page-sized files until pages_free pages are
+    left (a real, nearly full disk); returns the page size."""
+    page = os.statvfs(directory).f_frsize
+    n = 0
+    while os.statvfs(directory).f_bavail > pages_free:
+        (directory / f"filler{n}").write_bytes(b"x" * page)
+        n += 1
+    return page

@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import COLLECTIONS, ROOT, load_module, run_module
 from tests.fingerprint import changes, fingerprint
+from tests.unit.conftest import fill
 
 rbs = load_module("plugins/module_utils/backupset")
 RESTORE = "plugins/modules/configrestore.py"
@@ -210,11 +211,7 @@ def test_a_full_disk_in_the_middle_of_a_restore_leaves_the_file(tmp_path: Path, 
     manifest = rbs.create_set(str(root), "shop", "predeploy", [], [str(live)])
     assert manifest["verification"]["ok"], manifest
     live.write_bytes(bad)
-    page = os.statvfs(small).f_frsize
-    n = 0
-    while os.statvfs(small).f_bavail > 3:
-        (small / f"filler{n}").write_bytes(b"x" * page)
-        n += 1
+    fill(small, pages_free=3)
     before = fingerprint(small)
     result = run_module(RESTORE, restore_args(root, [live], state="restored", min_free_mb=0))
     assert result.get("failed") is True, result

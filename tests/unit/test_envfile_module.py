@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tests.conftest import run_module
 from tests.fingerprint import changes, fingerprint
+from tests.unit.conftest import fill
 
 MODULE = "plugins/modules/envfile.py"
 SECRET_OLD = "old-Rbo-Secret-4711"
@@ -307,11 +308,7 @@ def test_a_full_disk_in_the_middle_of_the_write_leaves_the_old_file(tmpfs):
     env = small / ".env"
     old = b"A=1\n" + b"#" * 4092 + b"\n"
     env.write_bytes(old)
-    page = os.statvfs(small).f_frsize
-    n = 0
-    while os.statvfs(small).f_bavail > 3:
-        (small / f"filler{n}").write_bytes(b"x" * page)
-        n += 1
+    page = fill(small, pages_free=3)
     assert os.statvfs(small).f_bavail * page == 3 * page
     before = fingerprint(small)
     result = run(env, values={"A": "2"}, min_free_mb=0)
