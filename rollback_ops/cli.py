@@ -116,9 +116,21 @@ class Command:
     actions: dict[str, Command] = field(default_factory=dict)  # `backup ACTION`, `lab ...`
     action_dest: str = ""
     action_metavar: str = ""
+    # shown under --help as "examples:", one command line each (tests: every command has one)
+    examples: tuple[str, ...] = ()
 
     def add_to(self, sub: Any, name: str) -> None:
-        parser = sub.add_parser(name, help=self.help)
+        parser = sub.add_parser(
+            name,
+            help=self.help,
+            description=self.help[:1].upper() + self.help[1:] + ".",
+            epilog=(
+                "examples:\n" + "\n".join(f"  {e}" for e in self.examples)
+                if self.examples
+                else None
+            ),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         add_arguments(parser, self.arguments)
         parser.set_defaults(**self.defaults)
         if self.actions:
