@@ -50,10 +50,18 @@ def select(
     ]
 
 
-def compact_hosts(hosts: list[str]) -> str:
-    """The first two hosts and how many more: ``web1,web2 +3``."""
-    shown = ",".join(hosts[:2])
-    return shown + (f" +{len(hosts) - 2}" if len(hosts) > 2 else "") if hosts else "-"
+def compact_hosts(hosts: list[str], width: int = 16) -> str:
+    """The first two hosts and how many more, ``web1,web2 +3``, in at most ``width``
+    characters: fewer hosts shown (and the first one cut) when long names need it, the count
+    of the others always kept."""
+    if not hosts:
+        return "-"
+    for shown in (2, 1):
+        more = f" +{len(hosts) - shown}" if len(hosts) > shown else ""
+        text = one_line(",".join(hosts[:shown]), 10_000) + more
+        if len(text) <= width:
+            return text
+    return one_line(hosts[0], max(width - len(more), 4)) + more
 
 
 def approval(row: HistoryRow) -> str:
@@ -104,7 +112,7 @@ def _compact(rows: list[HistoryRow]) -> list[str]:
                                 r.level,
                                 ",".join(r.apps) or "?",
                                 r.inventory or "?",
-                                compact_hosts(r.hosts),
+                                compact_hosts(r.hosts, COLUMNS[3][1]),
                                 r.result,
                             ),
                             COLUMNS,
@@ -118,7 +126,11 @@ def _compact(rows: list[HistoryRow]) -> list[str]:
     )
     out = [lines[0]]
     for line, r in zip(lines[1:], rows, strict=True):
-        who = f"by {r.operator or '?'}" + (f", {approval(r)}" if approval(r) else "")
+        who = f"by {r.operator or '?'}" + (
+            f", approved by {r.approved_by}" if r.approved_by and not r.break_glass else ""
+        )
+        if r.break_glass or r.confirmed_by_typing:
+            who += f", {approval(r)}"
         details = [
             who,
             ",".join(r.environment),
