@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rollback_ops import api, authorization, history, operations, paths, progress, receipts
+from rollback_ops import api, authorization, history, operations, paths, receipts
 from rollback_ops.authorization import Authorization, current_operator
 from rollback_ops.exceptions import Refused, RollbackOpsError
 from rollback_ops.operations import Argument, Operation, ansible_arguments, ansible_options

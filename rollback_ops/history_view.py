@@ -37,8 +37,10 @@ def select(
         if NAMED.get(row.inventory, row.inventory) == NAMED.get(inventory, inventory):
             return True
         given = Path(inventory).expanduser()
-        return bool(row.inventory_path) and given.exists() and given.resolve() == Path(
-            row.inventory_path
+        return (
+            bool(row.inventory_path)
+            and given.exists()
+            and given.resolve() == Path(row.inventory_path)
         )
 
     return [

@@ -12,7 +12,6 @@ import pytest
 
 from rollback_ops import api, cli, demo, history, history_view
 from rollback_ops.authorization import Authorization
-from rollback_ops.operations import Request
 
 FIRST = "20261202T101010Z-aaaaaa"
 SECOND = "20261202T102020Z-bbbbbb"
@@ -195,8 +194,7 @@ def test_the_table_has_app_inventory_and_hosts_columns_and_fits_100_columns(
     assert lines[2].endswith("...")
     assert lines[3].split() == [SECOND, "code", "analyticbot", "prod", "web2,web3", "ok"]
     assert lines[4] == (
-        f"  by ana; production; 62.2s; resumes {FIRST}; "
-        "reason (kept): INC-9: p95 above 5 s"
+        f"  by ana; production; 62.2s; resumes {FIRST}; reason (kept): INC-9: p95 above 5 s"
     )
     assert lines[5].split() == [THIRD, "flag", "shop", "staging", "shop1", "unfinished"]
     assert lines[6] == "  by ana; staging; check mode; no reason given"
@@ -314,7 +312,7 @@ def test_a_real_run_records_its_apps_inventory_and_hosts_and_a_follower_keeps_it
     lines = out.splitlines()
     assert lines[1].split() == [first.run_id, "flag", "analyticbot", "local", "localhost", "ok"]
     assert f"resumed by {second.run_id}; reason: INC-7 slow" in lines[2]
-    assert f"by ben; local;" in lines[4]
+    assert "by ben; local;" in lines[4]
     assert f"resumes {first.run_id}; reason (kept): INC-7 slow" in lines[4]
 
 
