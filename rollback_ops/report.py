@@ -288,6 +288,7 @@ def context(state_dir: Path, run_id: str) -> dict[str, Any]:
                     done.append(host)
         if h.get("status") in ("failed", "unreachable", "interrupted"):
             failed[host] = h
+    checks = verification(receipt)
     return {
         "receipt": receipt,
         "auth": auth,
@@ -298,7 +299,9 @@ def context(state_dir: Path, run_id: str) -> dict[str, Any]:
         "timeline": timeline(run_dir, receipt),
         "links": _links(rows, receipt),
         "actions": [f"{what}: {', '.join(hosts)}" for what, hosts in actions.items()],
-        "verification": verification(receipt),
+        "checks": checks,
+        # the shape templates written before `checks` read: check name -> host -> step
+        "verification": {c["name"].removeprefix("healthcheck: "): c["hosts"] for c in checks},
         "data_loss": data_loss(receipt),
         "failed": failed,
     }

@@ -231,3 +231,25 @@ def test_a_real_runs_report_has_its_timeline_checks_and_the_runs_linked_to_it(tm
     assert f"**Reason**: INC-7 (kept from run `{first.run_id}`)" in later
     assert f"rollback initiated (run `{second.run_id}`, resumes `{first.run_id}`)" in later
     assert history.read(state)[1].reason_from == first.run_id
+
+
+OLD_TEMPLATE = """\
+{% for t in timeline %}- {{ t.time }}: {{ t.text }}
+{% endfor %}{% for check, by_host in verification.items() -%}
+- {{ check }}: {{ by_host | join(", ") }}
+{% endfor %}"""
+
+
+def test_a_teams_template_written_before_the_new_sections_still_renders(
+    state_dir: Path, tmp_path: Path, full_receipt: dict[str, Any]
+):
+    put(state_dir, full_receipt)
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "report.md.j2").write_text(OLD_TEMPLATE)
+    text = report.render(state_dir, FULL_ID, templates)
+    assert "- Require the units to be active: web1, web2, web3\n" in text
+    assert (
+        "- containers: Recreate the compose services and watch them settle: web1, web2, web3\n"
+    ) in text
+    assert "- 13:04:25 UTC: rollback completed: ok\n" in text
