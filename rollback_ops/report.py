@@ -220,11 +220,12 @@ def _count(loss: Any, key: str) -> int | str:
 
 def _links(rows: dict[str, history.HistoryRow], receipt: dict[str, Any]) -> dict[str, Any]:
     """The runs this one follows and is followed by (resumes, undoes ...), from the history
-    (the receipt's ``resumes`` when the history has no row for it)."""
+    (the receipt's ``resumes`` or ``undoes`` when the history has no row for it)."""
     row = rows.get(receipt["run_id"])
     follows, relation = (row.follows, row.relation) if row else ("", "")
-    if not follows and receipt.get("resumes"):
-        follows, relation = str(receipt["resumes"]), "resume"
+    for name, key in history.RELATIONS.items():
+        if not follows and isinstance(receipt.get(key), str) and receipt[key]:
+            follows, relation = receipt[key], name
     later = [
         {
             "run_id": link.run_id,

@@ -253,3 +253,12 @@ def test_a_teams_template_written_before_the_new_sections_still_renders(
         "- containers: Recreate the compose services and watch them settle: web1, web2, web3\n"
     ) in text
     assert "- 13:04:25 UTC: rollback completed: ok\n" in text
+
+
+@pytest.mark.parametrize(("key", "words"), [("resumes", "resumes"), ("undoes", "undoes")])
+def test_without_a_history_row_the_link_comes_from_the_receipt(
+    state_dir: Path, full_receipt: dict[str, Any], key: str, words: str
+):
+    put(state_dir, {**full_receipt, key: "20261202T120000Z-abcdef"})
+    text = report.render(state_dir, FULL_ID)
+    assert f"**Linked Runs**: {words} `20261202T120000Z-abcdef`\n" in text
