@@ -452,7 +452,10 @@ def cmd_history(args: argparse.Namespace) -> int:
         print(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
         return 0
     if not rows:
-        print("no runs recorded yet" if not warnings else "no run to show")
+        if args.app or args.inventory_name or args.host:
+            print("no recorded run matches --app, --inventory and --host as given")
+        else:
+            print("no run to show" if warnings else "no runs recorded yet")
         return 0
     print("\n".join(history_view.render(rows, wide=args.wide)))
     return 0

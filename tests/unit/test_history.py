@@ -246,6 +246,12 @@ def test_history_filters_by_app_inventory_and_host(
     assert [r["run_id"] for r in json.loads(out)] == expected
 
 
+def test_a_filter_that_matches_nothing_says_so(capsys: pytest.CaptureFixture[str], state_dir: Path):
+    many_runs(state_dir)
+    code, out, _err = run(capsys, "--state-dir", str(state_dir), "history", "--host", "nope")
+    assert (code, out) == (0, "no recorded run matches --app, --inventory and --host as given\n")
+
+
 def test_the_inventory_filter_takes_the_inventory_path(
     capsys: pytest.CaptureFixture[str], state_dir: Path
 ):
