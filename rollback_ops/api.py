@@ -291,6 +291,10 @@ def execute(
     authorization.check(auth, level=op.name, production=prep.production, check_mode=not changes)
     run_id = new_run_id()
     state = paths.writable_state_dir(state_dir)  # before any host is touched
+    kept_reason = ""
+    if prep.request.resumes and not auth.reason:  # a resume keeps the reason of what it resumes
+        auth = dataclasses.replace(auth, reason=history.reason_of(state, prep.request.resumes))
+        kept_reason = prep.request.resumes if auth.reason else ""
     run_dir = state / "runs" / run_id
     lock = HostsLock(state, {h: prep.inventory.hosts[h].address for h in prep.hosts})
     if locked:
@@ -301,10 +305,13 @@ def execute(
             "run_id": run_id,
             **auth.as_dict(),
             "level": prep.operation.name,
+            "apps": sorted({prep.apps[h].name for h in prep.hosts}),
             "inventory": prep.inventory.name,
+            "inventory_path": str(prep.inventory.path),
             "environment": prep.environments,
             "hosts": prep.hosts,
-            **({"resumes": prep.request.resumes} if prep.request.resumes else {}),
+            **history.link("resume", prep.request.resumes),
+            **({"reason_from": kept_reason} if kept_reason else {}),
         }
         history.append(
             state,

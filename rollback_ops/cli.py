@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rollback_ops import api, authorization, history, operations, paths, progress, receipts
+from rollback_ops import api, authorization, history, operations, paths, receipts
 from rollback_ops.authorization import Authorization, current_operator
 from rollback_ops.exceptions import Refused, RollbackOpsError
 from rollback_ops.operations import Argument, Operation, ansible_arguments, ansible_options
@@ -437,56 +437,27 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from rollback_ops.text import one_line, short
+    from rollback_ops import history_view
+    from rollback_ops.text import short
 
     if args.last < 1:
         raise RollbackOpsError(f"--last {short(args.last)}: must be 1 or more (the last N runs)")
     warnings: list[str] = []
-    rows = history.read(paths.readable_state_dir(args.state_dir), warnings)[-args.last :]
+    rows = history.read(paths.readable_state_dir(args.state_dir), warnings)
+    rows = history_view.select(rows, app=args.app, inventory=args.inventory_name, host=args.host)
+    rows = rows[-args.last :]
     for warning in warnings:
         print(f"rollback-ops: warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
         return 0
     if not rows:
-        print("no runs recorded yet")
-        return 0
-    table: list[tuple[str, ...]] = [
-        (
-            "DATE",
-            "ENVIRONMENT",
-            "LEVEL",
-            "OPERATOR",
-            "APPROVED BY",
-            "REASON",
-            "DURATION",
-            "OUTCOME",
-            "RUN ID",
-        )
-    ]
-    for r in rows:
-        if r.break_glass:
-            approver = "BREAK-GLASS"
-        elif r.confirmed_by_typing:
-            approver = "typed confirmation"
+        if args.app or args.inventory_name or args.host:
+            print("no recorded run matches --app, --inventory and --host as given")
         else:
-            approver = r.approved_by or "-"
-        outcome = r.result + (" (check)" if r.check else "")
-        duration = f"{r.duration:.1f}s" if r.duration is not None else "-"
-        cells = (
-            r.started,
-            ",".join(r.environment) or "?",
-            r.level,
-            r.operator,
-            approver,
-            r.reason or "-",
-            duration,
-            outcome,
-            r.run_id,
-        )
-        # values from a file: one line each, no escape sequence, bounded
-        table.append(tuple(one_line(c, 64) for c in cells))
-    print("\n".join(progress.table(table)))
+            print("no run to show" if warnings else "no runs recorded yet")
+        return 0
+    print("\n".join(history_view.render(rows, wide=args.wide)))
     return 0
 
 
@@ -607,7 +578,7 @@ SUBCOMMANDS: dict[str, Command] = {
     ),
     "levels": Command("list the levels and the seeds they come from", cmd_levels),
     "report": Command(
-        "render a run's Rollback Log (seed 002) as Markdown",
+        "render a run's Rollback Log as Markdown: timeline, checks, data loss, backups",
         cmd_report,
         (
             argument("run_id", metavar="RUN_ID", help="the run id (see `history`)"),
@@ -617,6 +588,11 @@ SUBCOMMANDS: dict[str, Command] = {
                 metavar="DIR",
                 help="a directory whose report.md.j2 overrides the built-in template",
             ),
+        ),
+        examples=(
+            "rollback-ops report 20250102T030405Z-a1b2c3",
+            "rollback-ops report 20250102T030405Z-a1b2c3 > INC-42-rollback.md",
+            "rollback-ops report 20250102T030405Z-a1b2c3 --templates ./templates",
         ),
     ),
     "recommend": Command(
@@ -636,11 +612,31 @@ SUBCOMMANDS: dict[str, Command] = {
         action_metavar="ACTION",
     ),
     "history": Command(
-        "the audit history of runs (seed 003's table)",
+        "the audit history of runs: who ran what, where, why, and how it ended",
         cmd_history,
         (
             argument("--json", action="store_true", help="print the entries as JSON"),
             argument("--last", type=int, default=20, metavar="N", help="the last N runs"),
+            argument("--app", metavar="NAME", help="only the runs that targeted this app"),
+            argument(
+                "--inventory",
+                "-i",
+                dest="inventory_name",
+                metavar="NAME",
+                help="only the runs against this inventory (its name or path)",
+            ),
+            argument("--host", metavar="NAME", help="only the runs that targeted this host"),
+            argument(
+                "--wide",
+                action="store_true",
+                help="every field on one line per run (the default view fits 100 columns)",
+            ),
+        ),
+        examples=(
+            "rollback-ops history",
+            "rollback-ops history --app analyticbot -i production --last 5",
+            "rollback-ops history --host web2 --wide",
+            "rollback-ops history --json",
         ),
     ),
     "demo": Command(

@@ -6,7 +6,14 @@ rewritten: each is one ``write`` to a file opened with O_APPEND, then fsync'd.
 
 Reading trusts nothing: a line that is torn, not UTF-8, not a JSON object or has a field of
 the wrong type is skipped with a warning (returned, never printed) and the rest still reads.
+The descriptive fields added later (:data:`_DETAIL_FIELDS`: apps, inventory path, links) are
+checked the same way, but a damaged one is dropped alone, with a warning, and its run stays.
 A history that cannot be written or read at all is a :class:`StateDirError`.
+
+A run that follows another (a resume, an undo, an escalation) says so in its ``started``
+entry: ``follows: RUN_ID`` and ``relation``; older entries say ``resumes: RUN_ID`` (and an
+undo ``undoes: RUN_ID``), read the same way. The other direction ("resumed by") is computed
+when reading: entries are never rewritten.
 """
 
 from __future__ import annotations
@@ -19,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rollback_ops import paths
-from rollback_ops.exceptions import StateDirError
+from rollback_ops import paths, receipts
+from rollback_ops.exceptions import RollbackOpsError, StateDirError
 from rollback_ops.text import short
 
 MAX_WARNINGS = 50  # then one line counts the rest: a wrecked file must not flood the terminal
@@ -48,6 +55,24 @@ def append(state_dir: Path, entry: dict[str, Any]) -> None:
         raise StateDirError(state_dir, f"cannot write {path.name}: {problem}") from None
 
 
+# how one run follows another: the relation, and the key older entries (and receipts) use
+RELATIONS = {"resume": "resumes", "undo": "undoes", "escalate": "escalates"}
+# how each relation reads in the table, from the later run and from the earlier one
+RELATION_WORDS = {
+    "resume": ("resumes", "resumed by"),
+    "undo": ("undoes", "undone by"),
+    "escalate": ("escalates", "escalated by"),
+}
+
+
+@dataclass
+class Link:
+    """Another run this one is linked to, and how (see :data:`RELATIONS`)."""
+
+    run_id: str
+    relation: str
+
+
 @dataclass
 class HistoryRow:
     run_id: str
@@ -65,6 +90,34 @@ class HistoryRow:
     result: str = "unfinished"
     duration: float | None = None
     receipt: str = ""
+    apps: list[str] = field(default_factory=list)  # the apps the run targeted
+    inventory_path: str = ""
+    follows: str = ""  # the run this one resumes, undoes or escalates
+    relation: str = ""  # how: resume, undo or escalate (RELATIONS)
+    reason_from: str = ""  # the run whose reason this one kept (a resume given no --reason)
+    followed_by: list[Link] = field(default_factory=list)  # the later runs that follow this one
+
+
+def link(relation: str, run_id: str) -> dict[str, str]:
+    """The started entry's fields of a run that follows ``run_id`` (none when it is empty):
+    ``follows`` and ``relation``, and the relation's own key (``resumes``) older readers know."""
+    if not run_id:
+        return {}
+    return {"follows": run_id, "relation": relation, RELATIONS[relation]: run_id}
+
+
+def reason_of(state_dir: Path, run_id: str) -> str:
+    """The reason run ``run_id`` was given: from its history row, else from its receipt;
+    empty when neither says (or neither can be read)."""
+    try:
+        row = next((r for r in read(state_dir) if r.run_id == run_id), None)
+        if row is not None and row.reason:
+            return row.reason
+        receipt, _ = receipts.load(state_dir, run_id)
+    except RollbackOpsError:
+        return ""
+    reason = (receipt.get("authorization") or {}).get("reason")
+    return reason if isinstance(reason, str) else ""
 
 
 _STARTED_FIELDS: dict[str, type] = {
@@ -80,6 +133,16 @@ _STARTED_FIELDS: dict[str, type] = {
     "hosts": list,
     "receipt": str,
 }
+# fields added later: a damaged one is dropped alone (with a warning), the run still reads
+_DETAIL_FIELDS: dict[str, type] = {
+    "apps": list,
+    "inventory_path": str,
+    "follows": str,
+    "relation": str,
+    "reason_from": str,
+    **{key: str for key in RELATIONS.values()},  # resumes, undoes, escalates
+}
+_RUN_ID_FIELDS = ("follows", "reason_from", *RELATIONS.values())
 
 
 def read(state_dir: Path, warnings: list[str] | None = None) -> list[HistoryRow]:
@@ -108,13 +171,22 @@ def read(state_dir: Path, warnings: list[str] | None = None) -> list[HistoryRow]
         if not raw.strip():
             continue
         try:
-            _apply(rows, _entry(raw))
+            entry, dropped = _entry(raw)
+            _apply(rows, entry)
         except _Damaged as exc:
             damaged += 1
             if warnings is not None and damaged <= MAX_WARNINGS:
                 warnings.append(f"{path.name} line {number}: skipped ({exc})")
+            continue
+        for why in dropped:
+            damaged += 1
+            if warnings is not None and damaged <= MAX_WARNINGS:
+                warnings.append(f"{path.name} line {number}: {why}")
     if warnings is not None and damaged > MAX_WARNINGS:
-        warnings.append(f"{path.name}: {damaged - MAX_WARNINGS} more damaged lines skipped")
+        warnings.append(f"{path.name}: {damaged - MAX_WARNINGS} more damaged lines or fields")
+    for row in rows.values():  # the other direction of each link, computed, never written
+        if row.follows in rows and row.follows != row.run_id:
+            rows[row.follows].followed_by.append(Link(row.run_id, row.relation))
     return list(rows.values())
 
 
@@ -122,8 +194,9 @@ class _Damaged(Exception):
     """A line of the history that cannot be used; the message says why."""
 
 
-def _entry(raw: bytes) -> dict[str, Any]:
-    """One line as a checked entry: a JSON object whose fields have the types written."""
+def _entry(raw: bytes) -> tuple[dict[str, Any], list[str]]:
+    """One line as a checked entry: a JSON object whose fields have the types written; and
+    why each damaged detail field (:data:`_DETAIL_FIELDS`) was dropped from it."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -153,7 +226,27 @@ def _entry(raw: bytes) -> dict[str, Any]:
             raise _Damaged(f"duration: not a number but {short(duration, 40)}")
         if not math.isfinite(duration) or duration < 0:
             raise _Damaged(f"duration: not a number of seconds but {short(duration, 40)}")
-    return entry
+    dropped = []
+    for key in _DETAIL_FIELDS if event == "started" else ():
+        why = _detail_problem(key, entry.get(key))
+        if why:
+            dropped.append(f"{key} ignored ({why})")
+            del entry[key]
+    return entry, dropped
+
+
+def _detail_problem(key: str, value: Any) -> str:
+    """Why a detail field's value cannot be used ("" if it can, or is not there)."""
+    kind = _DETAIL_FIELDS[key]
+    if value is None:
+        return ""
+    if not _is(value, kind):
+        return f"not {_name(kind)} but {short(value, 40)}"
+    if key in _RUN_ID_FIELDS and not receipts.RUN_ID.fullmatch(value):
+        return f"not a run id but {short(value, 40)}"
+    if key == "relation" and value not in RELATIONS:
+        return f"not {', '.join(RELATIONS)} but {short(value, 40)}"
+    return ""
 
 
 def _is(value: Any, kind: type) -> bool:
@@ -172,9 +265,15 @@ def _apply(rows: dict[str, HistoryRow], entry: dict[str, Any]) -> None:
     row = rows.setdefault(entry["run_id"], HistoryRow(entry["run_id"]))
     if entry["event"] == "started":
         row.started = entry.get("at") or ""
-        for key in _STARTED_FIELDS:
+        for key in (*_STARTED_FIELDS, "apps", "inventory_path", "reason_from"):
             if entry.get(key) is not None:
                 setattr(row, key, entry[key])
+        # older entries name the run they follow by the relation's own key (resumes: ID)
+        for relation, key in RELATIONS.items():
+            if entry.get(key) and not entry.get("follows"):
+                row.follows, row.relation = entry[key], relation
+        if entry.get("follows"):
+            row.follows, row.relation = entry["follows"], entry.get("relation") or ""
     else:
         row.result = entry.get("result") or row.result
         duration = entry.get("duration")

@@ -43,16 +43,41 @@ def template_dirs(state_dir: Path, override: Path | None = None) -> list[Path]:
 
 
 def environment(state_dir: Path, override: Path | None = None) -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader([str(d) for d in template_dirs(state_dir, override)]),
         autoescape=False,  # noqa: S701 - Markdown and plain text, never HTML
         keep_trailing_newline=True,
         undefined=jinja2.StrictUndefined,
     )
+    env.filters["cell"] = cell
+    return env
 
 
-def timeline(run_dir: Path, receipt: dict[str, Any]) -> list[dict[str, str]]:
-    """One line per step, at the time its first host finished it, from runner's events."""
+def cell(value: Any) -> str:
+    """A value as one Markdown table cell: on one line, its pipes escaped."""
+    return " ".join(str(value).split()).replace("|", "\\|")
+
+
+# the steps that verify the app, beside every step of the healthcheck role: the container
+# settle check (roles/containers) and the word on why no check ran (playbooks/tasks)
+VERIFYING_ROLES = ("healthcheck: ",)
+VERIFYING_STEPS = (
+    "containers: Recreate the compose services and watch them settle",
+    "Say why the app was not verified",
+)
+
+
+def timeline(run_dir: Path, receipt: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per step, in order, with each host's status (``cells``), at the time its first
+    host finished it, from ansible-runner's events; from the receipt's steps, without times,
+    when the events are gone. A step every host skipped is left out."""
+    rows = _event_rows(run_dir) or _receipt_rows(receipt)
+    started = {"time": _hms(receipt["started"]), "text": "rollback initiated", "cells": {}}
+    ended = {"time": _end(receipt), "text": f"rollback completed: {receipt['result']}"}
+    return [started, *rows, {**ended, "cells": {}}]
+
+
+def _event_rows(run_dir: Path) -> list[dict[str, Any]]:
     events_dir = run_dir / "artifacts" / "ansible" / "job_events"
     steps: dict[str, dict[str, Any]] = {}
     try:
@@ -71,20 +96,151 @@ def timeline(run_dir: Path, receipt: dict[str, Any]) -> list[dict[str, str]]:
         if kind not in events.RESULT_EVENTS or events.is_hidden(str(data.get("task_action", ""))):
             continue
         status, _message = events.classify(kind, data)
-        if status == "skipped":
-            continue
+        name = events.step_name(data)
+        # a task that runs twice (a restart before and after) is two steps: keyed by its uuid
         entry = steps.setdefault(
-            events.step_name(data), {"time": str(event.get("created", "")), "hosts": {}}
+            str(data.get("task_uuid") or name), {"text": name, "time": "", "cells": {}}
         )
-        entry["hosts"].setdefault(status, []).append(str(data.get("host", "")))
-    lines = [
-        {"time": _hms(receipt["started"]), "text": f"rollback initiated (run {receipt['run_id']})"}
+        created = str(event.get("created", ""))
+        if status != "skipped" and (not entry["time"] or created < entry["time"]):
+            entry["time"] = created
+        entry["cells"][str(data.get("host", ""))] = status
+    ran = [e for e in steps.values() if e["time"]]
+    return [{**e, "time": _hms(e["time"])} for e in sorted(ran, key=lambda e: e["time"])]
+
+
+def _receipt_rows(receipt: dict[str, Any]) -> list[dict[str, Any]]:
+    """The steps as the receipt lists them per host (in order; the n-th run of a task name
+    on a host is the n-th row of that name)."""
+    steps: dict[tuple[str, int], dict[str, Any]] = {}
+    for host, h in receipt["hosts"].items():
+        seen: dict[str, int] = {}
+        for s in h.get("steps") or []:
+            if events.is_hidden(s["action"]):
+                continue
+            seen[s["step"]] = seen.get(s["step"], 0) + 1
+            entry = steps.setdefault((s["step"], seen[s["step"]]), {"text": s["step"], "cells": {}})
+            entry["cells"][host] = s["status"]
+    ran = [e for e in steps.values() if set(e["cells"].values()) != {"skipped"}]
+    return [{**e, "time": ""} for e in ran]
+
+
+def verification(receipt: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every step that verified the app, in order, with each host's step (status, message);
+    a host that never reached a step has none (the template says "not run")."""
+    checks: dict[str, dict[str, Any]] = {}
+    for host, h in receipt["hosts"].items():
+        for s in h.get("steps") or []:
+            verifying = s["step"].startswith(VERIFYING_ROLES) or s["step"] in VERIFYING_STEPS
+            silent_note = s["action"].endswith("debug") and not s["message"]
+            if not verifying or events.is_hidden(s["action"]) or silent_note:
+                continue
+            check = checks.setdefault(s["step"], {"name": s["step"], "hosts": {}})
+            check["hosts"].setdefault(host, s)  # a check that ran twice: its first run
+    return list(checks.values())
+
+
+def data_loss(receipt: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per host, what the full level's restore did to the data: the backup set restored, the
+    forensic set keeping the live data, per database and table the rows missing since the
+    backup and the rows changed, the migration rollbacks and the integrity checks. Empty for
+    a run that restored no database. Values from a file: each is checked as it is read."""
+    out: dict[str, dict[str, Any]] = {}
+    for host, h in receipt["hosts"].items():
+        data = _dict(h.get("data"))
+        if "restored" not in data and "data_loss" not in data:
+            why = next(
+                (
+                    s["message"]
+                    for s in h.get("steps") or []
+                    if s["step"] == "Say why the databases were not restored" and s["message"]
+                ),
+                "",
+            )
+            if why:
+                out[host] = {"restored": False, "why": why}
+            continue
+        tables = [
+            {
+                "database": str(database),
+                "table": str(table),
+                "missing": _count(loss, "missing"),
+                "changed": _count(loss, "changed"),
+                "dropped_columns": [str(c) for c in _list(_dict(loss).get("dropped_columns"))],
+            }
+            for database, by_table in _dict(data.get("data_loss")).items()
+            for table, loss in _dict(by_table).items()
+        ]
+        migrations = [
+            {
+                "database": str(database),
+                "file": str(_dict(m).get("file", m) if isinstance(m, dict) else m),
+                "sha256": str(_dict(m).get("sha256", "")),
+            }
+            for database, files in _dict(data.get("migrations")).items()
+            for m in _list(files)
+        ]
+        integrity = [
+            {
+                "database": str(database),
+                "ok": _dict(check).get("ok") is True,
+                "passed": [str(c) for c in _list(_dict(check).get("passed"))],
+                "failures": [str(c) for c in _list(_dict(check).get("failures"))],
+            }
+            for database, check in _dict(data.get("integrity")).items()
+        ]
+        out[host] = {
+            "restored": True,
+            "set_id": str(data.get("set_id") or "?"),
+            "forensic_set_id": str(data.get("forensic_set_id") or ""),
+            "tables": tables,
+            "migrations": migrations,
+            "integrity": integrity,
+        }
+    return out
+
+
+def _dict(value: Any) -> dict[Any, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _count(loss: Any, key: str) -> int | str:
+    """``<key>_count`` of a table's loss, else the length of its list of keys; "?" if neither."""
+    loss = _dict(loss)
+    count = loss.get(f"{key}_count")
+    if isinstance(count, int) and not isinstance(count, bool):
+        return count
+    keys = loss.get(key)
+    return len(keys) if isinstance(keys, list) else "?"
+
+
+def _links(rows: dict[str, history.HistoryRow], receipt: dict[str, Any]) -> dict[str, Any]:
+    """The runs this one follows and is followed by (resumes, undoes ...), from the history
+    (the receipt's ``resumes`` or ``undoes`` when the history has no row for it)."""
+    row = rows.get(receipt["run_id"])
+    follows, relation = (row.follows, row.relation) if row else ("", "")
+    for name, key in history.RELATIONS.items():
+        if not follows and isinstance(receipt.get(key), str) and receipt[key]:
+            follows, relation = receipt[key], name
+    later = [
+        {
+            "run_id": link.run_id,
+            "words": history.RELATION_WORDS.get(link.relation, ("", "followed by"))[1],
+            "time": _hms(rows[link.run_id].started) if link.run_id in rows else "",
+            "result": rows[link.run_id].result if link.run_id in rows else "?",
+        }
+        for link in (row.followed_by if row else [])
     ]
-    for name, entry in sorted(steps.items(), key=lambda kv: kv[1]["time"]):
-        result = "; ".join(f"{s} on {', '.join(sorted(hs))}" for s, hs in entry["hosts"].items())
-        lines.append({"time": _hms(entry["time"]), "text": f"{name}: {result}"})
-    lines.append({"time": _end(receipt), "text": f"rollback completed: {receipt['result']}"})
-    return lines
+    return {
+        "follows": follows,
+        "follows_words": history.RELATION_WORDS.get(relation, ("follows", ""))[0],
+        "reason_kept": bool(row and row.reason_from and row.reason_from == follows),
+        "later": later,
+    }
 
 
 def _hms(stamp: str) -> str:
@@ -108,7 +264,8 @@ def context(state_dir: Path, run_id: str) -> dict[str, Any]:
     # what the template reads, where an older or hand-made receipt leaves it out
     receipt: dict[str, Any] = {"inventory": "?", "check": False, "started": "", "backups": []}
     receipt.update({"duration": 0.0, **loaded})
-    row = next((r for r in history.read(state_dir) if r.run_id == run_id), None)
+    rows = {r.run_id: r for r in history.read(state_dir)}
+    row = rows.get(run_id)
     auth = {
         "operator": "?",
         "approved_by": "",
@@ -117,33 +274,36 @@ def context(state_dir: Path, run_id: str) -> dict[str, Any]:
         "reason": "",
         **(receipt.get("authorization") or {}),
     }
-    actions: list[str] = []
-    verification: dict[str, dict[str, dict[str, Any]]] = {}
+    # each change once, with the hosts it was made on
+    actions: dict[str, list[str]] = {}
     failed: dict[str, Any] = {}
     for host, h in receipt["hosts"].items():
         for f in h.get("flags") or []:
             if f["changed"]:
-                actions.append(f"{host}: set {f['key']} from {f['before']} to {f['after']}")
+                what = f"set {f['key']} from {f['before']} to {f['after']}"
+                actions.setdefault(what, []).append(host)
         for s in h.get("steps") or []:
             if s["status"] == "changed" and s["action"] != "rollback_ops.rollback.envfile":
-                actions.append(f"{host}: {s['step']}")
-        for s in h.get("steps") or []:
-            verdict = s["action"].endswith("assert") and s["step"].startswith("healthcheck:")
-            explained_skip = s["status"] == "skipped" and s["message"]
-            if verdict or (explained_skip and s["step"].startswith("healthcheck:")):
-                check = verification.setdefault(s["step"].removeprefix("healthcheck: "), {})
-                check[host] = s
-        if h.get("status") in ("failed", "unreachable"):
+                done = actions.setdefault(s["step"], [])
+                if host not in done:  # a step that ran twice (a restart before and after)
+                    done.append(host)
+        if h.get("status") in ("failed", "unreachable", "interrupted"):
             failed[host] = h
+    checks = verification(receipt)
     return {
         "receipt": receipt,
         "auth": auth,
         "environment": ", ".join(row.environment) if row and row.environment else "?",
         "apps": sorted({str(a) for a in (receipt.get("apps") or {}).values()}),
+        "hosts": sorted(receipt["hosts"]),
         "level_names": LEVEL_NAMES,
         "timeline": timeline(run_dir, receipt),
-        "actions": actions,
-        "verification": verification,
+        "links": _links(rows, receipt),
+        "actions": [f"{what}: {', '.join(hosts)}" for what, hosts in actions.items()],
+        "checks": checks,
+        # the shape templates written before `checks` read: check name -> host -> step
+        "verification": {c["name"].removeprefix("healthcheck: "): c["hosts"] for c in checks},
+        "data_loss": data_loss(receipt),
         "failed": failed,
     }
 

@@ -207,7 +207,7 @@ def test_sigterm_mid_code_run_releases_the_locks_and_resume_finishes(
     bad = {h: code.git(h, "rev-parse", "HEAD") for h in lab.names}
     untargeted = lab.fingerprint("web3")
     argv = ["apply", "--level", "code", "--inventory", lab.inventory, "--yes", "--json"]
-    run = Watched(lab, *argv, "--limit", ",".join(hosts))
+    run = Watched(lab, *argv, "--limit", ",".join(hosts), "--reason", "INC-12 checkout fails")
     watch.append(run)
     run.wait_for(r"changed\s+coderevert: Record the current code")
     run.signal(signal.SIGTERM)
@@ -238,6 +238,15 @@ def test_sigterm_mid_code_run_releases_the_locks_and_resume_finishes(
     for host in hosts:
         code.assert_good(host)
     assert locks(lab) == []
+    # given no --reason, the resume keeps the interrupted run's; the history links both ways
+    assert resumed.receipt["authorization"]["reason"] == "INC-12 checkout fails"
+    rows = {r.run_id: r for r in history.read(lab.state_dir)}
+    later = rows[resumed.receipt["run_id"]]
+    assert (later.follows, later.relation, later.reason_from) == (run_id, "resume", run_id)
+    assert [link.run_id for link in rows[run_id].followed_by] == [later.run_id]
+    shown = lab.cli("history", "--host", "web1", "--last", "2")
+    assert f"resumed by {later.run_id}; reason: INC-12 checkout fails" in shown.stdout
+    assert f"resumes {run_id}; reason (kept): INC-12 checkout fails" in shown.stdout
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ not fail the rollback, and `report` renders the run's Rollback Log."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from tests.integration.conftest import LabHosts
@@ -55,10 +56,17 @@ def test_a_rollback_notifies_start_and_success_and_its_report_renders(
     assert text.startswith("# Rollback Log")
     assert "**Strategy**: Feature Flag (level `flag`)" in text
     assert "**Reason**: INC-9 p95 > 5s" in text
-    assert "envfile: Set values in the env file: changed on web1, web2, web3" in text
-    for host in lab.names:
-        assert f"{host}: set ENABLE_TIME_WEIGHTING from true to false" in text
-    assert "- [x] Require the running process to report the new values: web1, web2, web3" in text
+    # the timeline names each host once, in its header
+    assert "| Time | Step | web1 | web2 | web3 |" in text
+    assert re.search(
+        r"\n\| \d\d:\d\d:\d\d UTC \| envfile: Set values in the env file \| "
+        r"changed \| changed \| changed \|\n",
+        text,
+    ), text
+    assert "1. set ENABLE_TIME_WEIGHTING from true to false: web1, web2, web3" in text
+    for check in ("Require the units to be active", "Require the running process to report"):
+        assert re.search(rf"\n\| healthcheck: {check}[^|]* \| ok \| ok \| ok \|\n", text), text
+    assert "None: the flag level does not restore databases." in text
     assert "rollback completed: ok" in text
 
 

@@ -267,7 +267,8 @@ def test_the_history_command_prints_the_warnings_and_the_table(
         "rollback-ops: warning: history.jsonl line 1: skipped (not a JSON object but list [])",
         "rollback-ops: warning: history.jsonl line 3: skipped (not UTF-8 at byte 1)",
     ]
-    assert "r1" in out and "\x1b" not in out and len(out.splitlines()) == 2
+    # the header, then the run's line and its details line
+    assert "r1" in out and "\x1b" not in out and len(out.splitlines()) == 3
     assert "a\\nb\\x1b[2J" in out and max(len(x) for x in out.splitlines()) < 400
 
 
