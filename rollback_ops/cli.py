@@ -359,8 +359,12 @@ def cmd_backup(args: argparse.Namespace) -> int:
         state_dir=args.state_dir,
         options=ansible_options(args),
     )
+    # a guarded backup command (prune) is confirmed and approved as a level is
+    auth = _authorize(prep, args) if op.guarded else None
     observer = _observer(sys.stderr)
-    result = api.execute(prep, state_dir=args.state_dir, observer=observer)
+    result = api.execute(
+        prep, check=args.check, state_dir=args.state_dir, observer=observer, auth=auth
+    )
     code = _finish(result, args, observer)
     print(backup_table(result), file=sys.stderr)
     return code
@@ -567,6 +571,19 @@ RECOMMEND_ARGUMENTS = (
 )
 
 
+def backup_command(op: operations.backup.Backup) -> Command:
+    """`backup ACTION`; a guarded one (prune) takes check mode and the guard's options."""
+    command = operation_command(op, cmd_backup)
+    if not op.guarded:
+        return dataclasses.replace(command, examples=op.examples, defaults={"check": False})
+    return dataclasses.replace(
+        command,
+        arguments=(*command.arguments, RUN_OPTIONS[0], *UNLOCK_GUARD),
+        defaults={"break_glass": False},
+        examples=op.examples,
+    )
+
+
 def _operation(name: str) -> Operation:
     return operations.OPERATIONS[name]
 
@@ -628,12 +645,15 @@ SUBCOMMANDS: dict[str, Command] = {
         "backup sets of the apps' databases, env and config files, and code ref",
         cmd_backup,
         actions={
-            op.action: operation_command(op, cmd_backup)
-            for op in operations.OPERATIONS.values()
+            op.action: backup_command(op) for op in operations.OPERATIONS.values()
             if isinstance(op, operations.backup.Backup)
         },
         action_dest="backup_command",
         action_metavar="ACTION",
+        examples=(
+            "rollback-ops backup create -i prod --kind predeploy",
+            "rollback-ops backup verify -i prod --max-age 26h",
+        ),
     ),
     "history": Command(
         "the audit history of runs (seed 003's table)",
