@@ -645,7 +645,8 @@ SUBCOMMANDS: dict[str, Command] = {
         "backup sets of the apps' databases, env and config files, and code ref",
         cmd_backup,
         actions={
-            op.action: backup_command(op) for op in operations.OPERATIONS.values()
+            op.action: backup_command(op)
+            for op in operations.OPERATIONS.values()
             if isinstance(op, operations.backup.Backup)
         },
         action_dest="backup_command",

@@ -31,4 +31,3 @@ def duration(text: str) -> int:
         return parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-

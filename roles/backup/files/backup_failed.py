@@ -26,8 +26,9 @@ import subprocess
 import sys
 import urllib.request
 from email.message import EmailMessage
+from pathlib import Path
 
-ETC = "/etc/rollback-ops"
+ETC = Path("/etc/rollback-ops")
 PREFIX = "rollback-ops-backup-"
 LINES = 20
 WIDTH = 300
@@ -45,11 +46,10 @@ def systemd(*argv: str) -> str:
         return ""
 
 
-def env_values(path: str) -> list[str]:
+def env_values(path: Path) -> list[str]:
     """The values of a systemd EnvironmentFile (KEY=VALUE lines)."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            lines = handle.read().splitlines()
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return []
     values = []
@@ -138,10 +138,9 @@ def main(argv: list[str]) -> int:
         print(f"usage: backup_failed.py {PREFIX}<app>.service (got {unit[:200]!r})")
         return 2
     app = found.group(1)
-    path = os.path.join(ETC, f"backup-{app}.notify.json")
+    path = ETC / f"backup-{app}.notify.json"
     try:
-        with open(path, encoding="utf-8") as handle:
-            config = json.load(handle)
+        config = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         print(f"{unit} failed; no notification configured for {app} ({path} is missing)")
         return 1
@@ -151,7 +150,7 @@ def main(argv: list[str]) -> int:
     hook = str(config.get("webhook_url") or "")
     mail = config.get("email") or None
     secrets = [hook, str((mail or {}).get("password") or "")]
-    secrets += env_values(os.path.join(ETC, f"backup-{app}.env"))
+    secrets += env_values(ETC / f"backup-{app}.env")
     body = message(unit, config, secrets)
     failed = []
     for channel, send in (
