@@ -116,7 +116,7 @@ def test_a_failing_scheduled_backup_notifies_the_webhook_without_secrets(
     assert TOKEN not in run.stdout + run.stderr
     # unscheduled: the job's files are gone, the notification config with them
     left = full.lab.sh(
-        "web1", "ls /etc/rollback-ops/ /etc/systemd/system/ | grep analyticbot || true"
+        "web1", "ls /etc/rollback-ops/ /etc/systemd/system/ | grep backup-analyticbot || true"
     )
     assert left.strip() == ""
 
