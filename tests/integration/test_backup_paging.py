@@ -185,6 +185,7 @@ def test_prune_check_removes_nothing_then_prune_removes_and_production_needs_app
         "1",
         "--approved-by",
         "lee",
+        "--yes",
         "--json",
     )
     assert pruned.code == 0, pruned.stderr
