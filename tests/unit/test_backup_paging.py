@@ -22,7 +22,7 @@ import pytest
 from rollback_ops import cli, durations, history, jsonout, retention
 from rollback_ops.exceptions import ConfigError
 from tests.conftest import ROOT, run_module
-from tests.servers import webhook_sink
+from tests.servers import smtp_sink, webhook_sink
 
 # ----------------------------------------------------------------------------- durations
 
@@ -327,3 +327,17 @@ def test_every_run_prunes_old_run_dirs_as_it_ends(tmp_path: Path):
     run_dir = Path(json.loads(proc.stdout)["run_dir"])
     assert not gone.exists()
     assert crashed.is_dir() and (run_dir / "receipt.json").is_file()
+
+
+def test_the_notifier_sends_email_over_smtp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    nf = notifier()
+    monkeypatch.setattr(nf, "ETC", tmp_path)
+    with smtp_sink() as (port, mails):
+        config = {"app": "shop", "host": "web7", "email": {"host": "127.0.0.1", "port": port}}
+        config["email"]["to"] = "oncall@example.com"  # one address written as a string
+        (tmp_path / "backup-shop.notify.json").write_text(json.dumps(config))
+        assert nf.main(["x", "rollback-ops-backup-shop.service"]) == 0
+    (mail,) = mails
+    assert mail["Subject"] == "SCHEDULED BACKUP FAILED: shop on web7"
+    assert mail["To"] == "oncall@example.com"
+    assert "Unit: rollback-ops-backup-shop.service" in mail.get_payload()

@@ -121,7 +121,8 @@ def email(cfg: dict, body: dict) -> None:
     subject, _, rest = body["text"].partition("\n")
     mail["Subject"] = subject
     mail["From"] = cfg.get("from") or "rollback-ops@localhost"
-    mail["To"] = ", ".join(cfg.get("to") or [])
+    to = cfg.get("to") or []
+    mail["To"] = ", ".join([to] if isinstance(to, str) else to)
     mail.set_content(rest)
     with smtplib.SMTP(cfg["host"], int(cfg.get("port") or 25), timeout=TIMEOUT) as smtp:
         if cfg.get("starttls"):
