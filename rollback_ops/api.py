@@ -27,6 +27,7 @@ from rollback_ops import (
     operations,
     paths,
     receipts,
+    retention,
     runner,
 )
 from rollback_ops.appspec import AppSpec, mask
@@ -387,6 +388,10 @@ def execute(
     finally:
         lock.release()
     result.receipt_error = receipts.save(result.receipt(), run_dir / "receipt.json")
+    # old run dirs go (rollback_ops.retention: never an unfinished run, one that left locks,
+    # or the newest on a host); a state dir or setting that fails must not fail the run
+    with contextlib.suppress(OSError, RollbackOpsError):
+        retention.after_run(state, run_id)
     return result
 
 

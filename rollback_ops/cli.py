@@ -28,9 +28,10 @@ from typing import Any
 
 from rollback_ops import api, authorization, history, operations, paths, receipts
 from rollback_ops.authorization import Authorization, current_operator
+from rollback_ops.durations import duration
 from rollback_ops.exceptions import Refused, RollbackOpsError
 from rollback_ops.operations import Argument, Operation, ansible_arguments, ansible_options
-from rollback_ops.operations.base import add_arguments, argument
+from rollback_ops.operations.base import add_arguments, argument, count
 from rollback_ops.operations.levels import LEVEL_ARGUMENTS
 from rollback_ops.operations.maintenance import Resume
 from rollback_ops.progress import LiveProgress, PlainProgress, backup_table, recap
@@ -359,11 +360,43 @@ def cmd_backup(args: argparse.Namespace) -> int:
         state_dir=args.state_dir,
         options=ansible_options(args),
     )
+    # a guarded backup command (prune) is confirmed and approved as a level is
+    auth = _authorize(prep, args) if op.guarded else None
     observer = _observer(sys.stderr)
-    result = api.execute(prep, state_dir=args.state_dir, observer=observer)
+    result = api.execute(
+        prep, check=args.check, state_dir=args.state_dir, observer=observer, auth=auth
+    )
     code = _finish(result, args, observer)
     print(backup_table(result), file=sys.stderr)
     return code
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from rollback_ops import jsonout, retention
+
+    state = paths.writable_state_dir(args.state_dir)
+    keep, age = retention.settings()
+    pruned = retention.prune_runs(
+        state,
+        keep=args.keep if args.keep is not None else keep,
+        max_age_seconds=args.max_age if args.max_age is not None else age,
+        check=args.check,
+    )
+    if args.json:
+        print(json.dumps(jsonout.document("runs-prune", pruned.as_dict()), indent=2))
+    else:
+        verb = "would remove" if args.check else "removed"
+        for run_id in pruned.removed:
+            print(f"{verb} {run_id}")
+        print(f"{verb} {len(pruned.removed)} run dir(s) of {state / 'runs'}")
+        reasons: dict[str, int] = {}
+        for why in pruned.kept.values():
+            reasons[why] = reasons.get(why, 0) + 1
+        for why, n in reasons.items():
+            print(f"kept {n}: {why}")
+    for error in pruned.errors:
+        print(f"rollback-ops: warning: could not remove {error}", file=sys.stderr)
+    return 4 if pruned.errors else 0
 
 
 def cmd_levels(args: argparse.Namespace) -> int:
@@ -538,6 +571,19 @@ RECOMMEND_ARGUMENTS = (
 )
 
 
+def backup_command(op: operations.backup.Backup) -> Command:
+    """`backup ACTION`; a guarded one (prune) takes check mode and the guard's options."""
+    command = operation_command(op, cmd_backup)
+    if not op.guarded:
+        return dataclasses.replace(command, examples=op.examples, defaults={"check": False})
+    return dataclasses.replace(
+        command,
+        arguments=(*command.arguments, RUN_OPTIONS[0], *UNLOCK_GUARD),
+        defaults={"break_glass": False},
+        examples=op.examples,
+    )
+
+
 def _operation(name: str) -> Operation:
     return operations.OPERATIONS[name]
 
@@ -604,12 +650,53 @@ SUBCOMMANDS: dict[str, Command] = {
         "backup sets of the apps' databases, env and config files, and code ref",
         cmd_backup,
         actions={
-            op.action: operation_command(op, cmd_backup)
+            op.action: backup_command(op)
             for op in operations.OPERATIONS.values()
             if isinstance(op, operations.backup.Backup)
         },
         action_dest="backup_command",
         action_metavar="ACTION",
+        examples=(
+            "rollback-ops backup create -i prod --kind predeploy",
+            "rollback-ops backup verify -i prod --max-age 26h",
+        ),
+    ),
+    "runs": Command(
+        "the run directories in the state dir (receipts, artifacts)",
+        cmd_runs,
+        actions={
+            "prune": Command(
+                "remove old run directories: beyond the newest N and older than the maximum "
+                "age, never an unfinished run, one that left host locks, or a host's newest",
+                cmd_runs,
+                (
+                    argument(
+                        "--keep",
+                        type=count,
+                        metavar="N",
+                        help="keep the newest N runs (default: $ROLLBACK_OPS_KEEP_RUNS or 100)",
+                    ),
+                    argument(
+                        "--max-age",
+                        type=duration,
+                        metavar="DURATION",
+                        help="keep the runs younger than this (90m, 26h, 2d; default: "
+                        "$ROLLBACK_OPS_KEEP_RUNS_FOR or 90d)",
+                    ),
+                    argument(
+                        "--check", action="store_true", help="list what would go; remove nothing"
+                    ),
+                    argument("--json", action="store_true", help="print the outcome as JSON"),
+                ),
+                examples=(
+                    "rollback-ops runs prune --check",
+                    "rollback-ops runs prune --keep 20 --max-age 30d --json",
+                ),
+            )
+        },
+        action_dest="runs_command",
+        action_metavar="RUNS_COMMAND",
+        examples=("rollback-ops runs prune --keep 20 --max-age 30d",),
     ),
     "history": Command(
         "the audit history of runs: who ran what, where, why, and how it ended",
@@ -678,7 +765,7 @@ COMMANDS = {name: command.handler for name, command in SUBCOMMANDS.items()}
 
 
 # the commands that write runs, receipts, history or locks: the state dir is checked first
-WRITES_STATE = ("apply", "unlock", "backup", "verify", "demo")
+WRITES_STATE = ("apply", "unlock", "backup", "verify", "demo", "runs")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

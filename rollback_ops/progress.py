@@ -269,7 +269,9 @@ def backup_table(result: RunResult) -> str:
             )
         for removed in data.get("removed") or []:
             what = removed if isinstance(removed, str) else removed.get("set_id", "")
-            rows.append((name, str(what), "", "", "", "", "removed"))
+            rows.append(
+                (name, str(what), "", "", "", "", "would remove" if result.check else "removed")
+            )
     if len(rows) == 1:
         return ""
     return "\n".join(["", *table(rows)])

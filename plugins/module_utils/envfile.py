@@ -26,12 +26,14 @@ __metaclass__ = type
 
 import fnmatch
 import hashlib
+import os
 import re
 
 # MIB, space_needs and space_problems are re-exported (the envfile and preflight modules and
 # their tests import them from here); file_problem and safe_write are wrapped below.
 from .files import MIB as MIB
 from .files import FileError
+from .files import backup_copies as _backup_copies
 from .files import file_problem as _file_problem
 from .files import safe_write as _safe_write
 from .files import space_needs as space_needs
@@ -368,3 +370,29 @@ def safe_write(path, old_data, new_data, backup=True, before_rename=None):
         return _safe_write(path, old_data, new_data, backup, before_rename)
     except FileError as exc:
         raise EnvFileError(str(exc)) from exc
+
+
+def prune_backups(path, keep, protect=(), dry_run=False):
+    """Remove the env file's oldest ``<path>.backup.<stamp>`` copies (each holds the file's
+    secrets) beyond the newest ``keep``; never the newest, never one in ``protect`` (the
+    copy this change made, copies a run still needs), never a symlink. ``keep`` 0 keeps all.
+    With dry_run (check mode: the change's own copy is not made) the copies that the real
+    run would remove, its new copy counted. Returns the paths removed (that would be);
+    EnvFileError naming the copy when one cannot be removed."""
+    if not keep:
+        return []
+    protected = set(os.path.abspath(p) for p in protect if p)
+    removed = []
+    start = keep - 1 if dry_run else max(1, keep)
+    for copy in _backup_copies(path, follow=False)[start:]:
+        if os.path.abspath(copy) in protected:
+            continue
+        if not dry_run:
+            try:
+                os.unlink(copy)
+            except OSError as exc:
+                raise EnvFileError(
+                    "could not remove the old backup copy %s: %s" % (copy, exc.strerror)
+                ) from exc
+        removed.append(copy)
+    return removed

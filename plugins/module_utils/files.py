@@ -183,25 +183,31 @@ def _stamp_key(backup, stamp):
     return (re.sub(r"\D", "", stamp), os.path.getmtime(backup))
 
 
-def find_backup(path, stamp=""):
-    """The backup copy of path that backup_path named: <path>.backup.<stamp> when stamp is
-    given (a name beside path, never a path elsewhere), else the newest one; "" when none."""
+def backup_copies(path, follow=True):
+    """The backup copies of path that backup_path named, newest first (regular files only;
+    with follow=False a symlink named like a copy is not one)."""
     prefix = os.path.basename(path) + ".backup."
     directory = os.path.dirname(path)
-    if stamp:
-        if "/" in stamp or stamp.startswith("."):
-            return ""
-        candidate = os.path.join(directory, prefix + stamp)
-        return candidate if os.path.isfile(candidate) else ""
     try:
         names = [n for n in os.listdir(directory) if n.startswith(prefix)]
     except OSError:
-        return ""
+        return []
     found = [os.path.join(directory, n) for n in names]
-    found = [p for p in found if os.path.isfile(p)]
-    if not found:
-        return ""
-    return max(found, key=lambda p: _stamp_key(p, os.path.basename(p)[len(prefix) :]))
+    found = [p for p in found if os.path.isfile(p) and (follow or not os.path.islink(p))]
+    found.sort(key=lambda p: _stamp_key(p, os.path.basename(p)[len(prefix) :]), reverse=True)
+    return found
+
+
+def find_backup(path, stamp=""):
+    """The backup copy of path that backup_path named: <path>.backup.<stamp> when stamp is
+    given (a name beside path, never a path elsewhere), else the newest one; "" when none."""
+    if stamp:
+        if "/" in stamp or stamp.startswith("."):
+            return ""
+        candidate = os.path.join(os.path.dirname(path), os.path.basename(path) + ".backup." + stamp)
+        return candidate if os.path.isfile(candidate) else ""
+    found = backup_copies(path)
+    return found[0] if found else ""
 
 
 def tree_size(paths):

@@ -83,6 +83,12 @@ options:
   max_age_days:
     description: pruned, remove the sets older than this many days.
     type: float
+  max_age_seconds:
+    description:
+      - verified, also fail unless a verified set (forensic ones aside) younger than this
+        many seconds exists (for monitoring); the failure names the newest verified set and
+        its age. Ages run from each manifest's C(created), written by the host's clock.
+    type: int
 extends_documentation_fragment:
   - rollback_ops.rollback.backupset
 author: rollback-ops developers
@@ -114,6 +120,11 @@ EXAMPLES = r"""
     databases: [{name: main, engine: sqlite, path: /srv/shop/app.db}]
     restore_test: true
 
+- name: Fail unless a verified set younger than 26 hours exists (monitoring)
+  rollback_ops.rollback.backup:
+    state: verified
+    app: shop
+    max_age_seconds: 93600
 - name: Keep the newest 7 sets and none older than 30 days
   rollback_ops.rollback.backup:
     state: pruned
@@ -144,6 +155,11 @@ verification:
   description: ok, at, checks, problems.
   type: dict
   returned: when state is created or verified
+freshness:
+  description: verified with max_age_seconds, ok, max_age_seconds, and the newest verified
+    set's set_id, created and age_seconds (absent when there is none).
+  type: dict
+  returned: when state is verified and max_age_seconds is set
 restore_test:
   description: ok, at, tables (per database, each table's rows and checksum), problems.
   type: dict
@@ -162,9 +178,11 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.rollback_ops.rollback.plugins.module_utils.backupset import (
     BackupError,
     create_set,
+    freshness,
     list_sets,
     prune,
     set_path,
+    span,
     verify_set,
     with_passwords,
 )
@@ -193,6 +211,7 @@ def main():
             restore_test=dict(type="bool", default=False),
             keep=dict(type="int"),
             max_age_days=dict(type="float"),
+            max_age_seconds=dict(type="int"),
             **backupset_argument_spec(),
         ),
         supports_check_mode=True,
@@ -257,6 +276,21 @@ def main():
                     % (set_id, "; ".join(outcome["verification"]["problems"])),
                     **result,
                 )
+            if params["max_age_seconds"] is not None:
+                fresh = freshness(params["root"], params["app"], params["max_age_seconds"])
+                result["freshness"] = fresh
+                if not fresh["ok"]:
+                    newest = (
+                        "the newest verified set, %s, is %s old"
+                        % (fresh["set_id"], span(fresh["age_seconds"]))
+                        if "set_id" in fresh
+                        else "it has no verified set"
+                    )
+                    module.fail_json(
+                        msg="no verified backup set of %s younger than %s on this host: %s"
+                        % (params["app"], span(fresh["max_age_seconds"]), newest),
+                        **result,
+                    )
         else:
             outcome = prune(
                 params["root"],

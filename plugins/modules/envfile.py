@@ -82,6 +82,20 @@ options:
     description: Copy the file beside itself before changing it.
     type: bool
     default: true
+  keep_backups:
+    description:
+      - After a change, keep the newest this many C(<path>.backup.<stamp>) copies of the
+        file and remove older ones (each copy holds the file's secrets); C(0) keeps them all.
+      - Never removes the newest copy, the copy this change made, a copy in
+        I(protect_backups), or a symlink named like a copy. Nothing is removed when nothing
+        changed; in check mode C(removed_backups) lists what would go.
+    type: int
+    default: 10
+  protect_backups:
+    description: Backup copies (paths) never removed, e.g. those a run still needs.
+    type: list
+    elements: path
+    default: []
 author: rollback-ops developers
 """
 
@@ -100,6 +114,13 @@ EXAMPLES = r"""
     secret_values:
       PARTNER_API_KEY: "{{ vault_partner_api_key_previous }}"
     secret_keys: ["*_KEY", "*_TOKEN", "*PASSWORD*", "*SECRET*", "DATABASE_URL"]
+
+- name: Turn a flag off, keeping only the newest 5 backup copies of the file
+  rollback_ops.rollback.envfile:
+    path: /srv/analyticbot/.env.production
+    values:
+      ENABLE_TIME_WEIGHTING: "false"
+    keep_backups: 5
 """
 
 RETURN = r"""
@@ -133,6 +154,13 @@ target:
   description: The file actually written (the symlink's final target, else I(path)).
   type: str
   returned: always
+removed_backups:
+  description:
+    - The old backup copies removed after the change (I(keep_backups)); in check mode, those
+      that would be.
+  type: list
+  elements: str
+  returned: always
 """
 
 import os
@@ -148,6 +176,7 @@ from ansible_collections.rollback_ops.rollback.plugins.module_utils.envfile impo
     file_problem,
     is_secret,
     mask,
+    prune_backups,
     safe_write,
     space_problems,
 )
@@ -175,6 +204,8 @@ def main():
             ),
             allow_new_keys=dict(type="bool", default=False),
             backup=dict(type="bool", default=True),
+            keep_backups=dict(type="int", default=10),
+            protect_backups=dict(type="list", elements="path", default=[]),
             **space_argument_spec(),
         ),
         supports_check_mode=True,
@@ -200,6 +231,7 @@ def main():
         changed_keys=[],
         secret_keys=sorted(k for k in secret if k in plain or k in hidden),
         backup_file="",
+        removed_backups=[],
         invocation=invocation,
     )
 
@@ -241,10 +273,22 @@ def main():
     problems = space_problems(path, backup_size, len(new_data), params["min_free_mb"])
     if problems:
         module.fail_json(msg="; ".join(problems), **result)
+    if params["keep_backups"] < 0:
+        fail("keep_backups must be 0 (keep all) or more")
     if not module.check_mode:
         try:
             result["backup_file"] = safe_write(
                 path, data, new_data, params["backup"], keep_selinux_context(module, target)
+            )
+        except EnvFileError as exc:
+            module.fail_json(msg=str(exc), **result)
+    if params["backup"]:
+        try:
+            result["removed_backups"] = prune_backups(
+                path,
+                params["keep_backups"],
+                protect=[result["backup_file"], *params["protect_backups"]],
+                dry_run=module.check_mode,
             )
         except EnvFileError as exc:
             module.fail_json(msg=str(exc), **result)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import ClassVar
 
+from rollback_ops.durations import duration
 from rollback_ops.operations.base import Argument, Operation, argument, count
 
 APP = argument("--app", help="only the hosts of this app (rollback_app.name)")
@@ -14,6 +15,7 @@ class Backup(Operation):
     """A backup command: `backup ACTION`, on the hosts of one app with --app."""
 
     arguments: ClassVar[tuple[Argument, ...]] = (APP,)
+    examples: ClassVar[tuple[str, ...]] = ()  # shown under --help, one command line each
 
     @property
     def action(self) -> str:
@@ -32,6 +34,10 @@ class Create(Job):
     summary = "take a backup set on each host and verify it right away"
     seeds = "every seed's 'backup before deployment'"
     needs_db_passwords = True
+    examples = (
+        "rollback-ops backup create -i prod --kind predeploy",
+        "rollback-ops backup create -i staging --app shop --restore-test --json",
+    )
     arguments: ClassVar[tuple[Argument, ...]] = (
         APP,
         argument(
@@ -54,13 +60,21 @@ class List(Backup):
     name = "backup-list"
     playbook = "backup_list"
     summary = "the backup sets per host, newest first"
+    examples = ("rollback-ops backup list -i prod", "rollback-ops backup list -i prod --json")
 
 
 class Verify(Backup):
     name = "backup-verify"
     playbook = "backup_verify"
-    summary = "verify a backup set again"
+    summary = (
+        "verify a backup set again; with --max-age, also exit 1 unless each host has a "
+        "verified set that young (for monitoring)"
+    )
     needs_db_passwords = True
+    examples = (
+        "rollback-ops backup verify -i prod --restore-test",
+        "rollback-ops backup verify -i prod --max-age 26h",
+    )
     arguments: ClassVar[tuple[Argument, ...]] = (
         APP,
         argument(
@@ -77,13 +91,29 @@ class Verify(Backup):
             "manifest",
             request_field="restore_test",
         ),
+        argument(
+            "--max-age",
+            type=duration,
+            metavar="DURATION",
+            help="also fail (exit 1) on each host with no verified set (forensic ones aside) "
+            "younger than DURATION (90m, 26h, 2d), naming the newest verified set and its age",
+            request_field="max_age_seconds",
+        ),
     )
 
 
 class Prune(Job):
     name = "backup-prune"
     playbook = "backup_prune"
-    summary = "remove old sets (never the newest verified one, never forensic sets)"
+    summary = (
+        "remove old sets (never the newest verified one, never forensic sets); --check lists "
+        "them; production needs an approval, as a rollback does"
+    )
+    guarded = True  # production's guard and the notifications, as the levels have
+    examples = (
+        "rollback-ops backup prune -i staging --keep 7 --check",
+        "rollback-ops backup prune -i prod --keep 7 --max-age 30 --approved-by lee",
+    )
     arguments: ClassVar[tuple[Argument, ...]] = (
         APP,
         argument(
@@ -112,8 +142,15 @@ class Prune(Job):
 class Schedule(Job):
     name = "backup-schedule"
     playbook = "backup_schedule"
-    summary = "install a systemd timer on the hosts that takes a backup set (same engine)"
+    summary = (
+        "install a systemd timer on the hosts that takes a backup set (same engine) and, "
+        "when it fails, sends the inventory's rollback_notify from the host"
+    )
     needs_db_passwords = True
+    examples = (
+        'rollback-ops backup schedule -i prod --at "*-*-* 02:00:00" --keep 14',
+        "rollback-ops backup schedule -i staging --app shop --at daily",
+    )
     arguments: ClassVar[tuple[Argument, ...]] = (
         APP,
         argument(
@@ -137,3 +174,4 @@ class Unschedule(Job):
     name = "backup-unschedule"
     playbook = "backup_unschedule"
     summary = "remove the backup timer"
+    examples = ("rollback-ops backup unschedule -i prod --app shop",)

@@ -42,6 +42,7 @@ class Request:
     schedule_at: str = ""  # backup schedule: systemd calendar spec
     keep: int | None = None  # backup prune, schedule
     max_age_days: int | None = None  # backup prune
+    max_age_seconds: int | None = None  # backup verify: a verified set this young must exist
     unlock_runs: dict[str, str] = field(default_factory=dict)  # unlock: per host, the run
     unlock_inspect: bool = False  # unlock's first phase: read the locks only
     resumes: str = ""  # controller only: the run this one resumes
@@ -71,6 +72,7 @@ REQUEST_KEYS: dict[str, tuple[type, ...]] = {
     "schedule_at": (str,),
     "keep": (int, type(None)),
     "max_age_days": (int, type(None)),
+    "max_age_seconds": (int, type(None)),
     "unlock_runs": (dict,),
     "unlock_inspect": (bool,),
     "controller": (dict,),
@@ -113,6 +115,7 @@ def rollback_request(
         "schedule_at": request.schedule_at,
         "keep": request.keep,
         "max_age_days": request.max_age_days,
+        "max_age_seconds": request.max_age_seconds,
         "unlock_runs": dict(request.unlock_runs),
         "unlock_inspect": request.unlock_inspect,
         "controller": {

@@ -164,8 +164,9 @@ def test_no_password_in_argv_logs_artifacts_receipts_or_sets(full: FullLab):
         assert found == ""
 
 
-def test_a_scheduled_timer_fires_and_makes_a_verified_set(full: FullLab):
-    inv = full.lab.inventory
+def test_a_scheduled_timer_fires_and_makes_a_verified_set(full: FullLab, tmp_path: Path):
+    # no randomized delay (15 minutes by default): the timer fires on its calendar spec
+    inv = full.lab.inventory_with(tmp_path, backup_schedule_randomized_delay="0")
     run = full.lab.cli(
         "backup", "schedule", "--inventory", inv, "--limit", "web1", "--at", "*:*:0/15"
     )

@@ -608,7 +608,7 @@ def test_the_job_runs_standalone_as_the_timer_runs_it(app: dict, tmp_path: Path)
     """On a host the package runs by itself, as the role's unit runs it: python3 -S (the
     standard library only, no site-packages: no Ansible around) -m ...backupset.job, in the
     directory the role installs it to."""
-    unit = (ROOT / "roles/backup/tasks/schedule.yml").read_text()
+    unit = (ROOT / "roles/backup/templates/rollback-ops-backup.service.j2").read_text()
     command = "python3 -S -m rollback_ops_utils.backupset.job"
     assert "WorkingDirectory=/usr/local/lib/rollback-ops\n" in unit
     assert f"{command} create --config" in unit and f"{command} prune --config" in unit

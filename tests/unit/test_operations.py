@@ -40,6 +40,7 @@ CONTRACT = {
     "schedule_at",
     "keep",
     "max_age_days",
+    "max_age_seconds",
     "unlock_runs",
     "unlock_inspect",
     "controller",
@@ -82,7 +83,8 @@ def test_every_command_is_a_registered_class_with_its_playbook_and_policy():
         "backup-schedule",
     }
     guarded = {n for n, op in OPERATIONS.items() if op.guarded}
-    assert guarded == {"flag", "emergency", "config", "code", "full", "unlock"}
+    # backup prune removes sets: production needs an approval for it, as for a level
+    assert guarded == {"flag", "emergency", "config", "code", "full", "unlock", "backup-prune"}
     readonly = {n for n, op in OPERATIONS.items() if op.playbook and not op.changes_hosts}
     assert readonly == {"verify", "unlock-inspect", "backup-list", "backup-verify"}
     with pytest.raises(ConfigError, match="unknown level 'resume'"):

@@ -42,6 +42,7 @@ CONTRACT: dict[str, type | tuple[type, ...]] = {
     "schedule_at": str,
     "keep": type(None),
     "max_age_days": type(None),
+    "max_age_seconds": type(None),
     "unlock_runs": dict,
     "unlock_inspect": bool,
     "controller": dict,

@@ -27,7 +27,7 @@ from .layout import list_sets, read_manifest, set_path
 from .prune import prune
 from .restore import integrity, restore_database, restore_set, run_migrations
 from .specs import normalize_database, with_passwords
-from .verify import verify_set
+from .verify import freshness, span, verify_set
 
 __all__ = [
     "ENGINES",
@@ -40,6 +40,7 @@ __all__ = [
     "data_loss",
     "engine_for",
     "find_forensic",
+    "freshness",
     "integrity",
     "list_sets",
     "live_differences",
@@ -52,6 +53,7 @@ __all__ = [
     "save_keys",
     "schema_check",
     "set_path",
+    "span",
     "verify_set",
     "with_passwords",
 ]

@@ -8,7 +8,7 @@ from pathlib import Path
 from . import common
 from .common import BackupError, Json, size_and_sha256
 from .engines import engine_class, offline_engine
-from .layout import read_manifest, set_path, write_manifest
+from .layout import list_sets, read_manifest, set_path, write_manifest
 from .specs import normalize_all
 
 
@@ -116,3 +116,34 @@ def verify_set(
         manifest["verification"], manifest["restore_test"] = verification, tested
         write_manifest(set_dir, manifest)
     return {"set_id": set_id, "verification": verification, "restore_test": tested}
+
+
+def freshness(root: str, app: str, max_age_seconds: int) -> Json:
+    """Whether a verified set (forensic ones aside) younger than ``max_age_seconds`` exists:
+    ``ok``, ``max_age_seconds``, and the newest verified set's ``set_id`` and
+    ``age_seconds`` (absent when there is none). Ages run from the manifest's ``created``,
+    written by this host's clock."""
+    out: Json = {"ok": False, "max_age_seconds": max_age_seconds}
+    now = common.now()
+    for item in list_sets(root, app):
+        if item["kind"] == "forensic" or not item["verified"]:
+            continue
+        try:
+            age = (now - common.parse_iso(item["created"])).total_seconds()
+        except (KeyError, ValueError):
+            continue
+        out.update(set_id=item["set_id"], created=item["created"], age_seconds=int(age))
+        out["ok"] = age <= max_age_seconds
+        break
+    return out
+
+
+def span(seconds: float) -> str:
+    """A duration in its two largest units: ``1d 2h``, ``5m 3s``, ``0s``."""
+    left = max(0, int(seconds))
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if left >= size or (unit == "s" and not parts):
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return " ".join(parts[:2])
