@@ -73,7 +73,10 @@ def timeline(run_dir: Path, receipt: dict[str, Any]) -> list[dict[str, Any]]:
     when the events are gone. A step every host skipped is left out."""
     rows = _event_rows(run_dir) or _receipt_rows(receipt)
     started = {"time": _hms(receipt["started"]), "text": "rollback initiated", "cells": {}}
-    ended = {"time": _end(receipt), "text": f"rollback completed: {receipt['result']}"}
+    # the receipt's start is cut to the second: start + duration can read a second before
+    # the last event, which the run's end cannot precede
+    end = max([_end(receipt), *(r["time"] for r in rows[-1:] if r["time"])])
+    ended = {"time": end, "text": f"rollback completed: {receipt['result']}"}
     return [started, *rows, {**ended, "cells": {}}]
 
 
