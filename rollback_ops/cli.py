@@ -366,6 +366,16 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from rollback_ops import status
+
+    report = status.status(
+        args.inventory, limit=args.limit, state_dir=args.state_dir, options=ansible_options(args)
+    )
+    print(json.dumps(status.document(report), indent=2) if args.json else status.render(report))
+    return report.exit_status
+
+
 def cmd_levels(args: argparse.Namespace) -> int:
     for name, lv in operations.rollback_levels().items():
         print(f"{name:<10} {lv.summary}  [{lv.seeds}]")
@@ -605,6 +615,24 @@ SUBCOMMANDS: dict[str, Command] = {
         ),
         defaults={"check": False, "break_glass": False},
     ),
+    "status": Command(
+        _operation("status").summary,
+        cmd_status,
+        (
+            inventory_argument(),
+            LIMIT,
+            argument(
+                "--json",
+                action="store_true",
+                help="print the status as JSON (kind status, with a drift list)",
+            ),
+            *ansible_arguments(),
+        ),
+        examples=(
+            "rollback-ops status -i prod",
+            "rollback-ops status -i staging --limit 'web*' --json",
+        ),
+    ),
     "levels": Command("list the levels and the seeds they come from", cmd_levels),
     "report": Command(
         "render a run's Rollback Log (seed 002) as Markdown",
@@ -682,7 +710,7 @@ COMMANDS = {name: command.handler for name, command in SUBCOMMANDS.items()}
 
 
 # the commands that write runs, receipts, history or locks: the state dir is checked first
-WRITES_STATE = ("apply", "unlock", "backup", "verify", "demo")
+WRITES_STATE = ("apply", "unlock", "backup", "verify", "demo", "status")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
