@@ -332,7 +332,8 @@ def render(report: StatusReport) -> str:
             groups: dict[str, list[str]] = {}
             for host, value in sorted(d.values.items()):
                 groups.setdefault(value, []).append(host)
-            shown = "; ".join(f"{v} on {', '.join(hs)}" for v, hs in groups.items())
+            ordered = sorted(groups.items(), key=lambda g: -len(g[1]))  # the majority first
+            shown = "; ".join(f"{v} on {', '.join(hs)}" for v, hs in ordered)
             lines.append(f"  app {d.app}, {d.field}: {shown}")
     lines += [f"warning: {w}" for w in report.warnings]
     lines.append("")
