@@ -156,6 +156,19 @@ class StatusReport:
         return found
 
 
+# the order of the fields in the table and the drift list (each kind in the hosts' order)
+FIELD_KINDS = ("flag ", "code", "release", "file ", "image ", "service ", "unit ", "maintenance")
+
+
+def field_names(fields: Sequence[dict[str, str]]) -> list[str]:
+    """Every field some host reports, each kind together (an image tag named per host
+    beside the others), in the order the hosts report them."""
+    names = dict.fromkeys(name for found in fields for name in found)
+    return sorted(
+        names, key=lambda n: next(i for i, k in enumerate(FIELD_KINDS) if n.startswith(k))
+    )
+
+
 def short_id(image_id: str) -> str:
     """An image id as docker shows it: 12 hex digits, no ``sha256:``."""
     return image_id.removeprefix("sha256:")[:12]
@@ -174,8 +187,7 @@ def drift(hosts: Sequence[HostStatus]) -> list[Drift]:
             by_app.setdefault(host.app, []).append(host)
     for app, members in sorted(by_app.items()):
         fields = {h.host: h.fields() for h in members}
-        names = list(dict.fromkeys(name for f in fields.values() for name in f))
-        for name in names:
+        for name in field_names(list(fields.values())):
             values = {h: f[name] for h, f in fields.items() if name in f}
             if len(values) < 2 or len(set(values.values())) < 2:
                 continue
@@ -309,8 +321,7 @@ def render(report: StatusReport) -> str:
         rows = [["", *names]]
         rows.append(["address", *(h.address for h in hosts)])
         readable = [h for h in hosts if h.read]
-        fields = list(dict.fromkeys(name for h in readable for name in h.fields()))
-        for name in fields:
+        for name in field_names([h.fields() for h in readable]):
             cells = []
             for h in hosts:
                 value = h.fields().get(name, "")

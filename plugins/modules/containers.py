@@ -136,10 +136,7 @@ import re
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.rollback_ops.rollback.plugins.module_utils.compose import (
-    Compose,
-    describe,
-)
+from ansible_collections.rollback_ops.rollback.plugins.module_utils.compose import describe
 from ansible_collections.rollback_ops.rollback.plugins.module_utils.files import update_digest
 
 try:
@@ -178,6 +175,42 @@ def context_hash(image):
         elif os.path.isdir(full):
             digest.update(("dir %s\n" % rel).encode())
     return digest.hexdigest()
+
+
+class Compose:
+    def __init__(self, module, project_dir):
+        self.module = module
+        self.project_dir = project_dir
+        self.argv = self._find()
+
+    def _find(self):
+        docker_bin = self.module.get_bin_path("docker")
+        if docker_bin:
+            rc, _, _ = self.module.run_command([docker_bin, "compose", "version"])
+            if rc == 0:
+                return [docker_bin, "compose"]
+        legacy = self.module.get_bin_path("docker-compose")
+        return [legacy] if legacy else None
+
+    def run(self, *args):
+        rc, out, err = self.module.run_command(self.argv + list(args), cwd=self.project_dir)
+        if rc != 0:
+            command = " ".join(self.argv + list(args))
+            self.module.fail_json(
+                msg="%s failed in %s: %s"
+                % (command, self.project_dir, (err or out).strip()[-2000:])
+            )
+        return out
+
+    def container_ids(self, services):
+        ids = {}
+        for service in services:
+            out = self.run("ps", "-q", service)
+            ids[service] = [line.strip() for line in out.splitlines() if line.strip()]
+        return ids
+
+    def services(self):
+        return [s for s in self.run("config", "--services").split() if s]
 
 
 def inspect(module, client, compose, params, result, problems):

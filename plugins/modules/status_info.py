@@ -24,7 +24,6 @@ description:
     short hash, so two hosts can be compared).
 requirements:
   - the docker SDK for Python on the host (C(python3-docker)), for I(images) and I(project_dir)
-  - C(docker compose) or C(docker-compose) on the host, for I(project_dir)
 extends_documentation_fragment:
   - rollback_ops.rollback.lock
   - rollback_ops.rollback.backupset
@@ -71,7 +70,11 @@ options:
     elements: str
     default: []
   project_dir:
-    description: The app's compose project directory; empty for none.
+    description:
+      - The app's compose project directory; empty for none.
+      - Its containers are found as C(compose ps) finds them, by the project's name
+        (C($COMPOSE_PROJECT_NAME), else the one in the project's C(.env), else the
+        directory's name) and their services' labels; no compose command is run.
     type: path
     default: ""
   services:
@@ -187,8 +190,7 @@ from ansible_collections.rollback_ops.rollback.plugins.module_utils.backupset.la
     manifests,
 )
 from ansible_collections.rollback_ops.rollback.plugins.module_utils.compose import (
-    Compose,
-    describe,
+    service_containers,
 )
 from ansible_collections.rollback_ops.rollback.plugins.module_utils.envfile import (
     DEFAULT_SECRET_KEYS,
@@ -319,20 +321,15 @@ def docker_state(module, params, problems):
         except docker.errors.ImageNotFound:
             images[tag] = ""
     containers = {}
-    if params["project_dir"]:
-        if not os.path.isdir(params["project_dir"]):
-            problems.append("compose project directory %s not found" % params["project_dir"])
-            return images, containers
-        compose = Compose(module, params["project_dir"])
-        if compose.argv is None:
-            problems.append("neither `docker compose` nor `docker-compose` is on the host")
-            return images, containers
-        try:
-            services = params["services"] or compose.services(fail=False)
-            for service, ids in compose.container_ids(services, fail=False).items():
-                containers[service] = [describe(client.containers.get(i)) for i in ids]
-        except (RuntimeError, docker.errors.APIError) as exc:
-            problems.append(str(exc))
+    if not params["project_dir"]:
+        return images, containers
+    if not os.path.isdir(params["project_dir"]):
+        problems.append("compose project directory %s not found" % params["project_dir"])
+        return images, containers
+    try:
+        containers = service_containers(client, params["project_dir"], params["services"])
+    except docker.errors.APIError as exc:
+        problems.append("the Docker engine could not list the containers: %s" % exc)
     return images, containers
 
 

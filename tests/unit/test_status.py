@@ -387,3 +387,33 @@ def test_status_help_has_examples_and_bad_input_is_one_line(tmp_path: Path, caps
         capsys, "--state-dir", str(tmp_path), "status", "-i", str(tmp_path / "nope")
     )
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_the_compose_project_is_named_as_compose_names_it(tmp_path: Path):
+    compose = load_module("plugins/module_utils/compose.py")
+    project = tmp_path / "My Worker.v2"
+    project.mkdir()
+    assert compose.project_name(str(project), environ={}) == "myworkerv2"
+    (project / ".env").write_text("# compose reads this\nCOMPOSE_PROJECT_NAME=Shop-Web1_worker\n")
+    assert compose.project_name(str(project), environ={}) == "shop-web1_worker"
+    assert compose.project_name(str(project), {"COMPOSE_PROJECT_NAME": "other"}) == "other"
+
+
+def test_the_table_keeps_each_kind_of_field_together_and_marks_the_odd_one_out():
+    from rollback_ops.status import StatusReport, render
+
+    hosts = {
+        "web1": host("web1", images={"w:web1": "sha256:" + "1" * 64}),
+        "web2": host("web2", images={"w:web2": "sha256:" + "2" * 64}, maintenance=True),
+        "web3": host("web3", images={"w:web3": "sha256:" + "3" * 64}),
+    }
+    report = StatusReport(
+        "20250101T000000Z-abcdef", "prod", "/x", hosts, drift(list(hosts.values()))
+    )
+    lines = render(report).splitlines()
+    images = [i for i, line in enumerate(lines) if line.startswith("  image w:web")]
+    assert images == list(range(images[0], images[0] + 3))  # one block
+    assert next(i for i, line in enumerate(lines) if line.startswith("  maintenance")) > images[-1]
+    (row,) = [line.split() for line in lines if line.startswith("  maintenance")]
+    assert row == ["maintenance", "off", "!", "on", "off"]
+    assert report.exit_status == DRIFT_EXIT and lines[-1].startswith("DRIFT: ")
