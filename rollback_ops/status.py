@@ -9,7 +9,7 @@ side by side), :func:`document` as the versioned JSON document of kind ``status`
 
 Exit status (:attr:`StatusReport.exit_status`): 0 every host answered and the hosts of each
 app agree; 5 (:data:`DRIFT_EXIT`) they answered and some disagree; 1 a host could not be
-read (unreachable or failed), whatever the others say.
+read (unreachable or failed), or not all of it (its ``problems``), whatever the others say.
 """
 
 from __future__ import annotations
@@ -142,8 +142,13 @@ class StatusReport:
         return sorted(h for h, s in self.hosts.items() if not s.read)
 
     @property
+    def incomplete(self) -> list[str]:
+        """Hosts read in part: something of theirs could not be (see their problems)."""
+        return sorted(h for h, s in self.hosts.items() if s.read and s.problems)
+
+    @property
     def exit_status(self) -> int:
-        if self.unreadable:
+        if self.unreadable or self.incomplete:
             return UNREADABLE_EXIT
         return DRIFT_EXIT if self.drift else 0
 
@@ -288,6 +293,7 @@ def document(report: StatusReport) -> dict[str, Any]:
             "exit_status": report.exit_status,
             "in_sync": not report.drift,
             "unreadable": report.unreadable,
+            "incomplete": report.incomplete,
             "hosts": {
                 name: {
                     **{k: v for k, v in asdict(h).items() if k != "host"},
@@ -348,8 +354,9 @@ def render(report: StatusReport) -> str:
             lines.append(f"  app {d.app}, {d.field}: {shown}")
     lines += [f"warning: {w}" for w in report.warnings]
     lines.append("")
-    if report.unreadable:
-        lines.append(f"could not read {', '.join(report.unreadable)} (exit {UNREADABLE_EXIT})")
+    if report.unreadable or report.incomplete:
+        missed = ", ".join(report.unreadable + [f"part of {h}" for h in report.incomplete])
+        lines.append(f"could not read {missed} (exit {UNREADABLE_EXIT})")
     elif report.drift:
         count = len(report.drift)
         lines.append(f"DRIFT: hosts of one app disagree on {count} field(s) (exit {DRIFT_EXIT})")

@@ -126,7 +126,7 @@ status:
     flags:
       description:
         - Each of I(keys) with its value in the env file (C(null) when absent), secret ones
-          masked.
+          masked; empty when there is no env file, or it cannot be read (see C(problems)).
       type: dict
     code:
       description:
@@ -238,10 +238,13 @@ def env_values(params, problems):
 
 
 def flags(params, values):
+    """Each key's value (None: the file lacks it); {} when there is no env file to read."""
+    if values is None:
+        return {}
     patterns = DEFAULT_SECRET_KEYS + list(params["secret_keys"])
     found = {}
     for key in params["keys"]:
-        value = (values or {}).get(key)
+        value = values.get(key)
         found[key] = mask(value) if is_secret(key, patterns) else value
     return found
 

@@ -29,7 +29,7 @@ def status(lab: LabHosts, *extra: str) -> tuple[int, dict, str]:
 def test_status_shows_where_each_host_stands_and_the_drifted_one(lab: LabHosts):
     code, doc, err = status(lab)
     assert code == 0, err
-    assert doc["drift"] == [] and doc["in_sync"] and doc["unreadable"] == []
+    assert doc["drift"] == [] and doc["in_sync"] and doc["unreadable"] == doc["incomplete"] == []
     for host in lab.names:
         seen = doc["hosts"][host]
         assert seen["flags"]["ENABLE_TIME_WEIGHTING"] == "true"

@@ -134,6 +134,7 @@ def test_the_module_reports_what_it_cannot_read_without_failing(tmp_path: Path):
         {
             "app": "shop",
             "env_file": str(tmp_path / "missing.env"),
+            "keys": ["FLAG_A"],
             "code_path": str(files),
             "code_method": "files",
             "code_files": ["worker.py", "gone.py"],
@@ -146,6 +147,7 @@ def test_the_module_reports_what_it_cannot_read_without_failing(tmp_path: Path):
     assert status["problems"] == [
         f"env file {tmp_path}/missing.env cannot be read: No such file or directory"
     ]
+    assert status["flags"] == {}  # nothing to compare, rather than every key absent
     assert status["code"]["files"]["gone.py"] is None
     assert len(status["code"]["files"]["worker.py"]) == 64
     assert status["backup"] == {} and status["backup_sets"] == 0 and status["maintenance"] is None
@@ -417,3 +419,14 @@ def test_the_table_keeps_each_kind_of_field_together_and_marks_the_odd_one_out()
     (row,) = [line.split() for line in lines if line.startswith("  maintenance")]
     assert row == ["maintenance", "off", "!", "on", "off"]
     assert report.exit_status == DRIFT_EXIT and lines[-1].startswith("DRIFT: ")
+
+
+def test_a_host_read_in_part_exits_1_not_in_sync():
+    from rollback_ops.status import StatusReport, render
+
+    hosts = {"web1": host("web1"), "web2": host("web2", problems=["env file x cannot be read"])}
+    report = StatusReport("20250101T000000Z-abcdef", "prod", "/x", hosts, [])
+    assert report.incomplete == ["web2"] and report.exit_status == 1
+    text = render(report)
+    assert "web2: could not read: env file x cannot be read" in text
+    assert text.endswith("could not read part of web2 (exit 1)")
