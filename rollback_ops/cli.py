@@ -399,6 +399,16 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 4 if pruned.errors else 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from rollback_ops import status
+
+    report = status.status(
+        args.inventory, limit=args.limit, state_dir=args.state_dir, options=ansible_options(args)
+    )
+    print(json.dumps(status.document(report), indent=2) if args.json else status.render(report))
+    return report.exit_status
+
+
 def cmd_levels(args: argparse.Namespace) -> int:
     for name, lv in operations.rollback_levels().items():
         print(f"{name:<10} {lv.summary}  [{lv.seeds}]")
@@ -622,6 +632,24 @@ SUBCOMMANDS: dict[str, Command] = {
         ),
         defaults={"check": False, "break_glass": False},
     ),
+    "status": Command(
+        _operation("status").summary,
+        cmd_status,
+        (
+            inventory_argument(),
+            LIMIT,
+            argument(
+                "--json",
+                action="store_true",
+                help="print the status as JSON (kind status, with a drift list)",
+            ),
+            *ansible_arguments(),
+        ),
+        examples=(
+            "rollback-ops status -i prod",
+            "rollback-ops status -i staging --limit 'web*' --json",
+        ),
+    ),
     "levels": Command("list the levels and the seeds they come from", cmd_levels),
     "report": Command(
         "render a run's Rollback Log as Markdown: timeline, checks, data loss, backups",
@@ -766,6 +794,9 @@ COMMANDS = {name: command.handler for name, command in SUBCOMMANDS.items()}
 
 # the commands that write runs, receipts, history or locks: the state dir is checked first
 WRITES_STATE = ("apply", "unlock", "backup", "verify", "demo", "runs")
+
+
+WRITES_STATE = ("apply", "unlock", "backup", "verify", "demo", "status")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

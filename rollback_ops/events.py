@@ -37,6 +37,7 @@ DATA_KEYS = (
     "restore_test",
     "removed",
     "differs",
+    "status",  # status_info: where the host stands
 )
 RESULT_EVENTS: dict[str, StepStatus] = {
     "runner_on_ok": "ok",
@@ -128,7 +129,7 @@ class EventCollector:
                 host.code["images"] = res["images"]
             if res.get("containers"):
                 host.code["containers"] = res["containers"]
-        if module in ("dbrestore", "backup") and status in (
+        if module in ("dbrestore", "backup", "status_info") and status in (
             "ok",
             "changed",
         ):

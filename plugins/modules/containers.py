@@ -136,6 +136,7 @@ import re
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.rollback_ops.rollback.plugins.module_utils.compose import describe
 from ansible_collections.rollback_ops.rollback.plugins.module_utils.files import update_digest
 
 try:
@@ -210,19 +211,6 @@ class Compose:
 
     def services(self):
         return [s for s in self.run("config", "--services").split() if s]
-
-
-def describe(container):
-    container.reload()
-    state = container.attrs.get("State", {})
-    return dict(
-        id=container.id[:12],
-        image=container.attrs.get("Image", ""),
-        status=state.get("Status", ""),
-        restarting=bool(state.get("Restarting")),
-        restart_count=container.attrs.get("RestartCount", 0),
-        started_at=state.get("StartedAt", ""),
-    )
 
 
 def inspect(module, client, compose, params, result, problems):

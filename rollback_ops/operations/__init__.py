@@ -3,7 +3,7 @@
 Importing the package registers every operation in :data:`OPERATIONS`, smallest level first.
 """
 
-from rollback_ops.operations import backup, levels, maintenance
+from rollback_ops.operations import backup, levels, maintenance, status
 from rollback_ops.operations.base import (
     OPERATIONS,
     REQUEST_KEYS,
@@ -35,4 +35,5 @@ __all__ = [
     "request_problems",
     "rollback_levels",
     "rollback_request",
+    "status",
 ]

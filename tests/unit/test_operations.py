@@ -86,7 +86,7 @@ def test_every_command_is_a_registered_class_with_its_playbook_and_policy():
     # backup prune removes sets: production needs an approval for it, as for a level
     assert guarded == {"flag", "emergency", "config", "code", "full", "unlock", "backup-prune"}
     readonly = {n for n, op in OPERATIONS.items() if op.playbook and not op.changes_hosts}
-    assert readonly == {"verify", "unlock-inspect", "backup-list", "backup-verify"}
+    assert readonly == {"verify", "unlock-inspect", "backup-list", "backup-verify", "status"}
     with pytest.raises(ConfigError, match="unknown level 'resume'"):
         operations.get("resume")  # no playbook of its own: api.prepare_resume
 
