@@ -44,6 +44,7 @@ CONTRACT: dict[str, type | tuple[type, ...]] = {
     "max_age_days": type(None),
     "unlock_runs": dict,
     "unlock_inspect": bool,
+    "undo": dict,
     "controller": dict,
     "authorized_environments": type(None),
 }
