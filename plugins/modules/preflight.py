@@ -249,7 +249,7 @@ def check_env(params, problems, result):
     with open(target, "rb") as handle:
         data = handle.read()
     text = decode(data)
-    check_expected(params["env_expect"], read_values(text), path, problems)
+    check_expected(params.get("env_expect") or {}, read_values(text), path, problems)
     present = keys_in(text)
     missing = [k for k in wanted if k not in present]
     if missing and not params["allow_new_keys"]:

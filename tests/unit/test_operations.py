@@ -42,6 +42,7 @@ CONTRACT = {
     "max_age_days",
     "unlock_runs",
     "unlock_inspect",
+    "undo",
     "controller",
     "authorized_environments",
 }
