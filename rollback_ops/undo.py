@@ -54,7 +54,7 @@ from rollback_ops.appspec import ENV_KEY, env_value_problem
 from rollback_ops.exceptions import ConfigError
 from rollback_ops.operations import Request
 from rollback_ops.operations.base import GIT_REF, SHA
-from rollback_ops.text import short
+from rollback_ops.text import one_line, short
 
 UNDOABLE = ("flag", "emergency", "code")
 MASKED = re.compile(r"<secret sha256:[0-9a-f]{8}>")
@@ -183,8 +183,8 @@ def _code_entry(run_id: str, host: str, result: dict[str, Any], force: bool) -> 
     if snapshot.get("kind") != "git-ref":
         raise ConfigError(
             f"run {run_id} restored backup files on {host}: undo puts back git runs only; the "
-            f"files as they were are in {short(snapshot.get('path'), 200)} (tar -xzf it in "
-            f"{short(snapshot.get('base'), 200)})"
+            f"files as they were are in {one_line(str(snapshot.get('path')), 200)} (tar -xzf it "
+            f"in {one_line(str(snapshot.get('base')), 200)})"
         )
     head, branch = str(snapshot.get("head", "")), str(snapshot.get("branch") or "")
     after = str(code.get("head_after") or "")
