@@ -81,6 +81,8 @@ def prepare_undo(
         raise ConfigError(f"run {run_id} was a check-mode run: it changed nothing to undo")
     _refuse_level(run_id, level, receipt)
     inventory_path = api.same_inventory(receipt, inventory_sources, state, "undo")
+    if not inventory_path:
+        raise ConfigError(f"the receipt of run {run_id} names no inventory_path")
     done_by = undone_by(state, run_id)
     if done_by:
         raise ConfigError(
@@ -97,7 +99,7 @@ def prepare_undo(
         _refuse_redo_of_removal(run_id, receipt)
     if not undo:
         raise ConfigError(f"run {run_id} changed nothing to undo on any host")
-    request = receipt.get("request") or {}
+    request = _dict(receipt.get("request"))
     return api.prepare(
         level,
         inventory_path,
@@ -120,10 +122,12 @@ def _refuse_level(run_id: str, level: str, receipt: dict[str, Any]) -> None:
     hosts: dict[str, Any] = receipt["hosts"]
     inv = receipt.get("inventory") or receipt.get("inventory_path") or "INV"
     if level == "full":
-        sets = {h: (r.get("data") or {}).get("forensic_set_id") for h, r in sorted(hosts.items())}
-        found = ", ".join(f"{h}: {s}" for h, s in sets.items() if s) or "none recorded"
-        heads = {(r.get("code") or {}).get("current", {}).get("head") for r in hosts.values()}
-        to = f" --to {next(iter(heads))}" if len(heads) == 1 and None not in heads else ""
+        sets = {h: _text(_dict(r.get("data")).get("forensic_set_id")) for h, r in hosts.items()}
+        found = ", ".join(f"{h}: {s}" for h, s in sorted(sets.items()) if s) or "none recorded"
+        heads = {
+            _text(_dict(_dict(r.get("code")).get("current")).get("head")) for r in hosts.values()
+        }
+        to = f" --to {next(iter(heads))}" if len(heads) == 1 and "" not in heads else ""
         example = next((s for s in sets.values() if s), "SET_ID")
         raise ConfigError(
             f"run {run_id} is level full: undo does not put databases back silently; the "
@@ -132,14 +136,16 @@ def _refuse_level(run_id: str, level: str, receipt: dict[str, Any]) -> None:
             "how to put code and data back to them"
         )
     if level == "config":
-        copies = ", ".join(f"{b['host']}: {b['path']}" for b in receipt.get("backups") or [])
+        copies = ", ".join(
+            one_line(f"{b['host']}: {b['path']}", 300) for b in receipt.get("backups") or []
+        )
         raise ConfigError(
             f"run {run_id} is level config: undo does not restore config files yet; the files "
             f"as they were are the copies the run made ({copies or 'none: it changed nothing'})"
         )
     if level not in UNDOABLE:
         raise ConfigError(
-            f"run {run_id} is {level!r}, not a rollback undo puts back "
+            f"run {run_id} is {short(level)}, not a rollback undo puts back "
             f"({', '.join(UNDOABLE)}; full and config are explained when asked)"
         )
 
@@ -152,12 +158,13 @@ def _env_entry(run_id: str, host: str, result: dict[str, Any], force: bool) -> d
     env: dict[str, str] = {}
     remove: list[str] = []
     expect: dict[str, list[str | None]] = {}
+    host = one_line(host, 80)
     for change in changed:
         key, before, after = change["key"], change["before"], change["after"]
         if not ENV_KEY.match(key) or (before is not None and env_value_problem(before)):
             raise ConfigError(f"run {run_id}: the receipt's {host} {short(key)} cannot be set")
         if (before is not None and MASKED.fullmatch(before)) or MASKED.fullmatch(after):
-            copies = [b for b in result.get("backups") or [] if ".backup." in b]
+            copies = [one_line(b, 300) for b in _list(result.get("backups")) if ".backup." in b]
             where = f"the copy it made: {', '.join(copies)}" if copies else "no copy recorded"
             raise ConfigError(
                 f"run {run_id} changed the secret {key} on {host}: its receipt keeps only a "
@@ -176,10 +183,11 @@ def _env_entry(run_id: str, host: str, result: dict[str, Any], force: bool) -> d
 
 def _code_entry(run_id: str, host: str, result: dict[str, Any], force: bool) -> dict[str, Any]:
     """What goes back on one host of a code run (empty: its code was not changed)."""
-    code = result.get("code") or {}
-    snapshot = code.get("snapshot") or {}
+    code = _dict(result.get("code"))
+    snapshot = _dict(code.get("snapshot"))
     if not snapshot:
         return {}
+    host = one_line(host, 80)
     if snapshot.get("kind") != "git-ref":
         raise ConfigError(
             f"run {run_id} restored backup files on {host}: undo puts back git runs only; the "
@@ -201,15 +209,27 @@ def _code_entry(run_id: str, host: str, result: dict[str, Any], force: bool) -> 
 def _refuse_redo_of_removal(run_id: str, receipt: dict[str, Any]) -> None:
     """An undo that removed keys cannot be undone from its receipt (the values are not kept
     where flags list them): say so rather than leave them out silently."""
-    undo = (receipt.get("request") or {}).get("undo") or {}
-    removed = sorted(
-        {k for e in undo.values() if isinstance(e, dict) for k in e.get("env_remove", [])}
-    )
+    undo = _dict(_dict(receipt.get("request")).get("undo"))
+    removed = sorted({k for e in undo.values() for k in _list(_dict(e).get("env_remove"))})
     if removed:
         raise ConfigError(
             f"run {run_id} removed {', '.join(removed)} (keys run {receipt.get('undoes')} "
             f"added): run {receipt.get('undoes')}'s command again instead of undoing it"
         )
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    """A receipt's object, or {} where the file holds something else (nothing is trusted)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[str]:
+    """A receipt's list of strings, without what is not a string."""
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _text(value: Any) -> str:
+    return one_line(value, 200) if isinstance(value, str) else ""
 
 
 def undone_by(state: Path, run_id: str) -> str:
