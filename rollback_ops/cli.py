@@ -241,7 +241,11 @@ def cmd_apply(args: argparse.Namespace) -> int:
         if missing:
             raise RollbackOpsError(f"apply needs {' and '.join(missing)} (or --resume RUN_ID)")
         prep = _prepare_level(args)
+    return _execute(prep, args)
 
+
+def _execute(prep: api.Prepared, args: argparse.Namespace) -> int:
+    """Run a prepared rollback (apply, undo) once the guard allows it; its exit status."""
     auth = _authorize(prep, args)
     observer = _observer(sys.stderr)
     result = api.execute(
@@ -266,17 +270,7 @@ def cmd_undo(args: argparse.Namespace) -> int:
         state_dir=args.state_dir,
         options=ansible_options(args),
     )
-    auth = _authorize(prep, args)  # the guard of the undone run's level
-    observer = _observer(sys.stderr)
-    result = api.execute(
-        prep,
-        check=args.check,
-        diff=args.diff,
-        state_dir=args.state_dir,
-        observer=observer,
-        auth=auth,
-    )
-    return _finish(result, args, observer)
+    return _execute(prep, args)  # under the guard of the undone run's level
 
 
 def level_usage_problems(level: Operation, args: argparse.Namespace) -> list[str]:

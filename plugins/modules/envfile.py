@@ -206,9 +206,7 @@ def main():
     plain = dict((str(k), str(v)) for k, v in (params["values"] or {}).items())
     hidden = dict((str(k), str(v)) for k, v in (params["secret_values"] or {}).items())
     drop = [str(k) for k in params["remove"] or []]
-    secret = set(hidden) | set(
-        k for k in list(plain) + drop if is_secret(k, params["secret_keys"])
-    )
+    secret = set(hidden) | set(k for k in list(plain) + drop if is_secret(k, params["secret_keys"]))
 
     def shown(values):
         return dict((k, mask(v) if k in secret else v) for k, v in values.items())

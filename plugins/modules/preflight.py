@@ -273,8 +273,10 @@ def check_expected(expect, values, path, problems):
         if is_secret(key, DEFAULT_SECRET_KEYS):
             shown = "another value"
         else:
-            shown = ("%r" % now if now is not None else "absent") + ", not " + " or ".join(
-                "%r" % v if v is not None else "absent" for v in accepted
+            shown = (
+                ("%r" % now if now is not None else "absent")
+                + ", not "
+                + " or ".join("%r" % v if v is not None else "absent" for v in accepted)
             )
         problems.append(
             "%s: %s is %s: a later change? (rollback-ops undo --force overwrites it)"

@@ -372,22 +372,15 @@ for name, content in BAD_RECEIPTS.items():
             expect="receipt",
         )
     )
-    add(
-        Case(
-            f"undo-receipt-{name}",
-            ["undo", "20250101T000000Z-abcdef", "--yes"],
-            setup=receipt_setup(content),
-            expect="receipt",
+    for command, argv in (("undo", ["undo"]), ("resume", ["apply", "--resume"])):
+        add(
+            Case(
+                f"{command}-receipt-{name}",
+                [*argv, "20250101T000000Z-abcdef", "--yes"],
+                setup=receipt_setup(content),
+                expect="receipt",
+            )
         )
-    )
-    add(
-        Case(
-            f"resume-receipt-{name}",
-            ["apply", "--resume", "20250101T000000Z-abcdef", "--yes"],
-            setup=receipt_setup(content),
-            expect="receipt",
-        )
-    )
 # receipts whose inner values undo reads are odd: refused in one line, naming the run
 ODD_UNDO_RECEIPTS = {
     "code-snapshot-string": receipt_json(level="code", hosts={"h": {"code": {"snapshot": "x"}}}),
