@@ -138,6 +138,17 @@ def test_a_later_change_is_refused_at_preflight_unless_forced(state: Path):
     assert env_file(state).read_bytes() == SHIPPED.read_bytes()
 
 
+def test_an_emergency_run_is_undone_under_its_own_level(state: Path):
+    run = api.apply("emergency", "local", state_dir=state)
+    assert run.ok and b"APP_MODE=research" in env_file(state).read_bytes()
+    prep = undo.prepare_undo(run.run_id, state_dir=state)
+    assert prep.operation.name == "emergency"  # its guard: break-glass allowed, as the level
+    assert prep.request.undo["localhost"]["env"] == {"APP_MODE": "production"}
+    done = api.execute(prep, state_dir=state)
+    assert done.ok and done.receipt()["level"] == "emergency"
+    assert env_file(state).read_bytes() == SHIPPED.read_bytes()
+
+
 def test_an_undo_of_an_undo_redoes_and_the_run_may_then_be_undone_again(state: Path):
     first = flag(state, ENABLE_CONTENT_TYPE_ANALYSIS="false")
     changed = env_file(state).read_bytes()
