@@ -184,15 +184,7 @@ def prepare_resume(
         raise ConfigError(f"run {run_id} was a check-mode run: it changed nothing to resume")
     if receipt.get("result") == "ok":
         raise ConfigError(f"run {run_id} finished on every host; nothing to resume")
-    inventory_path = str(receipt.get("inventory_path", ""))
-    if inventory_sources:
-        first = inventory_sources if isinstance(inventory_sources, str) else inventory_sources[0]
-        given = inventory.resolve(first, state)[1]
-        if given.resolve() != Path(inventory_path).resolve():
-            raise ConfigError(
-                f"run {run_id} ran against {inventory_path}, not {given}; "
-                "leave --inventory out to resume it"
-            )
+    inventory_path = same_inventory(receipt, inventory_sources, state, "resume")
     hosts = receipt.get("hosts") or {}
     unfinished = sorted(h for h, r in hosts.items() if r.get("status") not in ("ok", "changed"))
     request = receipt.get("request") or {}
@@ -218,6 +210,26 @@ def prepare_resume(
         state_dir=state_dir,
         options=options,
     )
+
+
+def same_inventory(
+    receipt: dict[str, Any],
+    inventory_sources: str | Sequence[str] | None,
+    state: Path,
+    verb: str,
+) -> str:
+    """The inventory a receipt's run used; ConfigError if ``inventory_sources`` (given to
+    confirm it) names another one."""
+    inventory_path = str(receipt.get("inventory_path", ""))
+    if inventory_sources:
+        first = inventory_sources if isinstance(inventory_sources, str) else inventory_sources[0]
+        given = inventory.resolve(first, state)[1]
+        if given.resolve() != Path(inventory_path).resolve():
+            raise ConfigError(
+                f"run {receipt.get('run_id')} ran against {inventory_path}, not {given}; "
+                f"leave --inventory out to {verb} it"
+            )
+    return inventory_path
 
 
 def plan(prep: Prepared, *, check: bool = False) -> list[HostPlan]:
@@ -312,6 +324,7 @@ def execute(
             "environment": prep.environments,
             "hosts": prep.hosts,
             **history.link("resume", prep.request.resumes),
+            **history.link("undo", prep.request.undoes),
             **({"reason_from": kept_reason} if kept_reason else {}),
         }
         history.append(
@@ -481,6 +494,7 @@ def _run(
         apps={h: prep.apps[h].name for h in prep.hosts},
         request=prep.masked_request(),
         resumes=prep.request.resumes,
+        undoes=prep.request.undoes,
         interrupted=interruption.name,
         hard_stop=interruption.hard,
     )

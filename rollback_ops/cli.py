@@ -32,7 +32,7 @@ from rollback_ops.durations import duration
 from rollback_ops.exceptions import Refused, RollbackOpsError
 from rollback_ops.operations import Argument, Operation, ansible_arguments, ansible_options
 from rollback_ops.operations.base import add_arguments, argument, count
-from rollback_ops.operations.levels import LEVEL_ARGUMENTS
+from rollback_ops.operations.levels import LEVEL_ARGUMENTS, NO_VERIFY
 from rollback_ops.operations.maintenance import Resume
 from rollback_ops.progress import LiveProgress, PlainProgress, backup_table, recap
 from rollback_ops.results import RunResult
@@ -242,7 +242,11 @@ def cmd_apply(args: argparse.Namespace) -> int:
         if missing:
             raise RollbackOpsError(f"apply needs {' and '.join(missing)} (or --resume RUN_ID)")
         prep = _prepare_level(args)
+    return _execute(prep, args)
 
+
+def _execute(prep: api.Prepared, args: argparse.Namespace) -> int:
+    """Run a prepared rollback (apply, undo) once the guard allows it; its exit status."""
     auth = _authorize(prep, args)
     observer = _observer(sys.stderr)
     result = api.execute(
@@ -254,6 +258,20 @@ def cmd_apply(args: argparse.Namespace) -> int:
         auth=auth,
     )
     return _finish(result, args, observer)
+
+
+def cmd_undo(args: argparse.Namespace) -> int:
+    from rollback_ops import undo
+
+    prep = undo.prepare_undo(
+        args.run_id,
+        inventory_sources=args.inventory,
+        force=args.force,
+        verify=args.verify,
+        state_dir=args.state_dir,
+        options=ansible_options(args),
+    )
+    return _execute(prep, args)  # under the guard of the undone run's level
 
 
 def level_usage_problems(level: Operation, args: argparse.Namespace) -> list[str]:
@@ -650,6 +668,37 @@ SUBCOMMANDS: dict[str, Command] = {
             "rollback-ops status -i staging --limit 'web*' --json",
         ),
     ),
+    "undo": Command(
+        "put back what a flag, emergency or code run changed, from its receipt, under the "
+        "guard of its level (full and config runs: refused, saying where the data and files "
+        "as they were are)",
+        cmd_undo,
+        (
+            argument("run_id", metavar="RUN_ID", help="the run to undo (see `history`)"),
+            argument(
+                "--inventory",
+                "-i",
+                action="append",
+                help="confirm the inventory: refused unless it is the run's own",
+            ),
+            *RUN_OPTIONS,
+            argument(
+                "--force",
+                action="store_true",
+                help="undo even where a later change moved a key or HEAD since the run (it is "
+                "overwritten); code: despite uncommitted changes (recorded first)",
+            ),
+            NO_VERIFY,
+            JSON,
+            *GUARD,
+            *ansible_arguments(),
+        ),
+        examples=(
+            "rollback-ops undo 20250102T030405Z-a1b2c3 --check --diff",
+            "rollback-ops undo 20250102T030405Z-a1b2c3 -i staging --yes",
+            "rollback-ops undo 20250102T030405Z-a1b2c3 -i prod --approved-by bob",
+        ),
+    ),
     "levels": Command("list the levels and the seeds they come from", cmd_levels),
     "report": Command(
         "render a run's Rollback Log as Markdown: timeline, checks, data loss, backups",
@@ -793,10 +842,7 @@ COMMANDS = {name: command.handler for name, command in SUBCOMMANDS.items()}
 
 
 # the commands that write runs, receipts, history or locks: the state dir is checked first
-WRITES_STATE = ("apply", "unlock", "backup", "verify", "demo", "runs")
-
-
-WRITES_STATE = ("apply", "unlock", "backup", "verify", "demo", "status")
+WRITES_STATE = ("apply", "undo", "unlock", "backup", "verify", "demo", "runs", "status")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -40,6 +40,7 @@ FIELDS: dict[str, tuple[str, bool]] = {
     "apps": (_DICT, False),
     "request": (_DICT, False),
     "resumes": (_STR, False),
+    "undoes": (_STR, False),
     "started": (_STR, False),
     "duration": (_NUM, False),
     "backups": (_LIST, False),

@@ -96,6 +96,7 @@ class RunResult:
     notifications: list[dict[str, Any]] = field(default_factory=list)
     request: dict[str, Any] = field(default_factory=dict)
     resumes: str = ""
+    undoes: str = ""  # the run this one undoes (rollback-ops undo)
     interrupted: str = ""  # SIGINT or SIGTERM when a signal stopped the run
     hard_stop: bool = False  # a second signal killed the playbook mid-task
     receipt_error: str = ""  # why the receipt could not be saved (it is printed instead)
@@ -168,6 +169,7 @@ class RunResult:
             "apps": self.apps,
             "request": self.request,
             "resumes": self.resumes,
+            "undoes": self.undoes,
             "started": self.started,
             "duration": round(self.duration, 3),
             "result": self.outcome,

@@ -327,6 +327,29 @@ def edit(text, values, allow_new_keys=False):
     return bom + "".join(out), before, changed_keys, duplicates
 
 
+def remove(text, keys):
+    """Return (new_text, before, removed_keys) for removing every assignment of keys.
+
+    Each assignment's lines go; every other byte stays. A key that is absent is left alone
+    (before: None). A multi-line value is refused, as edit() refuses it.
+    """
+    keys = [str(k) for k in keys]
+    problems = [p for p in (value_problem(k, "") for k in keys) if p]
+    problems += key_problems(text, keys)
+    if problems:
+        raise EnvFileError("; ".join(problems))
+    bom, lines, assignments = parse(text)
+    current = dict((item.key, item.value) for item in assignments)
+    drop = set()
+    for item in assignments:
+        if item.key in keys:
+            drop.update(range(item.first, item.last + 1))
+    out = [body + eol for n, (body, eol) in enumerate(lines) if n not in drop]
+    before = dict((key, current.get(key)) for key in keys)
+    removed = [key for key in keys if key in current]
+    return bom + "".join(out), before, removed
+
+
 def _shown(body, secret):
     match = ASSIGNMENT.match(body)
     if match and match.group("key") in secret:

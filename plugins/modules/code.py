@@ -69,6 +69,24 @@ options:
     type: str
     choices: [checkout, revert]
     default: checkout
+  exact:
+    description:
+      - git, put HEAD exactly on the target commit whatever I(git_mode) says, on I(branch)
+        (moved there) or detached when I(branch) is empty; needed until HEAD is that commit
+        on that branch. C(rollback-ops undo) uses it to put back the HEAD a run recorded.
+    type: bool
+    default: false
+  branch:
+    description: git, with I(exact), the branch to put on the target and check out.
+    type: str
+    default: ""
+  expect_head:
+    description:
+      - git, the commits HEAD may be on now (empty, any); another is a problem. C(rollback-ops
+        undo) sends the HEAD the undone run left and the one it puts back.
+    type: list
+    elements: str
+    default: []
   restore:
     description: files, paths relative to I(path) restored from C(<file>.backup.<stamp>).
     type: list
@@ -258,6 +276,26 @@ def inspect_git(module, params, result, problems):
         return None
     _, described, _ = git.run("describe", "--tags", "--always", sha, check=False)
     result["target"] = dict(sha=sha, ref=ref, description=described or sha[:12])
+    expected = params["expect_head"]
+    if expected and head not in expected:
+        problems.append(
+            "HEAD of %s is %s, not %s: a later change? (rollback-ops undo --force overwrites it)"
+            % (params["path"], head[:12], " or ".join(e[:12] for e in expected))
+        )
+    if params["exact"] and params["branch"]:
+        rc, _, _ = git.run("check-ref-format", "--branch", params["branch"], check=False)
+        if rc != 0 or params["branch"].startswith("-"):
+            problems.append("%r is not a branch name" % params["branch"])
+    if params["exact"] and (head != sha or branch != params["branch"]):
+        result["reasons"].append(
+            "HEAD %s%s is not %s%s"
+            % (
+                head[:12],
+                " on " + branch if branch else " (detached)",
+                sha[:12],
+                " on " + params["branch"] if params["branch"] else " (detached)",
+            )
+        )
     if git.tree("HEAD") != git.tree(sha):
         _, log, _ = git.run("log", "--oneline", "--no-decorate", "-n", "20", sha + "..HEAD")
         result["reasons"].append(
@@ -371,9 +409,12 @@ def revert_git(module, git, params, result):
             git.run("update-ref", ref + "-worktree", stash)
             snapshot["worktree_ref"] = ref + "-worktree"
     how = "--hard" if result["current"]["dirty"] else "--keep"
-    if params["git_mode"] == "checkout":
-        args = ["checkout", "--detach"] + (["--force"] if how == "--hard" else []) + [target]
-        git.run(*args)
+    force = ["--force"] if how == "--hard" else []
+    if params["exact"]:
+        place = ["-B", params["branch"]] if params["branch"] else ["--detach"]
+        git.run(*(["checkout"] + force + place + [target]))
+    elif params["git_mode"] == "checkout":
+        git.run(*(["checkout", "--detach"] + force + [target]))
     else:
         _, log, _ = git.run("log", "--oneline", "--no-decorate", target + "..HEAD")
         message = "Roll back to %s (%s)\n\nReverts:\n%s\n\nrollback-ops run %s%s\n" % (
@@ -413,6 +454,9 @@ def main():
             remove=dict(type="list", elements="str", default=[]),
             backup_stamp=dict(type="str", default=""),
             force=dict(type="bool", default=False),
+            exact=dict(type="bool", default=False),
+            branch=dict(type="str", default=""),
+            expect_head=dict(type="list", elements="str", default=[]),
             app=dict(type="str", default="app"),
             snapshot_dir=dict(type="path", default="/var/lib/rollback-ops/code"),
             **dict(run_argument_spec(), **space_argument_spec()),

@@ -74,6 +74,14 @@ options:
     type: list
     elements: str
     default: ["*_KEY", "*_TOKEN", "*PASSWORD*", "*SECRET*"]
+  remove:
+    description:
+      - Keys whose assignments are removed (every line of each); an absent key is left
+        alone. C(rollback-ops undo) removes so a key that a run added. A key may not be in
+        both I(remove) and I(values) or I(secret_values).
+    type: list
+    elements: str
+    default: []
   allow_new_keys:
     description: Append keys that are not in the file yet instead of failing.
     type: bool
@@ -121,6 +129,13 @@ EXAMPLES = r"""
     values:
       ENABLE_TIME_WEIGHTING: "false"
     keep_backups: 5
+
+- name: Put a flag back and remove the key a run added
+  rollback_ops.rollback.envfile:
+    path: /srv/analyticbot/.env.production
+    values:
+      ENABLE_TIME_WEIGHTING: "true"
+    remove: [ENABLE_EXPERIMENT]
 """
 
 RETURN = r"""
@@ -133,6 +148,11 @@ before:
 after:
   description: Each requested key's value after the change (secret ones masked as in before).
   type: dict
+  returned: always
+removed_keys:
+  description: The keys of I(remove) that were (or in check mode would be) removed.
+  type: list
+  elements: str
   returned: always
 changed_keys:
   description: The keys whose assignments changed (or would change in check mode).
@@ -177,6 +197,7 @@ from ansible_collections.rollback_ops.rollback.plugins.module_utils.envfile impo
     is_secret,
     mask,
     prune_backups,
+    remove,
     safe_write,
     space_problems,
 )
@@ -202,6 +223,7 @@ def main():
             secret_keys=dict(
                 type="list", elements="str", default=list(DEFAULT_SECRET_KEYS), no_log=False
             ),
+            remove=dict(type="list", elements="str", default=[], no_log=False),
             allow_new_keys=dict(type="bool", default=False),
             backup=dict(type="bool", default=True),
             keep_backups=dict(type="int", default=10),
@@ -214,7 +236,8 @@ def main():
     path = params["path"]
     plain = dict((str(k), str(v)) for k, v in (params["values"] or {}).items())
     hidden = dict((str(k), str(v)) for k, v in (params["secret_values"] or {}).items())
-    secret = set(hidden) | set(k for k in plain if is_secret(k, params["secret_keys"]))
+    drop = [str(k) for k in params["remove"] or []]
+    secret = set(hidden) | set(k for k in list(plain) + drop if is_secret(k, params["secret_keys"]))
 
     def shown(values):
         return dict((k, mask(v) if k in secret else v) for k, v in values.items())
@@ -229,7 +252,8 @@ def main():
         before={},
         after={},
         changed_keys=[],
-        secret_keys=sorted(k for k in secret if k in plain or k in hidden),
+        removed_keys=[],
+        secret_keys=sorted(k for k in secret if k in plain or k in hidden or k in drop),
         backup_file="",
         removed_backups=[],
         invocation=invocation,
@@ -241,6 +265,9 @@ def main():
     both = sorted(set(plain) & set(hidden))
     if both:
         fail("%s given in both values and secret_values" % ", ".join(both))
+    both = sorted(set(drop) & (set(plain) | set(hidden)))
+    if both:
+        fail("%s given both to set and to remove" % ", ".join(both))
     problem = file_problem(path)
     if problem:
         module.fail_json(msg=problem, **result)
@@ -252,9 +279,16 @@ def main():
     wanted = dict(plain, **hidden)
     try:
         new_text, before, changed_keys, duplicates = edit(text, wanted, params["allow_new_keys"])
+        new_text, gone, removed_keys = remove(new_text, drop)
     except EnvFileError as exc:
         fail(str(exc))
-    result.update(before=shown(before), after=shown(wanted), changed_keys=changed_keys)
+    before.update(gone)
+    result.update(
+        before=shown(before),
+        after=shown(wanted),
+        changed_keys=changed_keys + removed_keys,
+        removed_keys=removed_keys,
+    )
     for key in duplicates:
         module.warn("%s: %s is assigned more than once; every assignment was set" % (path, key))
     result["changed"] = new_text != text

@@ -46,6 +46,14 @@ options:
     type: list
     elements: str
     default: []
+  env_expect:
+    description:
+      - For each key, the values it may hold now (null for absent); another value is a
+        problem naming the key. C(rollback-ops undo) sends the value the undone run set and
+        the one the undo puts back, so a key a later run changed is not silently reverted.
+      - Values are never shown for a key matching the default secret patterns.
+    type: dict
+    default: {}
   declared_keys:
     description:
       - Keys the app declares; keys outside it are problems unless allow_new_keys.
@@ -181,11 +189,14 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.rollback_ops.rollback.plugins.module_utils.envfile import (
+    DEFAULT_SECRET_KEYS,
     MIB,
     decode,
     file_problem,
+    is_secret,
     key_problems,
     keys_in,
+    read_values,
     space_needs,
     space_problems,
 )
@@ -238,6 +249,7 @@ def check_env(params, problems, result):
     with open(target, "rb") as handle:
         data = handle.read()
     text = decode(data)
+    check_expected(params.get("env_expect") or {}, read_values(text), path, problems)
     present = keys_in(text)
     missing = [k for k in wanted if k not in present]
     if missing and not params["allow_new_keys"]:
@@ -249,6 +261,27 @@ def check_env(params, problems, result):
     result["free_mb"] = int(tightest[1] // MIB)
     result["needed_mb"] = int(-(-tightest[2] // MIB))
     problems.extend(space_problems(path, size, size, margin))
+
+
+def check_expected(expect, values, path, problems):
+    """Each key of expect holds one of its accepted values (None: absent)."""
+    for key in sorted(expect):
+        accepted = expect[key] if isinstance(expect[key], list) else [expect[key]]
+        now = values.get(key)
+        if now in accepted:
+            continue
+        if is_secret(key, DEFAULT_SECRET_KEYS):
+            shown = "another value"
+        else:
+            shown = (
+                ("%r" % now if now is not None else "absent")
+                + ", not "
+                + " or ".join("%r" % v if v is not None else "absent" for v in accepted)
+            )
+        problems.append(
+            "%s: %s is %s: a later change? (rollback-ops undo --force overwrites it)"
+            % (path, key, shown)
+        )
 
 
 def check_units(module, problems, result):
@@ -326,6 +359,7 @@ def main():
     spec = dict(
         env_file=dict(type="str", default=""),
         env_keys=dict(type="list", elements="str", default=[]),
+        env_expect=dict(type="dict", default={}),
         declared_keys=dict(type="list", elements="str", default=[]),
         allow_new_keys=dict(type="bool", default=False),
         units=dict(type="list", elements="str", default=[]),

@@ -25,7 +25,7 @@ class Request:
     """What the operator asked for, independent of any host.
 
     The fields are named as the playbooks' ``rollback_request`` keys (:func:`extravars`);
-    ``resumes`` and ``unlock_run`` stay on the controller.
+    ``resumes``, ``undoes`` and ``unlock_run`` stay on the controller.
     """
 
     level: str = ""
@@ -45,7 +45,11 @@ class Request:
     max_age_seconds: int | None = None  # backup verify: a verified set this young must exist
     unlock_runs: dict[str, str] = field(default_factory=dict)  # unlock: per host, the run
     unlock_inspect: bool = False  # unlock's first phase: read the locks only
+    # undo: per host, what goes back (rollback_ops.undo): env values, keys to remove, the
+    # values the keys may hold now; for code the HEAD and branch to put back exactly
+    undo: dict[str, dict[str, Any]] = field(default_factory=dict)
     resumes: str = ""  # controller only: the run this one resumes
+    undoes: str = ""  # controller only: the run this one undoes
     unlock_run: str = ""  # controller only: unlock clears only this run's locks
 
 
@@ -75,6 +79,7 @@ REQUEST_KEYS: dict[str, tuple[type, ...]] = {
     "max_age_seconds": (int, type(None)),
     "unlock_runs": (dict,),
     "unlock_inspect": (bool,),
+    "undo": (dict,),
     "controller": (dict,),
     "authorized_environments": (list,),
 }
@@ -118,6 +123,7 @@ def rollback_request(
         "max_age_seconds": request.max_age_seconds,
         "unlock_runs": dict(request.unlock_runs),
         "unlock_inspect": request.unlock_inspect,
+        "undo": {host: dict(entry) for host, entry in request.undo.items()},
         "controller": {
             "name": str(controller["controller"]),
             "pid": int(controller["pid"]),

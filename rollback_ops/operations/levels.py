@@ -94,8 +94,11 @@ class EnvLevel(Level):
         return [] if app.env_file else [f"app {app.name} has no rollback_app.env_file"]
 
     def plan(self, host: str, app: AppSpec, request: Request) -> list[str]:
-        values = self.values(app, request)
+        undo = request.undo.get(host, {})  # rollback-ops undo: this host's own values
+        values = dict(undo["env"]) if "env" in undo else self.values(app, request)
         settings = ", ".join(f"{k}={mask(v) if app.is_secret(k) else v}" for k, v in values.items())
+        if undo.get("env_remove"):
+            settings += f"; remove {', '.join(undo['env_remove'])}"
         units = f"; systemd knows {', '.join(app.units)}" if app.units else ""
         steps = [
             f"preflight (every host before any change): {', '.join(values)} declared "
@@ -125,7 +128,7 @@ class Flag(EnvLevel):
 
     def check(self, app: AppSpec, request: Request) -> list[str]:
         problems = super().check(app, request)
-        if not request.flags and not app.master_switch:
+        if not request.flags and not app.master_switch and not request.undo:
             problems.append(f"no --flag given and app {app.name} has no master_switch to turn off")
         undeclared = [k for k in request.flags if k not in app.declared_keys]
         if undeclared and not request.allow_new_flags:
@@ -286,6 +289,11 @@ def _code_plan(host: str, app: AppSpec, request: Request, full: bool = False) ->
             if code.git_mode == "checkout"
             else "commit the target's tree on top of HEAD (history kept)"
         )
+        if "head" in request.undo.get(host, {}):
+            branch = request.undo[host].get("branch")
+            how = (
+                f"put HEAD back on the target{f' on branch {branch}' if branch else ' (detached)'}"
+            )
         steps.append(f"record HEAD as refs/rollback-ops/<run id>, then {how} in {code.path}")
     else:
         restore = f"restore {', '.join(code.restore)} from their backups" if code.restore else ""

@@ -309,6 +309,7 @@ BAD_RUN_IDS = {
 for name, run_id in BAD_RUN_IDS.items():
     add(Case(f"resume-{name}", ["apply", "--resume", run_id, "--yes"]))
     add(Case(f"report-{name}", ["report", run_id], expect="no receipt for run"))
+    add(Case(f"undo-{name}", ["undo", run_id, "--yes"], expect="no receipt for run"))
 add(Case("resume-with-level", ["apply", "--resume", "x", "-L", "flag"], expect="--resume"))
 add(Case("resume-empty", ["apply", "--resume", "", "--yes"]))
 
@@ -371,12 +372,40 @@ for name, content in BAD_RECEIPTS.items():
             expect="receipt",
         )
     )
+    for command, argv in (("undo", ["undo"]), ("resume", ["apply", "--resume"])):
+        add(
+            Case(
+                f"{command}-receipt-{name}",
+                [*argv, "20250101T000000Z-abcdef", "--yes"],
+                setup=receipt_setup(content),
+                expect="receipt",
+            )
+        )
+# receipts whose inner values undo reads are odd: refused in one line, naming the run
+ODD_UNDO_RECEIPTS = {
+    "code-snapshot-string": receipt_json(level="code", hosts={"h": {"code": {"snapshot": "x"}}}),
+    "code-head-not-sha": receipt_json(
+        level="code", hosts={"h\x1b[2J": {"code": {"snapshot": {"kind": "git-ref", "head": "-x"}}}}
+    ),
+    "full-data-list": receipt_json(level="full", hosts={"h": {"data": [], "code": {"current": 1}}}),
+    "redo-env-remove-string": receipt_json(
+        request={"undo": {"h": {"env_remove": "ABC"}}, "flags": 1},
+        hosts={"h": {"flags": [{"key": "A", "before": "1", "after": "2", "changed": True}]}},
+    ),
+    "flag-key-odd": receipt_json(
+        hosts={"h": {"flags": [{"key": "A B", "before": "1", "after": "2", "changed": True}]}}
+    ),
+    "flag-before-newline": receipt_json(
+        hosts={"h": {"flags": [{"key": "A", "before": "1\n2", "after": "2", "changed": True}]}}
+    ),
+}
+for name, content in ODD_UNDO_RECEIPTS.items():
     add(
         Case(
-            f"resume-receipt-{name}",
-            ["apply", "--resume", "20250101T000000Z-abcdef", "--yes"],
+            f"undo-odd-{name}",
+            ["undo", "20250101T000000Z-abcdef", "--yes"],
             setup=receipt_setup(content),
-            expect="receipt",
+            expect="20250101T000000Z-abcdef",
         )
     )
 add(

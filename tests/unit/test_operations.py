@@ -43,6 +43,7 @@ CONTRACT = {
     "max_age_seconds",
     "unlock_runs",
     "unlock_inspect",
+    "undo",
     "controller",
     "authorized_environments",
 }

@@ -45,6 +45,7 @@ CONTRACT: dict[str, type | tuple[type, ...]] = {
     "max_age_seconds": type(None),
     "unlock_runs": dict,
     "unlock_inspect": bool,
+    "undo": dict,
     "controller": dict,
     "authorized_environments": type(None),
 }
