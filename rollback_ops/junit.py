@@ -5,7 +5,8 @@ the run's id, level, inventory, check mode and result as properties. One ``<test
 host and step: ``classname`` is the host, ``name`` the step's display name, ``time`` its
 duration, and its properties hold the stable step id (``step_id``, see
 :mod:`rollback_ops.results`) and the step's status. A failed step has a ``<failure>`` with
-its message, an unreachable host an ``<error>``, a step that did not run ``<skipped>`` with
+its message (a role's rescue that re-fails naming the failed step is a failed testcase too,
+as in Ansible's own recap), an unreachable host an ``<error>``, a step that did not run ``<skipped>`` with
 the reason when the playbook gave one; a changed step's diff (changed lines only, secrets
 masked as on the terminal) is its ``<system-out>``. Ansible's bookkeeping tasks (argument
 validation, includes) appear only when they fail. A host that failed without a failed step
