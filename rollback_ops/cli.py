@@ -6,8 +6,7 @@ trouble, an unusable state dir, or an internal error (its traceback goes to a fi
 the terminal); 130 interrupted (Ctrl-C), 143 stopped by SIGTERM; 141 the reader of stdout
 went away (``| head``): output stops quietly, as for a program killed by SIGPIPE.
 With ``--check --detailed-exitcode`` (apply): 0 nothing would change, 2 changes pending,
-1 failed; 3, 4, 130 and 143 as above (bad input is 2 there too: check stderr, or the JUnit
-report, which then holds one failed testcase).
+1 failed, bad input included (so that 2 means only drift); 3, 4, 130 and 143 as above.
 
 Every JSON output (``--json``, receipts) is a versioned document (:mod:`rollback_ops.jsonout`)
 whose JSON Schema ships in ``rollback_ops/schemas``.
@@ -91,8 +90,8 @@ DETAILED_EXITCODE = argument(
     "--detailed-exitcode",
     action="store_true",
     help="with --check, for CI: exit 0 when nothing would change, 2 when changes are "
-    "pending (drift), 1 when it failed (3 refused, 130/143 interrupted); refused without "
-    "--check",
+    "pending (drift), 1 when it failed or the input is bad (3 refused, 130/143 "
+    "interrupted); refused without --check",
 )
 LEVEL_TARGET = (*LEVEL_ARGUMENTS, inventory_argument(), LIMIT, JSON)
 RUN_OPTIONS = (
@@ -807,7 +806,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     short message on stderr and an exit code (see the module docstring), never a traceback."""
     parsed = _parse(argv)
     if isinstance(parsed, int):
-        return parsed
+        given = sys.argv[1:] if argv is None else argv
+        return 1 if parsed == 2 and "--detailed-exitcode" in given else parsed
     args = parsed
     try:
         if args.command in WRITES_STATE:
@@ -818,6 +818,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RollbackOpsError as exc:
         _error(str(exc))
         _junit_refused(args, exc)
+        # with --detailed-exitcode, 2 means changes pending: bad input is a failure there
+        if exc.exit_code == 2 and getattr(args, "detailed_exitcode", False):
+            return 1
         return exc.exit_code
     except KeyboardInterrupt:
         print("rollback-ops: interrupted; nothing was changed", file=sys.stderr)

@@ -6,12 +6,13 @@ host and step: ``classname`` is the host, ``name`` the step's display name, ``ti
 duration, and its properties hold the stable step id (``step_id``, see
 :mod:`rollback_ops.results`) and the step's status. A failed step has a ``<failure>`` with
 its message (a role's rescue that re-fails naming the failed step is a failed testcase too,
-as in Ansible's own recap), an unreachable host an ``<error>``, a step that did not run ``<skipped>`` with
-the reason when the playbook gave one; a changed step's diff (changed lines only, secrets
-masked as on the terminal) is its ``<system-out>``. Ansible's bookkeeping tasks (argument
-validation, includes) appear only when they fail. A host that failed without a failed step
-(interrupted, never reached) gets one testcase saying so. A run refused before it started
-(a guard, bad input) still gets a report: one failed testcase naming the command.
+as in Ansible's own recap), an unreachable host an ``<error>``, a step that did not run
+``<skipped>`` with the reason when the playbook gave one; a changed step's diff (changed
+lines only, secrets masked as on the terminal) is its ``<system-out>``. Ansible's
+bookkeeping tasks (argument validation, includes) appear only when they fail. A host that
+failed without a failed step (interrupted, never reached) gets one testcase saying so. A run
+refused before it started (a guard, bad input) still gets a report: one failed testcase
+naming the command.
 
 Written with the standard library (``xml.etree``), atomically; :func:`check_target` is
 called before the run so that a bad path is said before any host is touched.
@@ -41,9 +42,11 @@ def check_target(path: Path) -> Path:
     shown = one_line(str(path), 200)
     if path.is_dir():
         raise ConfigError(f"--junit {shown}: is a directory; give a file name")
-    parent = path.parent if str(path.parent) else Path(".")
+    parent = path.parent
     if not parent.is_dir():
-        raise ConfigError(f"--junit {shown}: the directory {one_line(str(parent), 200)} does not exist")
+        raise ConfigError(
+            f"--junit {shown}: the directory {one_line(str(parent), 200)} does not exist"
+        )
     return path
 
 
@@ -93,7 +96,7 @@ def write(tree: ET.ElementTree, path: Path) -> None:
     ET.indent(tree)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     try:
-        with open(tmp, "wb") as handle:
+        with tmp.open("wb") as handle:
             tree.write(handle, encoding="utf-8", xml_declaration=True)
         tmp.replace(path)
     finally:

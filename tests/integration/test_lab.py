@@ -8,7 +8,6 @@ import socket
 from jsonschema import Draft202012Validator
 
 from rollback_ops import jsonout
-
 from tests.integration.conftest import LabHosts
 
 

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from rollback_ops.results import CHANGES_PENDING, FAILED, NO_CHANGES, RunResult, detailed_exit_status
+from rollback_ops.results import (
+    CHANGES_PENDING,
+    FAILED,
+    NO_CHANGES,
+    RunResult,
+    detailed_exit_status,
+)
 from tests.unit.ci_sandbox import UNHEALTHY, run, sandbox, unhealthy_app, unhealthy_endpoint
 
 CHECK = ("apply", "--level", "flag", "-i", "local", "--check", "--detailed-exitcode", "--json")
@@ -78,7 +84,7 @@ def test_without_check_it_is_refused_before_any_host_is_touched(
     code, out, err = run(
         capsys, tmp_path, "apply", "--level", "flag", "-i", "local", "--yes", "--detailed-exitcode"
     )
-    assert code == 2 and out == ""
+    assert code == 1 and out == ""  # bad input: never 2, which means changes pending
     assert err.strip() == (
         "rollback-ops: error: --detailed-exitcode goes with --check "
         "(it says whether changes are pending)"
@@ -88,14 +94,39 @@ def test_without_check_it_is_refused_before_any_host_is_touched(
 
 
 @pytest.mark.parametrize(
-    ("interrupted", "expected"), [("SIGINT", 130), ("SIGTERM", 143), ("", 2)]
+    "bad",
+    [("--flag", "ENABLE_NOT_DECLARED=false"), ("--level", "nope"), ("--limit", "nohost")],
+    ids=["unknown flag", "usage error", "limit matches nothing"],
 )
+def test_bad_input_is_1_not_2_which_means_drift(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: tuple[str, str]
+):
+    sandbox(tmp_path)
+    code, out, err = run(capsys, tmp_path, *CHECK, *bad)
+    assert code == 1 and out == ""
+    assert err.count(": error: ") == 1 and bad[1].partition("=")[0] in err
+    assert not (tmp_path / "runs").exists()
+    # the same input without --detailed-exitcode is 2, as always
+    plain = [a for a in CHECK if a != "--detailed-exitcode"]
+    assert run(capsys, tmp_path, *plain, *bad)[0] == 2
+
+
+@pytest.mark.parametrize(("interrupted", "expected"), [("SIGINT", 130), ("SIGTERM", 143), ("", 2)])
 def test_interrupted_keeps_its_code(interrupted: str, expected: int):
     from rollback_ops.results import HostResult, StepEvent
 
     host = HostResult("web1", "changed", [StepEvent("web1", "envfile: Set", "changed")])
     result = RunResult(
-        "r1", "flag", "staging", "/inv", True, {"web1": host}, "", 1.0, 0, "/runs/r1",
+        "r1",
+        "flag",
+        "staging",
+        "/inv",
+        True,
+        {"web1": host},
+        "",
+        1.0,
+        0,
+        "/runs/r1",
         interrupted=interrupted,
     )
     assert detailed_exit_status(result) == expected
