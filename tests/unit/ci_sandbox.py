@@ -7,11 +7,7 @@ loopback whose health endpoint answers 503, so that the healthcheck role fails f
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +15,7 @@ import pytest
 import yaml
 
 from rollback_ops import cli, demo
+from tests.servers import health_endpoint
 
 UNHEALTHY = {"status": "down", "reason": "database unreachable"}
 
@@ -33,30 +30,9 @@ def sandbox(state: Path, **app: Any) -> Path:
     return inventory
 
 
-@contextmanager
-def unhealthy_endpoint() -> Iterator[str]:
+def unhealthy_endpoint() -> AbstractContextManager[str]:
     """A health endpoint on 127.0.0.1 that answers 503 with a JSON body; yields its URL."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = json.dumps(UNHEALTHY).encode()
-            self.send_response(503)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/health"
-    finally:
-        server.shutdown()
-        server.server_close()
+    return health_endpoint(503, UNHEALTHY)
 
 
 def unhealthy_app(url: str) -> dict[str, Any]:
