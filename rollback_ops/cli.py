@@ -260,9 +260,9 @@ def _finish(result: RunResult, args: argparse.Namespace, observer: PlainProgress
     if getattr(args, "junit", None):
         try:
             junit.write(junit.report(result), args.junit)
-        except OSError as exc:
-            result.warnings.append(f"--junit {args.junit}: not written: {exc.strerror or exc}")
-            print(f"rollback-ops: warning: {result.warnings[-1]}", file=sys.stderr)
+        except OSError as exc:  # the run happened: say so, do not hide its outcome
+            problem = f"--junit {args.junit}: not written: {exc.strerror or exc}"
+            print(f"rollback-ops: warning: {problem}", file=sys.stderr)
     if args.json or result.receipt_error:
         _print_json(result.receipt())
     if getattr(args, "detailed_exitcode", False):
