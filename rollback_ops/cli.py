@@ -282,8 +282,10 @@ def _junit_refused(args: argparse.Namespace, exc: RollbackOpsError) -> None:
         return
     level = getattr(args, "level", None) or getattr(args, "backup_command", None) or args.command
     inventories = list(getattr(args, "inventory", None) or [])
+    outcome = "refused" if exc.exit_code == Refused.exit_code else "error"
+    report = junit.refused(str(level), inventories, args.command, str(exc), outcome)
     with contextlib.suppress(OSError):
-        junit.write(junit.refused(str(level), inventories, args.command, str(exc)), path)
+        junit.write(report, path)
 
 
 def _refuse(problems: list[str]) -> None:

@@ -81,12 +81,15 @@ def report(result: RunResult) -> ET.ElementTree:
     return _wrap(suite)
 
 
-def refused(level: str, inventories: list[str], command: str, message: str) -> ET.ElementTree:
-    """The JUnit document of a run that did not start: one failed testcase with why."""
+def refused(
+    level: str, inventories: list[str], command: str, message: str, outcome: str = "refused"
+) -> ET.ElementTree:
+    """The JUnit document of a run that did not start (``outcome``: refused by a guard, or
+    error for bad input): one failed testcase with why."""
     suite = ET.Element("testsuite", name=suite_name(level, inventories))
-    _properties(suite, {"level": level, "inventory": ",".join(inventories), "result": "refused"})
+    _properties(suite, {"level": level, "inventory": ",".join(inventories), "result": outcome})
     case = ET.SubElement(suite, "testcase", classname="rollback-ops", name=command, time="0")
-    failure = ET.SubElement(case, "failure", message=message, type="refused")
+    failure = ET.SubElement(case, "failure", message=message, type=outcome)
     failure.text = message
     return _wrap(suite)
 

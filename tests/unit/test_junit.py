@@ -117,6 +117,7 @@ def test_a_run_refused_before_it_starts_still_writes_a_failed_report(
     assert code == 2
     suite = read(report)
     assert suite.name == "flag on local" and (suite.tests, suite.failures) == (1, 1)
+    assert props(suite)["result"] == "error"  # bad input: not a guard's refusal
     (case,) = list(suite)
     (result,) = case.result
     assert isinstance(result, Failure)
@@ -190,3 +191,25 @@ def test_what_xml_cannot_hold_is_replaced_and_unreachable_is_an_error(tmp_path: 
     assert isinstance(stopped, Failure) and stopped.message == "stopped"
     assert (suite.tests, suite.failures, suite.errors) == (3, 2, 1)
     assert not list(tmp_path.glob(".r.xml.*"))  # no temp file left
+
+
+def test_production_refused_by_the_guard_still_writes_a_refused_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    state = tmp_path / "state"
+    inventory = sandbox(state)
+    inventory.write_text(
+        inventory.read_text().replace(
+            "rollback_environment: local", "rollback_environment: production"
+        )
+    )
+    report = tmp_path / "prod.xml"
+    code, _, err = run(capsys, state, *FLAG, "--junit", str(report))
+    assert code == 3, err
+    suite = read(report)
+    assert props(suite)["result"] == "refused"
+    (case,) = list(suite)
+    (result,) = case.result
+    assert isinstance(result, Failure) and result.type == "refused"
+    assert result.message in err and "production" in result.message
+    assert not (state / "runs").exists()  # refused before any run
