@@ -32,7 +32,7 @@ from rollback_ops import (
 )
 from rollback_ops.appspec import AppSpec, mask
 from rollback_ops.authorization import Authorization, current_operator
-from rollback_ops.events import is_hidden
+from rollback_ops.events import is_hidden, step_id
 from rollback_ops.exceptions import ConfigError, Refused, RollbackOpsError
 from rollback_ops.inventory import Inventory
 from rollback_ops.lock import HostsLock, describe, holder_record, liveness
@@ -92,6 +92,7 @@ class HostPlan:
     app: str
     steps: list[str]  # the playbook's own tasks for this host, in order (rollback_ops.plan)
     changes: list[str] = field(default_factory=list)  # what they will set, resolved here
+    step_ids: list[str] = field(default_factory=list)  # each step's stable id (events.step_id)
 
 
 def prepare(
@@ -268,6 +269,7 @@ def plan(prep: Prepared, *, check: bool = False) -> list[HostPlan]:
                     for step in steps
                 ],
                 changes=prep.operation.plan(h, prep.apps[h], prep.request),
+                step_ids=[step_id(s.role, s.name, s.action, s.file) for s in steps],
             )
         )
     return plans

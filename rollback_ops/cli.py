@@ -3,8 +3,13 @@
 Exit codes: 0 success; 1 the rollback failed on some host (failed or unreachable);
 2 bad input (inventory, flag, option); 3 refused or preflight failed; 4 lab or runner
 trouble, an unusable state dir, or an internal error (its traceback goes to a file, never to
-the terminal); 130 interrupted (Ctrl-C); 141 the reader of stdout went away (``| head``):
-output stops quietly, as for a program killed by SIGPIPE.
+the terminal); 130 interrupted (Ctrl-C), 143 stopped by SIGTERM; 141 the reader of stdout
+went away (``| head``): output stops quietly, as for a program killed by SIGPIPE.
+With ``--check --detailed-exitcode`` (apply): 0 nothing would change, 2 changes pending,
+1 failed, bad input included (so that 2 means only drift); 3, 4, 130 and 143 as above.
+
+Every JSON output (``--json``, receipts) is a versioned document (:mod:`rollback_ops.jsonout`)
+whose JSON Schema ships in ``rollback_ops/schemas``.
 
 Every problem ends as one ``rollback-ops: error: ...`` line on stderr (a multi-problem
 input error lists its problems on the lines after), never as a Python traceback.
@@ -17,6 +22,7 @@ declared next to it and fill its request; this module adds the arguments of a co
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -26,7 +32,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rollback_ops import api, authorization, history, operations, paths, receipts
+from rollback_ops import (
+    api,
+    authorization,
+    history,
+    jsonout,
+    junit,
+    operations,
+    paths,
+    receipts,
+)
 from rollback_ops.authorization import Authorization, current_operator
 from rollback_ops.durations import duration
 from rollback_ops.exceptions import Refused, RollbackOpsError
@@ -35,7 +50,7 @@ from rollback_ops.operations.base import add_arguments, argument, count
 from rollback_ops.operations.levels import LEVEL_ARGUMENTS, NO_VERIFY
 from rollback_ops.operations.maintenance import Resume
 from rollback_ops.progress import LiveProgress, PlainProgress, backup_table, recap
-from rollback_ops.results import RunResult
+from rollback_ops.results import RunResult, detailed_exit_status
 
 INVENTORY_HELP = (
     "a path to an inventory (any Ansible reads; a path that exists wins), or a name found in "
@@ -64,6 +79,20 @@ LIMIT = argument(
     "--limit", "-l", help="only these hosts: an Ansible host pattern (web1,web2  web*  web:!web2)"
 )
 JSON = argument("--json", action="store_true", help="print the JSON receipt on stdout")
+JUNIT = argument(
+    "--junit",
+    type=Path,
+    metavar="FILE",
+    help="also write the run as a JUnit XML report: a testcase per host and step, failures "
+    "with their message (written even when the run fails or is refused)",
+)
+DETAILED_EXITCODE = argument(
+    "--detailed-exitcode",
+    action="store_true",
+    help="with --check, for CI: exit 0 when nothing would change, 2 when changes are "
+    "pending (drift), 1 when it failed or the input is bad (3 refused, 130/143 "
+    "interrupted); refused without --check",
+)
 LEVEL_TARGET = (*LEVEL_ARGUMENTS, inventory_argument(), LIMIT, JSON)
 RUN_OPTIONS = (
     argument("--check", action="store_true", help="check mode: change nothing on any host"),
@@ -142,13 +171,16 @@ class Command:
                 command.add_to(actions, action)
 
 
-def operation_command(op: Operation, handler: Callable[[argparse.Namespace], int]) -> Command:
+def operation_command(
+    op: Operation, handler: Callable[[argparse.Namespace], int], examples: tuple[str, ...] = ()
+) -> Command:
     """A command that runs one operation's playbook: its target, its own arguments, and
     Ansible's pass-through options."""
     return Command(
         op.summary,
         handler,
-        (inventory_argument(), LIMIT, *op.arguments, JSON, *ansible_arguments()),
+        (inventory_argument(), LIMIT, *op.arguments, JSON, JUNIT, *ansible_arguments()),
+        examples=examples,
     )
 
 
@@ -211,13 +243,49 @@ def _authorize(prep: api.Prepared, args: argparse.Namespace) -> Authorization:
     return auth
 
 
+def _ci_options(args: argparse.Namespace) -> None:
+    """Check --junit's path and --detailed-exitcode's company before any host is touched."""
+    if getattr(args, "detailed_exitcode", False) and not args.check:
+        raise RollbackOpsError(
+            "--detailed-exitcode goes with --check (it says whether changes are pending)"
+        )
+    if getattr(args, "junit", None):
+        junit.check_target(args.junit)
+
+
 def _finish(result: RunResult, args: argparse.Namespace, observer: PlainProgress) -> int:
     if isinstance(observer, LiveProgress):
         observer.finish()
     print(recap(result), file=sys.stderr)
+    if getattr(args, "junit", None):
+        try:
+            junit.write(junit.report(result), args.junit)
+        except OSError as exc:  # the run happened: say so, do not hide its outcome
+            problem = f"--junit {args.junit}: not written: {exc.strerror or exc}"
+            print(f"rollback-ops: warning: {problem}", file=sys.stderr)
     if args.json or result.receipt_error:
-        print(json.dumps(result.receipt(), indent=2))
+        _print_json(result.receipt())
+    if getattr(args, "detailed_exitcode", False):
+        return detailed_exit_status(result)
     return result.exit_status
+
+
+def _print_json(doc: dict[str, Any]) -> None:
+    """A JSON document on stdout (a closed pipe ends in main: exit 141, no traceback)."""
+    print(json.dumps(doc, indent=2))
+
+
+def _junit_refused(args: argparse.Namespace, exc: RollbackOpsError) -> None:
+    """--junit on a run that did not start: the report still says why (best effort)."""
+    path = getattr(args, "junit", None)
+    if not path:
+        return
+    level = getattr(args, "level", None) or getattr(args, "backup_command", None) or args.command
+    inventories = list(getattr(args, "inventory", None) or [])
+    outcome = "refused" if exc.exit_code == Refused.exit_code else "error"
+    report = junit.refused(str(level), inventories, args.command, str(exc), outcome)
+    with contextlib.suppress(OSError):
+        junit.write(report, path)
 
 
 def _refuse(problems: list[str]) -> None:
@@ -247,6 +315,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 def _execute(prep: api.Prepared, args: argparse.Namespace) -> int:
     """Run a prepared rollback (apply, undo) once the guard allows it; its exit status."""
+    _ci_options(args)
     auth = _authorize(prep, args)
     observer = _observer(sys.stderr)
     result = api.execute(
@@ -309,9 +378,21 @@ def _prepare_level(args: argparse.Namespace) -> api.Prepared:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    plans = api.plan(_prepare_level(args))
+    prep = _prepare_level(args)
+    plans = api.plan(prep)
     if args.json:
-        print(json.dumps([p.__dict__ for p in plans], indent=2))
+        hosts = [
+            {
+                "host": p.host,
+                "address": p.address,
+                "app": p.app,
+                "changes": p.changes,
+                "steps": [{"id": i, "step": s} for i, s in zip(p.step_ids, p.steps, strict=True)],
+            }
+            for p in plans
+        ]
+        body = {"level": args.level, "inventory": prep.inventory.name, "hosts": hosts}
+        _print_json(jsonout.document("plan", body))
         return 0
     for p in plans:
         print(f"{p.host} ({p.address}) app {p.app}, level {args.level}:")
@@ -327,6 +408,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    _ci_options(args)
     observer = _observer(sys.stderr)
     result = api.verify(
         args.inventory,
@@ -378,6 +460,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
         state_dir=args.state_dir,
         options=ansible_options(args),
     )
+    _ci_options(args)
     # a guarded backup command (prune) is confirmed and approved as a level is
     auth = _authorize(prep, args) if op.guarded else None
     observer = _observer(sys.stderr)
@@ -483,12 +566,8 @@ def cmd_lab(args: argparse.Namespace) -> int:
         return 0
     hosts = lab.status()
     if args.json:
-        print(
-            json.dumps(
-                {"inventory": str(lab.inventory_path), "hosts": [h.as_dict() for h in hosts]},
-                indent=2,
-            )
-        )
+        body = {"inventory": str(lab.inventory_path), "hosts": [h.as_dict() for h in hosts]}
+        _print_json(jsonout.document("lab", body))
     elif not hosts:
         print("no lab hosts (rollback-ops lab up)")
     else:
@@ -510,7 +589,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     for warning in warnings:
         print(f"rollback-ops: warning: {warning}", file=sys.stderr)
     if args.json:
-        print(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
+        _print_json(jsonout.document("history", {"runs": [dataclasses.asdict(r) for r in rows]}))
         return 0
     if not rows:
         if args.app or args.inventory_name or args.host:
@@ -552,7 +631,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     )
     rec = recommend.recommend(signals, thresholds)
     if args.json:
-        print(json.dumps(rec.as_dict(), indent=2))
+        _print_json(jsonout.document("recommend", rec.as_dict()))
         return 0
     d = rec.decision
     print(f"level:    {d.level}")
@@ -626,18 +705,35 @@ SUBCOMMANDS: dict[str, Command] = {
             inventory_argument(required=False),
             LIMIT,
             JSON,
+            JUNIT,
             *Resume.arguments,
             *RUN_OPTIONS,
+            DETAILED_EXITCODE,
             *GUARD,
             *ansible_arguments(short_forks=False),  # -f is --flag here
+        ),
+        examples=(
+            "rollback-ops apply --level flag -i prod --flag ENABLE_TIME_WEIGHTING=false "
+            "--approved-by ana",
+            "rollback-ops apply --level code -i staging --check --detailed-exitcode "
+            "--junit code.xml",
+            "rollback-ops apply --resume 20250102T030405Z-a1b2c3",
         ),
     ),
     "plan": Command(
         "print the ordered steps per host; contacts no host",
         cmd_plan,
         (level_argument(required=True), *LEVEL_TARGET),
+        examples=(
+            "rollback-ops plan --level code -i staging",
+            "rollback-ops plan --level flag -i prod --flag ENABLE_TIME_WEIGHTING=false --json",
+        ),
     ),
-    "verify": operation_command(_operation("verify"), cmd_verify),
+    "verify": operation_command(
+        _operation("verify"),
+        cmd_verify,
+        examples=("rollback-ops verify -i staging --junit verify.xml",),
+    ),
     "unlock": dataclasses.replace(
         operation_command(_operation("unlock"), cmd_unlock),
         arguments=(
@@ -682,6 +778,7 @@ SUBCOMMANDS: dict[str, Command] = {
                 help="confirm the inventory: refused unless it is the run's own",
             ),
             *RUN_OPTIONS,
+            DETAILED_EXITCODE,
             argument(
                 "--force",
                 action="store_true",
@@ -690,6 +787,7 @@ SUBCOMMANDS: dict[str, Command] = {
             ),
             NO_VERIFY,
             JSON,
+            JUNIT,
             *GUARD,
             *ansible_arguments(),
         ),
@@ -722,6 +820,10 @@ SUBCOMMANDS: dict[str, Command] = {
         "which level, how urgently, approved by whom (the seeds' matrices)",
         cmd_recommend,
         RECOMMEND_ARGUMENTS,
+        examples=(
+            "rollback-ops recommend --error-rate 12 --for-minutes 10 -i prod",
+            "rollback-ops recommend --data-corruption --json",
+        ),
     ),
     "backup": Command(
         "backup sets of the apps' databases, env and config files, and code ref",
@@ -829,7 +931,11 @@ SUBCOMMANDS: dict[str, Command] = {
             "status": Command(
                 "list the lab hosts",
                 cmd_lab,
-                (argument("--json", action="store_true"), *LAB_HIDDEN),
+                (
+                    argument("--json", action="store_true", help="print the hosts as JSON"),
+                    *LAB_HIDDEN,
+                ),
+                examples=("rollback-ops lab status --json",),
             ),
         },
         action_dest="lab_command",
@@ -850,7 +956,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     short message on stderr and an exit code (see the module docstring), never a traceback."""
     parsed = _parse(argv)
     if isinstance(parsed, int):
-        return parsed
+        given = sys.argv[1:] if argv is None else argv
+        return 1 if parsed == 2 and "--detailed-exitcode" in given else parsed
     args = parsed
     try:
         if args.command in WRITES_STATE:
@@ -860,6 +967,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except RollbackOpsError as exc:
         _error(str(exc))
+        _junit_refused(args, exc)
+        # with --detailed-exitcode, 2 means changes pending: bad input is a failure there
+        if exc.exit_code == 2 and getattr(args, "detailed_exitcode", False):
+            return 1
         return exc.exit_code
     except KeyboardInterrupt:
         print("rollback-ops: interrupted; nothing was changed", file=sys.stderr)

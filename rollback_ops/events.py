@@ -4,6 +4,7 @@
 host (status, steps, flag changes, lock, code, data, backups) and forwards every shown step
 to the live display. :func:`classify`, :func:`step_name` and :func:`is_hidden` are shared
 with the report, which reads the same events back from the artifacts.
+:func:`step_id` gives each step its stable id (see :mod:`rollback_ops.results`).
 :func:`scrub_artifacts` removes the environment's values ansible-runner writes beside them.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -87,6 +89,12 @@ class EventCollector:
             message=message,
             diff=diff_text(res),
             action=action,
+            id=step_id(
+                str(data.get("role") or ""),
+                str(data.get("task") or ""),
+                action,
+                str(data.get("task_path") or ""),
+            ),
         )
         host.started = host.started or start
         host.ended = now
@@ -178,6 +186,30 @@ def step_name(data: dict[str, Any]) -> str:
     task = str(data.get("task", "")).strip()
     role = str(data.get("role", "")).strip()
     return f"{role}: {task}" if role else task
+
+
+_ARG_SPEC = re.compile(r"^Validating arguments against arg spec '([^']*)'")
+_NOT_SLUG = re.compile(r"[^a-z0-9]+")
+_NOT_NAME = re.compile(r"[^a-z0-9_]+")  # a role's or a file's name keeps its underscores
+
+
+def step_id(role: str, task: str, action: str, path: str = "") -> str:
+    """A task's stable id: ``<namespace>.<slug of its name>`` (see :mod:`rollback_ops.results`).
+
+    ``role`` is the role's short name as Ansible reports it ("" outside a role); ``path`` the
+    task's file (``.../playbooks/tasks/start.yml:27`` in an event, relative in a plan), whose
+    stem is the namespace outside a role. An argument-spec validation is
+    ``<role>.arguments-<entry point>``. "" for an event without a task name.
+    """
+    namespace = role.strip() or Path(path.rpartition(":")[0] or path).stem or "play"
+    spec = _ARG_SPEC.match(task)
+    if action.endswith("validate_argument_spec") and spec:
+        name = f"arguments {spec.group(1)}"
+    else:
+        name = task
+    slug = _NOT_SLUG.sub("-", name.lower().replace("'", "")).strip("-")[:80].rstrip("-")
+    namespace = _NOT_NAME.sub("-", namespace.lower()).strip("-")
+    return f"{namespace}.{slug}" if slug else ""
 
 
 def failure_message(res: dict[str, Any]) -> str:

@@ -4,7 +4,9 @@ read back by :func:`load`.
 A receipt is a file on disk, so nothing in it is trusted: :func:`load` checks that it is a
 JSON object whose keys have the types the receipt writer gives them (:data:`FIELDS`, and
 per host :data:`HOST_FIELDS`), and a run id is checked against :data:`RUN_ID` before it
-becomes part of a path.
+becomes part of a path. Receipts are versioned documents (:mod:`rollback_ops.jsonout`, kind
+``receipt``); one written before receipts carried ``schema_version`` reads as version 1, one
+of a newer version than this rollback-ops knows is refused, naming both.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from rollback_ops import paths
+from rollback_ops import jsonout, paths
 from rollback_ops.exceptions import ConfigError, StateDirError
 from rollback_ops.text import one_line, short
 
@@ -55,8 +57,10 @@ HOST_FIELDS: dict[str, str] = {
     "code": _DICT,
     "data": _DICT,
 }
-# every step and flag change a host lists has all of these (the writer's dataclasses)
+# every step and flag change a host lists has all of these (the writer's dataclasses; a step's
+# stable ``id`` is checked where present: receipts written before it have none)
 STEP_FIELDS = {"step": _STR, "status": _STR, "action": _STR, "message": _STR}
+STEP_OPTIONAL = {"id": _STR}
 FLAG_FIELDS = {"key": _STR, "before": _OPT_STR, "after": _STR, "changed": _BOOL}
 BACKUP_FIELDS = {"host": _STR, "path": _STR}
 
@@ -108,7 +112,7 @@ def validate(data: Any) -> list[str]:
     """What is wrong with a receipt's shape, one line per problem (empty: it is sound)."""
     if not isinstance(data, dict):
         return [f"not a JSON object but {_kind(data)}"]
-    problems = []
+    problems = _version(data)
     for key, (kind, required) in FIELDS.items():
         if key not in data:
             if required:
@@ -129,6 +133,24 @@ def validate(data: Any) -> list[str]:
             items = h.get(part)
             for i, item in enumerate(items if isinstance(items, list) else []):
                 problems += _items(item, fields, f"{where}.{part}[{i}]")
+                if part == "steps" and isinstance(item, dict):
+                    problems += _fields(item, STEP_OPTIONAL, f"{where}.{part}[{i}]")
+    return problems
+
+
+def _version(data: dict[str, Any]) -> list[str]:
+    """What is wrong with the document's kind and version (absent: a receipt of before)."""
+    problems = []
+    if "kind" in data and data["kind"] != "receipt":
+        problems.append(f"kind: not receipt but {_kind(data['kind'])}")
+    version = data.get("schema_version", 1)
+    if isinstance(version, bool) or not isinstance(version, int):
+        problems.append(f"schema_version: not a whole number but {_kind(version)}")
+    elif version > jsonout.SCHEMA_VERSION:
+        problems.append(
+            f"schema_version {version}: written by a newer rollback-ops (this one reads "
+            f"version {jsonout.SCHEMA_VERSION} and before)"
+        )
     return problems
 
 

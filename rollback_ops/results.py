@@ -1,9 +1,28 @@
-"""Typed results of a run: per host, per step; and the JSON receipt made from them."""
+"""Typed results of a run: per host, per step; and the JSON receipt made from them.
+
+Steps carry two names. ``step`` is the display name ("preflight: Check the host can take the
+rollback"), free text that may read better in the next release. ``id`` is the step's stable
+identity for machines (JUnit, CI diffs, dashboards): the namespace the task is written in
+(its role's short name, or for a task outside a role the stem of its tasks file: ``start``,
+``flag``) and a slug of the task's own name, as written in the role, untemplated:
+``preflight.check-the-host-can-take-the-rollback``. It stays the same across runs, hosts,
+levels and releases as long as the task keeps its name in its role (a test holds every id of
+the shipped roles and playbooks unique in its namespace). Ansible's own bookkeeping has no
+name of ours: an argument-spec validation is ``<role>.arguments-<entry point>``, never the
+"Validating arguments against arg spec ..." text. See :func:`rollback_ops.events.step_id`.
+
+Exit statuses: :attr:`RunResult.exit_status` (0 ok, 1 failed, 3 refused, 130/143
+interrupted), and with ``--detailed-exitcode`` in check mode :func:`detailed_exit_status`
+(0 nothing would change, 2 changes pending, 1 failed; the others unchanged), as
+``terraform plan -detailed-exitcode``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
+
+from rollback_ops import jsonout
 
 StepStatus = Literal["ok", "changed", "failed", "unreachable", "skipped"]
 HostStatus = Literal["ok", "changed", "failed", "unreachable", "interrupted"]
@@ -30,6 +49,7 @@ class StepEvent:
     message: str = ""
     diff: str = ""
     action: str = ""
+    id: str = ""  # the stable step id (module docstring); "" where the event had no task
 
 
 @dataclass
@@ -159,6 +179,10 @@ class RunResult:
         return 3 if self.refused else 1
 
     def receipt(self) -> dict[str, Any]:
+        """The run as a versioned JSON document (kind ``receipt``, schemas/receipt.schema.json)."""
+        return jsonout.document("receipt", self.receipt_body())
+
+    def receipt_body(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
             "level": self.level,
@@ -189,3 +213,16 @@ class RunResult:
             "notifications": self.notifications,
             "run_dir": self.run_dir,
         }
+
+
+# the exit statuses of --detailed-exitcode (terraform plan -detailed-exitcode's meaning)
+NO_CHANGES, FAILED, CHANGES_PENDING = 0, 1, 2
+
+
+def detailed_exit_status(result: RunResult) -> int:
+    """The exit status of a check-mode run for CI: 0 nothing would change, 2 changes pending
+    (some step would change a host), 1 failed on some host; refused (3) and interrupted
+    (130/143) keep their statuses, so a pipeline tells "drift" from "could not look"."""
+    if result.exit_status != 0:
+        return result.exit_status
+    return CHANGES_PENDING if result.changed else NO_CHANGES

@@ -219,11 +219,14 @@ def test_plan_contacts_no_host(lab: LabHosts):
     # (lab.sh goes through docker exec, not SSH)
     for host in lab.names:
         assert lab.sh(host, f"journalctl _COMM=sshd --since @{since[host]} -q -o cat") == ""
-    plans = json.loads(run.stdout)
+    plan = json.loads(run.stdout)
+    assert plan["kind"] == "plan" and plan["level"] == "emergency"
+    plans = plan["hosts"]
     assert [p["host"] for p in plans] == lab.names
     assert any("APP_MODE=research" in s for s in plans[0]["changes"])
     # the steps are the playbook's own tasks, with the lab's values resolved
-    assert "envfile: Set values in the env file" in plans[0]["steps"]
-    assert not any("{{" in s for s in plans[0]["steps"] + plans[0]["changes"])
+    steps = [s["step"] for s in plans[0]["steps"]]
+    assert "envfile: Set values in the env file" in steps
+    assert not any("{{" in s for s in steps + plans[0]["changes"])
     time.sleep(0.1)
     assert {h: lab.fingerprint(h) for h in lab.names} == before

@@ -80,7 +80,7 @@ def test_break_glass_acts_alone_on_flag_levels_only_and_is_marked(lab: LabHosts,
     assert run.code == 0, run.stderr
     assert run.receipt["authorization"]["break_glass"] is True
     out = lab.cli("history", "--json")
-    last = json.loads(out.stdout)[-1]
+    last = json.loads(out.stdout)["runs"][-1]
     assert last["break_glass"] is True and last["reason"] == "P0: recommendations 500"
     assert "BREAK-GLASS" in lab.cli("history").stdout
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import socket
 
+from jsonschema import Draft202012Validator
+
+from rollback_ops import jsonout
 from tests.integration.conftest import LabHosts
 
 
@@ -16,6 +19,8 @@ def test_lab_up_twice_keeps_the_hosts_and_status_lists_them(lab_session: LabHost
     run = lab_session.cli("lab", "status", "--name", "test", "--json")
     assert run.code == 0, run.stderr
     status = json.loads(run.stdout)
+    schema = Draft202012Validator(jsonout.schema("lab"))
+    assert [e.message for e in schema.iter_errors(status)] == []
     assert status["inventory"] == lab_session.inventory
     for host in status["hosts"]:
         assert host["state"] == "running"
