@@ -33,7 +33,7 @@ from rollback_ops.operations import Argument, Operation, ansible_arguments, ansi
 from rollback_ops.operations.base import add_arguments, argument
 from rollback_ops.operations.levels import LEVEL_ARGUMENTS
 from rollback_ops.operations.maintenance import Resume
-from rollback_ops.progress import LiveProgress, PlainProgress, backup_table, recap
+from rollback_ops.progress import PlainProgress, backup_table, recap
 from rollback_ops.results import RunResult
 
 INVENTORY_HELP = (
@@ -148,6 +148,7 @@ def operation_command(op: Operation, handler: Callable[[argparse.Namespace], int
         op.summary,
         handler,
         (inventory_argument(), LIMIT, *op.arguments, JSON, *ansible_arguments()),
+        examples=op.examples,
     )
 
 
@@ -158,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Reviewed, repeatable rollbacks driven by Ansible. Levels, smallest first: "
         + "; ".join(f"{n}: {lv.summary}" for n, lv in levels.items())
         + ".",
+    )
+    parser.add_argument(
+        "--version",
+        action=_Version,
+        help="print rollback-ops' version and those of ansible-core and ansible-runner",
     )
     parser.add_argument(
         "--state-dir",
@@ -172,8 +178,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Version(argparse.Action):
+    """``--version``: looked up only when asked (the installed distributions' metadata)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        print(versions())
+        parser.exit()
+
+
+def versions() -> str:
+    """``rollback-ops 0.1.0 (ansible-core 2.17.1, ansible-runner 2.4.0)``."""
+    from importlib import metadata
+
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return (
+        f"rollback-ops {version('rollback-ops')} (ansible-core {version('ansible-core')}, "
+        f"ansible-runner {version('ansible-runner')})"
+    )
+
+
 def _observer(stream: Any) -> PlainProgress:
-    return LiveProgress(stream) if stream.isatty() else PlainProgress(stream)
+    return progress.observer(stream)
 
 
 def _authorize(prep: api.Prepared, args: argparse.Namespace) -> Authorization:
@@ -211,8 +244,7 @@ def _authorize(prep: api.Prepared, args: argparse.Namespace) -> Authorization:
 
 
 def _finish(result: RunResult, args: argparse.Namespace, observer: PlainProgress) -> int:
-    if isinstance(observer, LiveProgress):
-        observer.finish()
+    observer.finish()
     print(recap(result), file=sys.stderr)
     if args.json or result.receipt_error:
         print(json.dumps(result.receipt(), indent=2))
@@ -368,7 +400,14 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 def cmd_levels(args: argparse.Namespace) -> int:
     for name, lv in operations.rollback_levels().items():
-        print(f"{name:<10} {lv.summary}  [{lv.seeds}]")
+        print(f"{name:<10} {lv.summary}\n{'':<10} when: {lv.use_when}")
+    return 0
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    from rollback_ops import completion
+
+    print(completion.script(args.shell, build_parser()), end="")
     return 0
 
 
@@ -586,11 +625,21 @@ SUBCOMMANDS: dict[str, Command] = {
             *GUARD,
             *ansible_arguments(short_forks=False),  # -f is --flag here
         ),
+        examples=(
+            "rollback-ops apply --level flag -i staging --flag NEW_CHECKOUT=false",
+            "rollback-ops apply --level code -i staging --to v1.4.2 --check --diff",
+            "rollback-ops apply --level emergency -i production --break-glass --reason 'data leak'",
+            "rollback-ops apply --resume 20260101T120000Z-a1b2c3",
+        ),
     ),
     "plan": Command(
         "print the ordered steps per host; contacts no host",
         cmd_plan,
         (level_argument(required=True), *LEVEL_TARGET),
+        examples=(
+            "rollback-ops plan --level code -i production",
+            "rollback-ops plan --level full -i staging -l web1 --json",
+        ),
     ),
     "verify": operation_command(_operation("verify"), cmd_verify),
     "unlock": dataclasses.replace(
@@ -604,10 +653,15 @@ SUBCOMMANDS: dict[str, Command] = {
             *ansible_arguments(),
         ),
         defaults={"check": False, "break_glass": False},
+        examples=_operation("unlock").examples,
     ),
-    "levels": Command("list the levels and the seeds they come from", cmd_levels),
+    "levels": Command(
+        "list the rollback levels, smallest first, and when to choose each",
+        cmd_levels,
+        examples=("rollback-ops levels",),
+    ),
     "report": Command(
-        "render a run's Rollback Log (seed 002) as Markdown",
+        "render a run's rollback log (what was done, by whom, what it changed) as Markdown",
         cmd_report,
         (
             argument("run_id", metavar="RUN_ID", help="the run id (see `history`)"),
@@ -618,11 +672,20 @@ SUBCOMMANDS: dict[str, Command] = {
                 help="a directory whose report.md.j2 overrides the built-in template",
             ),
         ),
+        examples=(
+            "rollback-ops report 20260101T120000Z-a1b2c3 > rollback-log.md",
+            "rollback-ops report 20260101T120000Z-a1b2c3 --templates ./templates",
+        ),
     ),
     "recommend": Command(
-        "which level, how urgently, approved by whom (the seeds' matrices)",
+        "which level, how urgently, approved by whom, from the symptoms (the team's "
+        "rollback triggers and decision matrix)",
         cmd_recommend,
         RECOMMEND_ARGUMENTS,
+        examples=(
+            "rollback-ops recommend --error-rate 7 --for-minutes 10",
+            "rollback-ops recommend --service-down -i production --json",
+        ),
     ),
     "backup": Command(
         "backup sets of the apps' databases, env and config files, and code ref",
@@ -634,19 +697,35 @@ SUBCOMMANDS: dict[str, Command] = {
         },
         action_dest="backup_command",
         action_metavar="ACTION",
+        examples=(
+            "rollback-ops backup create -i staging",
+            "rollback-ops backup list -i production",
+        ),
     ),
     "history": Command(
-        "the audit history of runs (seed 003's table)",
+        "the audit history of runs: who ran what, approved by whom, with what outcome",
         cmd_history,
         (
             argument("--json", action="store_true", help="print the entries as JSON"),
             argument("--last", type=int, default=20, metavar="N", help="the last N runs"),
         ),
+        examples=("rollback-ops history", "rollback-ops history --last 5 --json"),
     ),
     "demo": Command(
         "roll back a sandbox app on this machine (no Docker, local connection)",
         cmd_demo,
         (JSON,),
+        examples=("rollback-ops demo", "rollback-ops --state-dir /tmp/try demo --json"),
+    ),
+    "completion": Command(
+        "print a shell completion script (bash, zsh or fish)",
+        cmd_completion,
+        (argument("shell", choices=["bash", "zsh", "fish"], help="the shell"),),
+        examples=(
+            'eval "$(rollback-ops completion bash)"   # in ~/.bashrc',
+            "rollback-ops completion zsh > ~/.zfunc/_rollback-ops",
+            "rollback-ops completion fish > ~/.config/fish/completions/rollback-ops.fish",
+        ),
     ),
     "lab": Command(
         "real test hosts: containers with systemd and sshd (source checkout only)",
@@ -664,16 +743,24 @@ SUBCOMMANDS: dict[str, Command] = {
                     ),
                     *LAB_HIDDEN,
                 ),
+                examples=("rollback-ops lab up", "rollback-ops lab up --hosts 2 --install"),
             ),
-            "down": Command("remove the lab hosts", cmd_lab, LAB_HIDDEN),
+            "down": Command(
+                "remove the lab hosts", cmd_lab, LAB_HIDDEN, examples=("rollback-ops lab down",)
+            ),
             "status": Command(
                 "list the lab hosts",
                 cmd_lab,
-                (argument("--json", action="store_true"), *LAB_HIDDEN),
+                (argument("--json", action="store_true", help="print them as JSON"), *LAB_HIDDEN),
+                examples=("rollback-ops lab status", "rollback-ops lab status --json"),
             ),
         },
         action_dest="lab_command",
         action_metavar="LAB_COMMAND",
+        examples=(
+            "rollback-ops lab up && rollback-ops apply --level flag -i lab --yes",
+            "rollback-ops lab down",
+        ),
     ),
 }
 
@@ -695,7 +782,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command in WRITES_STATE:
             paths.writable_state_dir(args.state_dir)
-        code = COMMANDS[args.command](args)
+        try:
+            code = COMMANDS[args.command](args)
+        finally:  # a live display still drawn goes before any message below
+            progress.stop_displays()
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
         return code
     except RollbackOpsError as exc:

@@ -7,6 +7,7 @@ from typing import ClassVar
 
 from rollback_ops.operations.base import Argument, Operation, argument, count
 
+B = "rollback-ops backup "  # the examples' start
 APP = argument("--app", help="only the hosts of this app (rollback_app.name)")
 
 
@@ -30,7 +31,10 @@ class Create(Job):
     name = "backup-create"
     playbook = "backup_create"
     summary = "take a backup set on each host and verify it right away"
-    seeds = "every seed's 'backup before deployment'"
+    examples = (
+        f"{B}create -i staging",
+        f"{B}create -i production --app analyticbot --restore-test",
+    )
     needs_db_passwords = True
     arguments: ClassVar[tuple[Argument, ...]] = (
         APP,
@@ -54,12 +58,17 @@ class List(Backup):
     name = "backup-list"
     playbook = "backup_list"
     summary = "the backup sets per host, newest first"
+    examples = (f"{B}list -i production",)
 
 
 class Verify(Backup):
     name = "backup-verify"
     playbook = "backup_verify"
     summary = "verify a backup set again"
+    examples = (
+        f"{B}verify -i production",
+        f"{B}verify -i staging --backup-id SET_ID --restore-test",
+    )
     needs_db_passwords = True
     arguments: ClassVar[tuple[Argument, ...]] = (
         APP,
@@ -84,6 +93,7 @@ class Prune(Job):
     name = "backup-prune"
     playbook = "backup_prune"
     summary = "remove old sets (never the newest verified one, never forensic sets)"
+    examples = (f"{B}prune -i staging --keep 7",)
     arguments: ClassVar[tuple[Argument, ...]] = (
         APP,
         argument(
@@ -113,6 +123,7 @@ class Schedule(Job):
     name = "backup-schedule"
     playbook = "backup_schedule"
     summary = "install a systemd timer on the hosts that takes a backup set (same engine)"
+    examples = (f'{B}schedule -i production --at "*-*-* 02:00:00" --keep 14',)
     needs_db_passwords = True
     arguments: ClassVar[tuple[Argument, ...]] = (
         APP,
@@ -137,3 +148,4 @@ class Unschedule(Job):
     name = "backup-unschedule"
     playbook = "backup_unschedule"
     summary = "remove the backup timer"
+    examples = (f"{B}unschedule -i production",)
