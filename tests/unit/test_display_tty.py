@@ -66,20 +66,21 @@ print("driver done", file=sys.stderr)
 """
 
 
-def ensure_tmux() -> str:
-    """tmux on PATH: installed with apt-get as root when missing (fails under CI otherwise)."""
-    if shutil.which("tmux") is None:
-        need(os.geteuid() == 0, "tmux not installed, and installing it needs root")
-        need(shutil.which("apt-get") is not None, "tmux not installed, and no apt-get here")
+def ensure_tool(tool: str, package: str) -> str:
+    """A tool on PATH, installed from its Debian package with apt-get as root when missing
+    (without root or apt-get: skipped, failed under CI)."""
+    if shutil.which(tool) is None:
+        need(os.geteuid() == 0, f"{tool} not installed, and installing it needs root")
+        need(shutil.which("apt-get") is not None, f"{tool} not installed, and no apt-get here")
         from rollback_ops.exceptions import LabError
         from rollback_ops.lab import engine
 
         try:
-            engine.install_packages(["tmux"])
+            engine.install_packages([package])
         except LabError as exc:
-            unavailable(f"tmux not installed, and installing it failed: {exc}")
-    found = shutil.which("tmux")
-    need(found is not None, "tmux still missing after installing it")
+            unavailable(f"{tool} not installed, and installing it failed: {exc}")
+    found = shutil.which(tool)
+    need(found is not None, f"{tool} still missing after installing {package}")
     assert found is not None
     return found
 
@@ -164,7 +165,7 @@ def _sh(text: str) -> str:
 
 @pytest.fixture
 def pane(tmp_path: Path) -> Iterator[Any]:
-    tmux = ensure_tmux()
+    tmux = ensure_tool("tmux", "tmux")
     opened: list[Pane] = []
 
     def open_pane(command: list[str], width: int = 60, **env: str) -> Pane:
