@@ -230,7 +230,9 @@ def _authorize(prep: api.Prepared, args: argparse.Namespace) -> Authorization:
             f"PRODUCTION: level {level} on {names}, by {auth.operator}, no approval.\n"
             f"Type the inventory name ({prep.inventory.name}) to go on: "
         )
-        if answer.strip() not in {prep.inventory.name, *(args.inventory or ())}:
+        # the inventory's name or any -i value as typed (a directory's trailing / aside)
+        typed = {name.rstrip("/") for name in (prep.inventory.name, *(args.inventory or ()))}
+        if answer.strip().rstrip("/") not in typed - {""}:
             raise Refused("not confirmed; nothing was changed")
         return dataclasses.replace(auth, confirmed_by_typing=True)
     if args.yes:
