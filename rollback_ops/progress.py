@@ -95,7 +95,7 @@ class PlainProgress:
         return f"[{time.monotonic() - self.t0:6.1f}s] {event.host:<{self.width}}  "
 
     def _tail(self, event: StepEvent) -> str:
-        line = f"{'':<{8 - len(MARK[event.status])}} {event.step}"
+        line = " " * max(0, 8 - len(MARK[event.status])) + f" {event.step}"  # marks in a column
         if event.duration >= 1:
             line += f" ({event.duration:.1f}s)"
         if event.message:

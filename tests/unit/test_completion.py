@@ -36,6 +36,13 @@ def script(shell: str, tmp_path: Path) -> Path:
     return path
 
 
+def shell(argv: list[str], cwd: Path) -> str:
+    """What a shell printed; it must end well and say nothing on stderr."""
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=cwd, check=False)
+    assert proc.returncode == 0 and not proc.stderr, proc.stderr
+    return proc.stdout
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A team's project directory: its ./inventories/NAME complete after -i."""
@@ -52,15 +59,9 @@ class Bash:
         self.cwd = cwd
 
     def run(self, body: str) -> str:
-        proc = subprocess.run(
-            ["bash", "--norc", "--noprofile", "-c", f"source {self.script}\n{body}"],
-            capture_output=True,
-            text=True,
-            cwd=self.cwd,
-            check=False,
+        return shell(
+            ["bash", "--norc", "--noprofile", "-c", f"source {self.script}\n{body}"], self.cwd
         )
-        assert proc.returncode == 0 and not proc.stderr, proc.stderr
-        return proc.stdout
 
     def complete(self, *words: str) -> list[str]:
         quoted = " ".join("'" + w.replace("'", "'\\''") + "'" for w in words)
@@ -138,15 +139,8 @@ def test_fish_completes_with_its_own_complete(tmp_path: Path, project: Path):
     assert subprocess.run([fish, "-n", str(path)], capture_output=True, check=False).returncode == 0
 
     def complete(line: str) -> list[str]:
-        proc = subprocess.run(
-            [fish, "--no-config", "-c", f"source {path}; complete -C {line!r}"],
-            capture_output=True,
-            text=True,
-            cwd=project,
-            check=True,
-        )
-        assert not proc.stderr, proc.stderr
-        return [entry.split("\t")[0] for entry in proc.stdout.splitlines()]
+        out = shell([fish, "--no-config", "-c", f"source {path}; complete -C {line!r}"], project)
+        return [entry.split("\t")[0] for entry in out.splitlines()]
 
     assert complete("rollback-ops ap") == ["apply"]
     assert complete("rollback-ops apply --lev") == ["--level"]
@@ -176,15 +170,9 @@ def test_zsh_parses_and_completes(tmp_path: Path, project: Path):
 
     def complete(*words: str) -> list[str]:
         quoted = " ".join("'" + w + "'" for w in words)
-        proc = subprocess.run(
-            [zsh, "-f", "-c", f"{ZSH_STUBS}\nsource {path}\nsim {quoted}"],
-            capture_output=True,
-            text=True,
-            cwd=project,
-            check=True,
-        )
-        assert not proc.stderr, proc.stderr
-        return proc.stdout.split()
+        return shell(
+            [zsh, "-f", "-c", f"{ZSH_STUBS}\nsource {path}\nsim {quoted}"], project
+        ).split()
 
     # zsh's matcher filters by what was typed: the function offers all that fits there
     assert "apply" in complete("ap") and "--level" not in complete("ap")

@@ -12,6 +12,7 @@ terminal, and with NO_COLOR, the output is plain lines without one escape sequen
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -297,3 +298,25 @@ def test_the_display_is_live_only_on_a_terminal_that_can_redraw_and_show_colour(
         assert isinstance(progress.observer(tty), progress.LiveProgress) is live
         assert type(progress.observer(devnull)) is progress.PlainProgress
     os.close(master)
+
+
+@pytest.mark.parametrize("status", sorted(progress.MARK))
+def test_every_status_is_shown_by_both_displays(status: str):
+    from rich.console import Console
+
+    from rollback_ops.results import StepEvent
+
+    event = StepEvent("web1", "code: a step", status, 1.5, message="why" if status != "ok" else "")
+    plain = io.StringIO()
+    shown = progress.PlainProgress(plain)
+    shown.started("RUN", "code", ["web1"], False)
+    shown.step(event)
+    assert re.search(rf"web1  {progress.MARK[status]} +code: a step \(1\.5s\)", plain.getvalue())
+    terminal = io.StringIO()
+    live = progress.LiveProgress(terminal, Console(file=terminal, force_terminal=True, width=60))
+    live.started("RUN", "code", ["web1"], False)
+    live.task_started("web1", "code: a step")
+    live.step(event)
+    live.finish()
+    assert progress.MARK[status] in terminal.getvalue()
+    assert not progress._LIVE
