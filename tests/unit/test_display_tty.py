@@ -320,3 +320,30 @@ def test_every_status_is_shown_by_both_displays(status: str):
     live.finish()
     assert progress.MARK[status] in terminal.getvalue()
     assert not progress._LIVE
+
+
+def test_a_command_failing_mid_run_ends_the_live_display(monkeypatch: pytest.MonkeyPatch):
+    """cli.main ends every live display before it prints an error: the region goes, the
+    cursor comes back, the terminal echoes again."""
+    from rollback_ops import cli
+    from rollback_ops.exceptions import RunnerError
+
+    monkeypatch.setenv("TERM", "xterm")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    master, slave = os.openpty()
+    with os.fdopen(slave, "w") as tty:
+
+        def failing(args: object) -> int:
+            display = progress.observer(tty)
+            assert isinstance(display, progress.LiveProgress)
+            display.started("RUN", "flag", ["web1"], False)
+            assert not termios.tcgetattr(tty.fileno())[3] & termios.ECHO
+            raise RunnerError("ansible-runner failed during flag.yml")
+
+        monkeypatch.setitem(cli.COMMANDS, "levels", failing)
+        assert cli.main(["levels"]) == 4
+        assert not progress._LIVE
+        assert termios.tcgetattr(tty.fileno())[3] & termios.ECHO
+        shown = os.read(master, 65536)
+    os.close(master)
+    assert b"\x1b[?25l" in shown and shown.rindex(b"\x1b[?25h") > shown.rindex(b"\x1b[?25l")
