@@ -194,7 +194,7 @@ def no_status_line_left(p: Pane) -> None:
 
 
 def test_the_clock_ticks_during_a_long_step_and_nothing_is_left_at_60_columns(pane, tmp_path):
-    p = pane(driver(tmp_path, long_step=4))
+    p = pane(driver(tmp_path, long_step=6))
     p.wait("long step")
     ticks: dict[str, list[float]] = {}
     widths = []
@@ -222,8 +222,8 @@ def test_the_clock_ticks_during_a_long_step_and_nothing_is_left_at_60_columns(pa
 
 
 def test_a_window_narrowing_mid_run_leaves_no_stale_line(pane, tmp_path):
-    p = pane(driver(tmp_path, long_step=3), width=100)
-    p.wait(RUNNING)
+    p = pane(driver(tmp_path, long_step=5), width=100)
+    p.wait("long step")
     time.sleep(0.5)  # full-width lines drawn at 100 columns
     p.resize(45)
     time.sleep(1)
