@@ -10,13 +10,16 @@ The live region never leaves a stale line: each host's line is cut to the termin
 (read again at every redraw, so a narrower window or a resize does not make it wrap), lines
 a resize rewrapped are counted before they are erased, and the region is removed when the
 run ends, fails or is interrupted (:meth:`LiveProgress.finish`; :func:`stop_displays` for an
-error on the way out), with the cursor shown again.
+error on the way out), with the cursor shown again. While it is drawn the terminal does not
+echo (a typed key or the ``^C`` of Ctrl-C would push its last line out of place), and a
+signal handler's notice is printed by the display's ticker thread, which also redraws four
+times a second so that the clock ticks during a long step.
 
 The live region is drawn by ``rich`` (a runtime dependency for this): it measures the
-terminal and each character's cell width (wide and combining characters included), redraws
-from a refresh thread so the clock ticks during a long step, prints notable events above the
-region, and restores the cursor; doing that by hand with escape sequences is what left stale
-lines and a frozen clock before.
+terminal and each character's cell width (wide and combining characters included), cuts
+and styles text, prints notable events above the region from any thread, and hides and
+restores the cursor; doing that by hand with escape sequences is what left stale lines and
+a frozen clock before.
 """
 
 from __future__ import annotations
