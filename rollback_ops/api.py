@@ -42,6 +42,10 @@ from rollback_ops.results import INTERRUPTED, HostResult, RunResult, StepEvent
 
 
 class Observer(Protocol):
+    """Follows a run. Optional methods, used when present: ``notice(text)`` (something to
+    say now, e.g. an interruption) and ``task_started(host, step)`` (a task began on a host;
+    a live display shows it running)."""
+
     def started(self, run_id: str, level: str, hosts: list[str], check: bool) -> None: ...
 
     def step(self, event: StepEvent) -> None: ...
@@ -474,6 +478,7 @@ def _run(
             options=prep.options,
         ),
         sink=observer.step if observer else None,
+        on_start=getattr(observer, "task_started", None),  # optional: a live display's
         interruption=interruption,
         # secret flag values reach the playbook through its environment: never argv or files
         secret_env={SECRET_FLAGS_ENV: json.dumps(secret_flags)} if secret_flags else None,

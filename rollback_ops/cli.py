@@ -40,6 +40,7 @@ from rollback_ops import (
     junit,
     operations,
     paths,
+    progress,
     receipts,
 )
 from rollback_ops.authorization import Authorization, current_operator
@@ -49,7 +50,7 @@ from rollback_ops.operations import Argument, Operation, ansible_arguments, ansi
 from rollback_ops.operations.base import add_arguments, argument, count
 from rollback_ops.operations.levels import LEVEL_ARGUMENTS, NO_VERIFY
 from rollback_ops.operations.maintenance import Resume
-from rollback_ops.progress import LiveProgress, PlainProgress, backup_table, recap
+from rollback_ops.progress import PlainProgress, backup_table, recap
 from rollback_ops.results import RunResult, detailed_exit_status
 
 INVENTORY_HELP = (
@@ -180,7 +181,7 @@ def operation_command(
         op.summary,
         handler,
         (inventory_argument(), LIMIT, *op.arguments, JSON, JUNIT, *ansible_arguments()),
-        examples=examples,
+        examples=examples or op.examples,
     )
 
 
@@ -191,6 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Reviewed, repeatable rollbacks driven by Ansible. Levels, smallest first: "
         + "; ".join(f"{n}: {lv.summary}" for n, lv in levels.items())
         + ".",
+    )
+    parser.add_argument(
+        "--version",
+        action=_Version,
+        help="print rollback-ops' version and those of ansible-core and ansible-runner",
     )
     parser.add_argument(
         "--state-dir",
@@ -205,8 +211,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Version(argparse.Action):
+    """``--version``: looked up only when asked (the installed distributions' metadata)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        print(versions())
+        parser.exit()
+
+
+def versions() -> str:
+    """``rollback-ops 0.1.0 (ansible-core 2.17.1, ansible-runner 2.4.0)``."""
+    from importlib import metadata
+
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return (
+        f"rollback-ops {version('rollback-ops')} (ansible-core {version('ansible-core')}, "
+        f"ansible-runner {version('ansible-runner')})"
+    )
+
+
 def _observer(stream: Any) -> PlainProgress:
-    return LiveProgress(stream) if stream.isatty() else PlainProgress(stream)
+    return progress.observer(stream)
 
 
 def _authorize(prep: api.Prepared, args: argparse.Namespace) -> Authorization:
@@ -230,7 +263,9 @@ def _authorize(prep: api.Prepared, args: argparse.Namespace) -> Authorization:
             f"PRODUCTION: level {level} on {names}, by {auth.operator}, no approval.\n"
             f"Type the inventory name ({prep.inventory.name}) to go on: "
         )
-        if answer.strip() not in {prep.inventory.name, *(args.inventory or ())}:
+        # the inventory's name or any -i value as typed (a directory's trailing / aside)
+        typed = {name.rstrip("/") for name in (prep.inventory.name, *(args.inventory or ()))}
+        if answer.strip().rstrip("/") not in typed - {""}:
             raise Refused("not confirmed; nothing was changed")
         return dataclasses.replace(auth, confirmed_by_typing=True)
     if args.yes:
@@ -254,8 +289,7 @@ def _ci_options(args: argparse.Namespace) -> None:
 
 
 def _finish(result: RunResult, args: argparse.Namespace, observer: PlainProgress) -> int:
-    if isinstance(observer, LiveProgress):
-        observer.finish()
+    observer.finish()
     print(recap(result), file=sys.stderr)
     if getattr(args, "junit", None):
         try:
@@ -512,7 +546,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_levels(args: argparse.Namespace) -> int:
     for name, lv in operations.rollback_levels().items():
-        print(f"{name:<10} {lv.summary}  [{lv.seeds}]")
+        print(f"{name:<10} {lv.summary}\n{'':<10} when: {lv.use_when}")
+    return 0
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    from rollback_ops import completion
+
+    print(completion.script(args.shell, build_parser()), end="")
     return 0
 
 
@@ -713,11 +754,12 @@ SUBCOMMANDS: dict[str, Command] = {
             *ansible_arguments(short_forks=False),  # -f is --flag here
         ),
         examples=(
-            "rollback-ops apply --level flag -i prod --flag ENABLE_TIME_WEIGHTING=false "
-            "--approved-by ana",
+            "rollback-ops apply --level flag -i staging --flag NEW_CHECKOUT=false",
+            "rollback-ops apply --level code -i staging --to v1.4.2 --check --diff",
+            "rollback-ops apply --level emergency -i production --break-glass --reason 'data leak'",
             "rollback-ops apply --level code -i staging --check --detailed-exitcode "
             "--junit code.xml",
-            "rollback-ops apply --resume 20250102T030405Z-a1b2c3",
+            "rollback-ops apply --resume 20260101T120000Z-a1b2c3",
         ),
     ),
     "plan": Command(
@@ -745,6 +787,12 @@ SUBCOMMANDS: dict[str, Command] = {
             *ansible_arguments(),
         ),
         defaults={"check": False, "break_glass": False},
+        examples=_operation("unlock").examples,
+    ),
+    "levels": Command(
+        "list the rollback levels, smallest first, and when to choose each",
+        cmd_levels,
+        examples=("rollback-ops levels",),
     ),
     "status": Command(
         _operation("status").summary,
@@ -797,9 +845,8 @@ SUBCOMMANDS: dict[str, Command] = {
             "rollback-ops undo 20250102T030405Z-a1b2c3 -i prod --approved-by bob",
         ),
     ),
-    "levels": Command("list the levels and the seeds they come from", cmd_levels),
     "report": Command(
-        "render a run's Rollback Log as Markdown: timeline, checks, data loss, backups",
+        "render a run's rollback log (what was done, by whom, what it changed) as Markdown",
         cmd_report,
         (
             argument("run_id", metavar="RUN_ID", help="the run id (see `history`)"),
@@ -817,7 +864,8 @@ SUBCOMMANDS: dict[str, Command] = {
         ),
     ),
     "recommend": Command(
-        "which level, how urgently, approved by whom (the seeds' matrices)",
+        "which level, how urgently, approved by whom, from the symptoms (the team's "
+        "rollback triggers and decision matrix)",
         cmd_recommend,
         RECOMMEND_ARGUMENTS,
         examples=(
@@ -909,6 +957,17 @@ SUBCOMMANDS: dict[str, Command] = {
         "roll back a sandbox app on this machine (no Docker, local connection)",
         cmd_demo,
         (JSON,),
+        examples=("rollback-ops demo", "rollback-ops --state-dir /tmp/try demo --json"),
+    ),
+    "completion": Command(
+        "print a shell completion script (bash, zsh or fish)",
+        cmd_completion,
+        (argument("shell", choices=["bash", "zsh", "fish"], help="the shell"),),
+        examples=(
+            'eval "$(rollback-ops completion bash)"   # in ~/.bashrc',
+            "rollback-ops completion zsh > ~/.zfunc/_rollback-ops",
+            "rollback-ops completion fish > ~/.config/fish/completions/rollback-ops.fish",
+        ),
     ),
     "lab": Command(
         "real test hosts: containers with systemd and sshd (source checkout only)",
@@ -926,20 +985,24 @@ SUBCOMMANDS: dict[str, Command] = {
                     ),
                     *LAB_HIDDEN,
                 ),
+                examples=("rollback-ops lab up", "rollback-ops lab up --hosts 2 --install"),
             ),
-            "down": Command("remove the lab hosts", cmd_lab, LAB_HIDDEN),
+            "down": Command(
+                "remove the lab hosts", cmd_lab, LAB_HIDDEN, examples=("rollback-ops lab down",)
+            ),
             "status": Command(
                 "list the lab hosts",
                 cmd_lab,
-                (
-                    argument("--json", action="store_true", help="print the hosts as JSON"),
-                    *LAB_HIDDEN,
-                ),
-                examples=("rollback-ops lab status --json",),
+                (argument("--json", action="store_true", help="print them as JSON"), *LAB_HIDDEN),
+                examples=("rollback-ops lab status", "rollback-ops lab status --json"),
             ),
         },
         action_dest="lab_command",
         action_metavar="LAB_COMMAND",
+        examples=(
+            "rollback-ops lab up && rollback-ops apply --level flag -i lab --yes",
+            "rollback-ops lab down",
+        ),
     ),
 }
 
@@ -962,7 +1025,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command in WRITES_STATE:
             paths.writable_state_dir(args.state_dir)
-        code = COMMANDS[args.command](args)
+        try:
+            code = COMMANDS[args.command](args)
+        finally:  # a live display still drawn goes before any message below
+            progress.stop_displays()
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
         return code
     except RollbackOpsError as exc:

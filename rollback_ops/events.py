@@ -22,6 +22,7 @@ from rollback_ops.paths import COLLECTION
 from rollback_ops.results import SKIP_PREFIX, FlagChange, HostResult, StepEvent, StepStatus
 
 EventSink = Callable[[StepEvent], None]
+TaskStartSink = Callable[[str, str], None]  # (host, step name): a shown task began
 # bookkeeping tasks: recorded in the receipt, not shown as steps (unless they fail)
 HIDDEN_ACTIONS = ("validate_argument_spec", "include_role", "include_tasks")
 # what the backup modules return that goes into the receipt (HostResult.data)
@@ -52,9 +53,10 @@ RESULT_EVENTS: dict[str, StepStatus] = {
 class EventCollector:
     """Builds HostResults from runner events and forwards StepEvents to the sink."""
 
-    def __init__(self, sink: EventSink | None):
+    def __init__(self, sink: EventSink | None, on_start: TaskStartSink | None = None):
         self.hosts: dict[str, HostResult] = {}
         self.sink = sink
+        self.on_start = on_start
         self.started: dict[tuple[str, str], float] = {}
 
     def host(self, name: str) -> HostResult:
@@ -69,6 +71,8 @@ class EventCollector:
             now = time.time()
             host.started = host.started or now
             self.started[(host_name, data.get("task_uuid", ""))] = now
+            if self.on_start and not is_hidden(str(data.get("task_action", ""))):
+                self.on_start(host_name, step_name(data))
         elif kind in RESULT_EVENTS and host_name:
             self._result(kind, host_name, data)
         return True  # keep the event file on disk (artifacts)

@@ -1,16 +1,42 @@
 """Showing a run to a person: live per-host progress, diffs, failures and the final recap.
 
-Two renderers with one interface: ``LiveProgress`` redraws one line per host on a TTY;
-``PlainProgress`` prints one line per finished step (logs, CI). Both write to a stream
-(stderr by default), so ``--json`` output on stdout stays clean.
+Two renderers with one interface (:func:`observer` picks one): ``LiveProgress`` redraws one
+line per host on a terminal, with the task running on it and a clock that ticks while it
+runs; ``PlainProgress`` prints one line per finished step (logs, CI, a pipe, ``TERM=dumb``,
+and ``NO_COLOR``, which asks for text without escape sequences: https://no-color.org). Both
+write to a stream (stderr by default), so ``--json`` output on stdout stays clean.
+
+The live region never leaves a stale line: each host's line is cut to the terminal's width
+(read again at every redraw, so a narrower window or a resize does not make it wrap), lines
+a resize rewrapped are counted before they are erased, and the region is removed when the
+run ends, fails or is interrupted (:meth:`LiveProgress.finish`; :func:`stop_displays` for an
+error on the way out), with the cursor shown again. While it is drawn the terminal does not
+echo (a typed key or the ``^C`` of Ctrl-C would push its last line out of place), and a
+signal handler's notice is printed by the display's ticker thread, which also redraws four
+times a second so that the clock ticks during a long step.
+
+The live region is drawn by ``rich`` (a runtime dependency for this): it measures the
+terminal and each character's cell width (wide and combining characters included), cuts
+and styles text, prints notable events above the region from any thread, and hides and
+restores the cursor; doing that by hand with escape sequences is what left stale lines and
+a frozen clock before.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
+import os
 import sys
+import termios
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any, TextIO
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.text import Text
 
 from rollback_ops.operations import OPERATIONS
 from rollback_ops.results import HostResult, RunResult, StepEvent
@@ -23,6 +49,30 @@ MARK = {
     "skipped": "skipped",
     "interrupted": "INTERRUPTED",
 }
+STYLE = {
+    "ok": "green",
+    "changed": "yellow",
+    "failed": "bold red",
+    "unreachable": "bold red",
+    "skipped": "dim",
+    "interrupted": "bold magenta",
+    "running": "cyan",
+}
+NOTABLE = ("changed", "failed", "unreachable")
+
+
+def observer(stream: TextIO | None = None) -> PlainProgress:
+    """The live display on a terminal that can redraw and may show colour; plain lines on
+    anything else (not a TTY, ``TERM=dumb``, ``NO_COLOR`` set to anything but "")."""
+    stream = stream or sys.stderr
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):  # closed, or not a file
+        tty = False
+    dumb = os.environ.get("TERM", "") in ("dumb", "unknown")
+    if tty and not dumb and not os.environ.get("NO_COLOR"):
+        return LiveProgress(stream)
+    return PlainProgress(stream)
 
 
 class PlainProgress:
@@ -36,18 +86,28 @@ class PlainProgress:
         mode = " in check mode" if check else ""
         self.write(f"run {run_id}: level {level}{mode} on {len(hosts)} host(s): {', '.join(hosts)}")
 
+    def task_started(self, host: str, step: str) -> None:
+        """A task began on a host (the plain lines show finished steps only)."""
+
     def step(self, event: StepEvent) -> None:
-        line = (
-            f"[{time.monotonic() - self.t0:6.1f}s] {event.host:<{self.width}}  "
-            f"{MARK[event.status]:<8} {event.step}"
-        )
+        self.write_step(event, self._head(event), self._tail(event))
+        if event.diff:
+            self.write(_indent(event.diff.rstrip("\n"), f"{event.host}| "))
+
+    def _head(self, event: StepEvent) -> str:
+        return f"[{time.monotonic() - self.t0:6.1f}s] {event.host:<{self.width}}  "
+
+    def _tail(self, event: StepEvent) -> str:
+        line = " " * max(0, 8 - len(MARK[event.status])) + f" {event.step}"  # marks in a column
         if event.duration >= 1:
             line += f" ({event.duration:.1f}s)"
         if event.message:
             line += f"\n{'':>{self.width + 12}}{event.message}"
-        self.write(line)
-        if event.diff:
-            self.write(_indent(event.diff.rstrip("\n"), f"{event.host}| "))
+        return line
+
+    def write_step(self, event: StepEvent, head: str, rest: str) -> None:
+        """One finished step: head, its status mark, then rest."""
+        self.write(head + MARK[event.status] + rest)
 
     def notice(self, text: str) -> None:
         """Something the person at the terminal must know now (e.g. an interruption)."""
@@ -56,54 +116,189 @@ class PlainProgress:
     def write(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
 
+    def finish(self) -> None:
+        """The run is over (or failed): nothing to tidy for plain lines."""
+
+
+# the live displays running now: stop_displays() ends them before an error is printed
+_LIVE: set[LiveProgress] = set()
+
+
+def stop_displays() -> None:
+    """End every live display still drawn (a command failed on its way out)."""
+    for display in list(_LIVE):
+        display.finish()
+
 
 class LiveProgress(PlainProgress):
-    """One status line per host, redrawn in place; notable events are printed above it."""
+    """One status line per host, redrawn in place four times a second; notable events are
+    printed above it; :meth:`finish` removes it."""
 
-    def __init__(self, stream: TextIO | None = None):
+    REFRESH_PER_SECOND = 4
+    FIXED = 44  # the columns of a line besides the host name, up to the running task's clock
+
+    def __init__(self, stream: TextIO | None = None, console: Console | None = None):
         super().__init__(stream)
-        self.lines: dict[str, str] = {}
+        self.console = console or Console(file=self.stream, highlight=False, emoji=False)
+        self.hosts: list[str] = []
+        self.last: dict[str, tuple[str, str]] = {}  # host: (status, step) of its last step
+        self.running: dict[str, tuple[str, float]] = {}  # host: (task, since)
         self.counts: dict[str, int] = {}
-        self.drawn = 0
+        self.lock = threading.Lock()
+        self.live: Live | None = None
+        self.notices: list[str] = []  # said by a signal handler: printed by the ticker
+        self.ticker: threading.Thread | None = None
+        self.stopping = threading.Event()
+        self.echo: list[Any] | None = None  # the terminal's settings, echo on, to restore
 
     def started(self, run_id: str, level: str, hosts: list[str], check: bool) -> None:
         super().started(run_id, level, hosts, check)
-        self.lines = {h: "waiting" for h in hosts}
-        self.counts = dict.fromkeys(hosts, 0)
-        self._draw()
+        with self.lock:
+            self.hosts = list(hosts)
+            self.counts = dict.fromkeys(hosts, 0)
+        self.live = _Live(
+            get_renderable=self.render,
+            console=self.console,
+            auto_refresh=False,  # self.ticker redraws
+            transient=True,  # removed at the end: the recap follows
+            redirect_stdout=False,
+            redirect_stderr=False,
+            vertical_overflow="crop",
+        )
+        _LIVE.add(self)
+        self._echo_off()
+        self.live.start(refresh=True)
+        self.ticker = threading.Thread(target=self._tick, name="rollback-ops-display", daemon=True)
+        self.ticker.start()
+
+    def _tick(self) -> None:
+        """Redraw (the clocks tick) and print what a signal handler said."""
+        while not self.stopping.wait(1 / self.REFRESH_PER_SECOND):
+            self._say_notices()
+            self._refresh()
+
+    def _say_notices(self) -> None:
+        while self.notices:
+            self._print(Text(f"!! {self.notices.pop(0)}", style="bold"))
+
+    def task_started(self, host: str, step: str) -> None:
+        with self.lock:
+            self.running[host] = (step, time.monotonic())
 
     def step(self, event: StepEvent) -> None:
-        self.counts[event.host] = self.counts.get(event.host, 0) + 1
-        self.lines[event.host] = f"{MARK[event.status]:<8} {event.step}"
-        if event.status in ("changed", "failed", "unreachable") or event.message or event.diff:
-            self._clear()
+        with self.lock:
+            self.counts[event.host] = self.counts.get(event.host, 0) + 1
+            self.last[event.host] = (event.status, event.step)
+            self.running.pop(event.host, None)
+        if event.status in NOTABLE or event.message or event.diff:
             super().step(event)
-        self._draw()
+        self._refresh()
+
+    def write_step(self, event: StepEvent, head: str, rest: str) -> None:
+        line = Text(head)
+        line.append(MARK[event.status], style=STYLE[event.status])
+        line.append(rest)
+        self._print(line)
+
+    def write(self, text: str) -> None:
+        self._print(Text(text))
 
     def notice(self, text: str) -> None:
-        self._clear()
-        super().notice(text)
-        self._draw()
+        """Printed by the ticker within a quarter second: a signal handler calls this, and
+        must not write to the terminal while the code it interrupted may be writing."""
+        self.notices.append(text)
 
-    def _clear(self) -> None:
-        if self.drawn:
-            self.stream.write(f"\x1b[{self.drawn}F\x1b[J")
-            self.drawn = 0
+    def _print(self, text: Text) -> None:
+        """Above the live region (rich moves it down); long lines are left for the terminal
+        to wrap, so that a copied line stays one line."""
+        self.console.print(text, soft_wrap=True)
 
-    def _draw(self) -> None:
-        self._clear()
-        elapsed = time.monotonic() - self.t0
-        for host, text in self.lines.items():
-            self.stream.write(
-                f"  {host:<{self.width}} [{self.counts.get(host, 0):>3} steps "
-                f"{elapsed:5.1f}s] {text}"[:150]
-                + "\n"
-            )
-        self.drawn = len(self.lines)
-        self.stream.flush()
+    def _refresh(self) -> None:
+        if self.live is not None:
+            self.live.refresh()
+
+    def render(self) -> RenderableType:
+        """The live region: one line per host, cut to the terminal's width."""
+        now = time.monotonic()
+        # long host names give way first: the clocks and the status stay in sight
+        names = min(self.width, max(8, self.console.size.width - self.FIXED))
+        with self.lock:
+            lines = [self._line(host, names, now) for host in self.hosts]
+        for line in lines:
+            line.no_wrap = True
+            line.overflow = "ellipsis"
+        return Group(*lines)
+
+    def _line(self, host: str, names: int, now: float) -> Text:
+        name = host if len(host) <= names else host[: names - 1] + "…"
+        line = Text(f"  {name:<{names}} {self.counts.get(host, 0):>3} steps ")
+        line.append(f"{now - self.t0:6.1f}s  ", style="dim")
+        if host in self.running:
+            task, since = self.running[host]
+            line.append("running ", style=STYLE["running"])
+            line.append(f"{now - since:5.1f}s", style="bold")  # before the task: never cut
+            line.append(f" {task}")
+        elif host in self.last:
+            status, step = self.last[host]
+            line.append(f"{MARK[status]:<8}", style=STYLE[status])
+            line.append(f" {step}")
+        else:
+            line.append("waiting", style="dim")
+        return line
 
     def finish(self) -> None:
-        self._clear()
+        """Remove the live region and show the cursor again (at the end, on an error and
+        after an interruption); safe to call twice."""
+        live, self.live = self.live, None
+        _LIVE.discard(self)
+        self.stopping.set()
+        if self.ticker is not None:
+            self.ticker.join()
+        self._say_notices()
+        if live is not None:
+            live.stop()
+        self._echo_on()
+
+    def _echo_off(self) -> None:
+        """No echo while the region is drawn: a key typed, or the ``^C`` the terminal echoes
+        for Ctrl-C, would land after its last line and push it onto a row it does not know."""
+        try:
+            fd = self.stream.fileno()
+            self.echo = termios.tcgetattr(fd)
+            quiet = termios.tcgetattr(fd)
+            quiet[3] &= ~termios.ECHO
+            termios.tcsetattr(fd, termios.TCSANOW, quiet)
+        except (AttributeError, OSError, ValueError, termios.error):  # not a terminal's fd
+            self.echo = None
+
+    def _echo_on(self) -> None:
+        echo, self.echo = self.echo, None
+        if echo is not None:
+            with contextlib.suppress(OSError, ValueError, termios.error):
+                termios.tcsetattr(self.stream.fileno(), termios.TCSANOW, echo)
+
+
+class _Live(Live):
+    """rich's Live, erasing what a resize rewrapped: a terminal that narrows rewraps the
+    lines drawn at the old width (tmux, VTE, kitty), so the region is taller than rich drew
+    it; this counts those rows at the new width before moving up to redraw."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._drawn: list[int] = []  # the cell widths of the lines drawn last
+        self._drawn_at = 0  # the terminal width they were drawn at
+
+    def refresh(self) -> None:
+        with self._lock:
+            width = self.console.size.width
+            shape = self._live_render._shape
+            if shape is not None and self._drawn and width < self._drawn_at:
+                rows = sum(max(1, math.ceil(cells / width)) for cells in self._drawn)
+                self._live_render._shape = (shape[0], max(shape[1], rows))
+            super().refresh()
+            lines = self.console.render_lines(self.renderable, pad=False) if self._started else []
+            self._drawn = [sum(s.cell_length for s in line) for line in lines]
+            self._drawn_at = width
 
 
 def recap(result: RunResult) -> str:

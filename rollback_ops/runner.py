@@ -336,8 +336,9 @@ def run_playbook(
     sink: EventSink | None = None,
     interruption: Interruption | None = None,
     secret_env: dict[str, str] | None = None,
+    on_start: events.TaskStartSink | None = None,
 ) -> RunnerOutcome:
-    collector = events.EventCollector(sink)
+    collector = events.EventCollector(sink, on_start)
     cmdline = option_args(spec.options)
     if spec.check:
         cmdline.append("--check")

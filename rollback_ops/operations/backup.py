@@ -8,6 +8,7 @@ from typing import ClassVar
 from rollback_ops.durations import duration
 from rollback_ops.operations.base import Argument, Operation, argument, count
 
+B = "rollback-ops backup "  # the examples' start
 APP = argument("--app", help="only the hosts of this app (rollback_app.name)")
 
 
@@ -32,7 +33,10 @@ class Create(Job):
     name = "backup-create"
     playbook = "backup_create"
     summary = "take a backup set on each host and verify it right away"
-    seeds = "every seed's 'backup before deployment'"
+    examples = (
+        f"{B}create -i staging",
+        f"{B}create -i production --app analyticbot --restore-test",
+    )
     needs_db_passwords = True
     examples = (
         "rollback-ops backup create -i prod --kind predeploy",

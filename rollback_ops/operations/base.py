@@ -247,7 +247,8 @@ class Operation:
     name: ClassVar[str] = ""
     playbook: ClassVar[str] = ""  # playbooks/<playbook>.yml
     summary: ClassVar[str] = ""  # one line: the command's help
-    seeds: ClassVar[str] = ""  # where the level comes from (the `levels` command)
+    use_when: ClassVar[str] = ""  # a level: when to choose it (the `levels` command)
+    examples: ClassVar[tuple[str, ...]] = ()  # its command lines, shown under --help
     guarded: ClassVar[bool] = False  # production guard, notifications, typed confirmation
     changes_hosts: ClassVar[bool] = False  # takes the host locks (outside check mode)
     break_glass: ClassVar[bool] = False  # --break-glass may stand in for an approval

@@ -117,7 +117,7 @@ class Flag(EnvLevel):
     name = "flag"
     playbook = "flag"
     summary = "set feature flags or turn the master switch off, restart, verify"
-    seeds = "seed 003 quick/partial rollback; seed 000 levels 1-2"
+    use_when = "one feature misbehaves, or the whole new behaviour must go off now"
     break_glass = True
     arguments: ClassVar[tuple[Argument, ...]] = (FLAG, ALLOW_NEW_FLAG, NO_VERIFY)
 
@@ -144,7 +144,7 @@ class Emergency(EnvLevel):
     name = "emergency"
     playbook = "emergency"
     summary = "put the app in its read-only/stop mode, restart, verify"
-    seeds = "seed 000 level 3 (APP_MODE=research)"
+    use_when = "the app must stop writing while the cause is found"
     break_glass = True
 
     def values(self, app: AppSpec, request: Request) -> dict[str, str]:
@@ -161,7 +161,7 @@ class Config(Level):
     name = "config"
     playbook = "config"
     summary = "restore the previous config files from a backup set, clear caches, restart, verify"
-    seeds = "seed 002 strategy 2"
+    use_when = "a configuration change broke the app; the code is fine"
     arguments: ClassVar[tuple[Argument, ...]] = (NO_VERIFY, BACKUP_ID)
 
     def check(self, app: AppSpec, request: Request) -> list[str]:
@@ -179,7 +179,7 @@ class Code(Level):
     summary = (
         "maintenance on, stop, revert code (git or backup files), rebuild images, start, verify"
     )
-    seeds = "seed 002 strategy 3; seed 003 full code rollback; seed 004 phase 1 rollback"
+    use_when = "a code bug that flags cannot switch off; the data is fine"
     resumable = True
     arguments: ClassVar[tuple[Argument, ...]] = (NO_VERIFY, TO, BACKUP_STAMP, FORCE)
     full: ClassVar[bool] = False
@@ -198,7 +198,7 @@ class Full(Code):
         "code + forensic dump of the live databases + restore of the pre-deployment backup + "
         "migration rollback SQL + integrity checks + data-loss report"
     )
-    seeds = "seed 002 strategy 4; seed 001; seed 003 step 4"
+    use_when = "the data itself is wrong: code and databases go back to the last backup"
     needs_db_passwords = True
     arguments: ClassVar[tuple[Argument, ...]] = (NO_VERIFY, TO, BACKUP_STAMP, BACKUP_ID, FORCE)
     full = True

@@ -15,7 +15,7 @@ class Verify(Operation):
     name = "verify"
     playbook = "verify"
     summary = "run only the checks (units, health, log)"
-    seeds = "seed 003 validation after rollback"
+    examples = ("rollback-ops verify -i staging", "rollback-ops verify -i production -l web1")
 
     def check(self, app: AppSpec, request: Request) -> list[str]:
         if not app.checks_anything and not app.verify_none_ok:
@@ -35,6 +35,10 @@ class Unlock(Operation):
     name = "unlock"
     playbook = "unlock"
     summary = "clear the host locks a dead run left (see the refusal's message)"
+    examples = (
+        "rollback-ops unlock -i staging",
+        "rollback-ops unlock -i production --run 20260101T120000Z-a1b2c3 --reason 'run died'",
+    )
     guarded = True
     changes_hosts = True
     arguments: ClassVar[tuple[Argument, ...]] = (

@@ -197,7 +197,7 @@ def test_the_cli_is_built_from_the_operations():
             continue
         path = ("backup", op.name.removeprefix("backup-")) if "backup-" in op.name else (op.name,)
         parser = subparser(*path)
-        assert parser.description  # the command's help, as a sentence
+        assert parser.description == op.summary[:1].upper() + op.summary[1:] + "."  # as a sentence
         assert {"--inventory", "--limit", "--json"} <= options_of(parser)
         for arg in op.arguments:
             assert set(arg.names) <= options_of(parser), (path, arg.names)

@@ -115,16 +115,27 @@ def test_a_wrong_name_is_refused_and_nothing_changes(production: tuple[Path, Pat
         assert not (state / "demo" / "lock" / "rollback.lock").exists()
 
 
-@pytest.mark.parametrize("spelling", ["prod", "path"])
+@pytest.mark.parametrize(
+    ("given", "typed"),
+    [
+        ("prod", "prod"),  # -i prod: prod, though the directory is inventories/production
+        ("path", "path"),
+        ("path", "path/"),  # a directory typed with the slash shell completion adds
+        ("path/", "path"),  # or given with it and typed without
+        ("./inventories/production", "./inventories/production"),
+    ],
+)
 def test_the_typed_inventory_name_is_accepted_and_the_run_goes_on(
-    production: tuple[Path, Path, Path], spelling: str
+    production: tuple[Path, Path, Path], given: str, typed: str
 ):
     state, project, env_file = production
-    inventory = spelling if spelling == "prod" else str(project / "inventories" / "production")
+    spelled = {"path": str(project / "inventories" / "production")}
+    inventory = given.replace("path", spelled["path"]) if given.startswith("path") else given
+    answer = typed.replace("path", spelled["path"]) if typed.startswith("path") else typed
     assert f"{KEY}=true" in env_file.read_text()
     term = apply(state, project, inventory)
     term.expect(PROMPT)
-    term.type(inventory)
+    term.type(answer)
     code = term.finish()
     assert code == 0, term.text
     assert "not confirmed" not in term.text
