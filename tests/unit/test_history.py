@@ -8,9 +8,10 @@ import dataclasses
 import json
 from pathlib import Path
 
+import jsonschema
 import pytest
 
-from rollback_ops import api, cli, demo, history, history_view
+from rollback_ops import api, cli, demo, history, history_view, jsonout
 from rollback_ops.authorization import Authorization
 
 FIRST = "20261202T101010Z-aaaaaa"
@@ -243,7 +244,7 @@ def test_history_filters_by_app_inventory_and_host(
     many_runs(state_dir)
     code, out, _err = run(capsys, "--state-dir", str(state_dir), "history", "--json", *argv)
     assert code == 0
-    assert [r["run_id"] for r in json.loads(out)] == expected
+    assert [r["run_id"] for r in json.loads(out)["runs"]] == expected
 
 
 def test_a_filter_that_matches_nothing_says_so(capsys: pytest.CaptureFixture[str], state_dir: Path):
@@ -266,8 +267,9 @@ def test_history_json_rows_carry_the_new_fields(
 ):
     many_runs(state_dir)
     _code, out, _err = run(capsys, "--state-dir", str(state_dir), "history", "--json")
-    rows = json.loads(out)
-    rows = rows["runs"] if isinstance(rows, dict) else rows  # a versioned document or a list
+    document = json.loads(out)
+    jsonschema.validate(document, jsonout.schema("history"))
+    rows = document["runs"]
     first, second, _third = rows
     assert first["followed_by"] == [{"run_id": SECOND, "relation": "resume"}]
     assert (second["follows"], second["relation"], second["reason_from"]) == (
