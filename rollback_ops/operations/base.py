@@ -25,7 +25,7 @@ class Request:
     """What the operator asked for, independent of any host.
 
     The fields are named as the playbooks' ``rollback_request`` keys (:func:`extravars`);
-    ``resumes`` and ``unlock_run`` stay on the controller.
+    ``unlock_run`` stays on the controller.
     """
 
     level: str = ""
@@ -44,6 +44,9 @@ class Request:
     max_age_days: int | None = None  # backup prune
     unlock_runs: dict[str, str] = field(default_factory=dict)  # unlock: per host, the run
     unlock_inspect: bool = False  # unlock's first phase: read the locks only
+    # production approvals: {"run": the request's run id, "hash": its plan hash} for
+    # `apply --run`; the approval commands add "action" (request, approve, read) and "record"
+    approval: dict[str, Any] = field(default_factory=dict)
     resumes: str = ""  # controller only: the run this one resumes
     unlock_run: str = ""  # controller only: unlock clears only this run's locks
 
@@ -75,6 +78,8 @@ REQUEST_KEYS: dict[str, tuple[type, ...]] = {
     "unlock_inspect": (bool,),
     "controller": (dict,),
     "authorized_environments": (list,),
+    "approval": (dict,),
+    "resumes": (str,),
 }
 
 
@@ -121,6 +126,13 @@ def rollback_request(
             "pid_start": str(controller["pid_start"]),
         },
         "authorized_environments": list(authorized_environments),
+        "approval": {
+            "run": str(request.approval.get("run", "")),
+            "hash": str(request.approval.get("hash", "")),
+            "action": str(request.approval.get("action", "")),
+            "record": dict(request.approval.get("record") or {}),
+        },
+        "resumes": request.resumes,
     }
 
 

@@ -37,6 +37,7 @@ class Unlock(Operation):
     summary = "clear the host locks a dead run left (see the refusal's message)"
     guarded = True
     changes_hosts = True
+    break_glass = True  # production: --break-glass --reason (it changes no app)
     arguments: ClassVar[tuple[Argument, ...]] = (
         argument(
             "--run",
