@@ -159,7 +159,7 @@ def judge_request(directory, run_id, max_age_seconds, now=None):
     now = time.time() if now is None else now
     problem = directory_problem(directory)
     if problem:
-        return {}, [problem]
+        return {}, ["no usable request %s on this host: %s" % (run_id, problem)]
     path = os.path.join(directory, run_id + REQUEST_SUFFIX)
     try:
         record, uid, mtime = read_record(path)

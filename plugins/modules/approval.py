@@ -10,7 +10,7 @@ DOCUMENTATION = r"""
 module: approval
 short_description: Request, approve or consume a production rollback's approval on a host
 description:
-  - The identity of every record is its file owner in I(directory) (root-owned, mode 1777):
+  - The identity of every record is its file owner in I(directory) (root-owned, mode 1777),
     the login the task runs as. Run C(request) and C(approve) without C(become), as the
     person's own SSH login; records owned by root prove nobody and are refused.
   - C(state=request) writes the pending run I(run) (its I(hash), and I(record)) as this login.
