@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from rollback_ops import api, appspec, runner
 from rollback_ops.authorization import Authorization, current_operator
 from rollback_ops.exceptions import ConfigError, Refused
 from rollback_ops.inventory import Inventory
-from rollback_ops.operations import Request
+from rollback_ops.operations import Operation, Request
 from rollback_ops.results import RunResult
 
 # the request fields each host compares with the approved request (tasks/start.yml sends
@@ -195,6 +195,7 @@ class Pending:
     rejected: list[str] = field(default_factory=list)  # "host: approval by x: why"
     problems: list[str] = field(default_factory=list)  # "host: why"
     used_by: str = ""
+    login: str = ""  # the login the hosts saw read it (this controller's)
 
     def describe(self) -> list[str]:
         """The request in lines, for a person to read before approving or applying."""
@@ -283,6 +284,7 @@ def read(
         used = _text(answer.get("used_by"))
         if used:
             pending.used_by = used
+        pending.login = pending.login or _text(answer.get("login"))
     pending.approvers = sorted(approvers or ())
     return pending
 
@@ -323,6 +325,17 @@ def approve(
     if pending.used_by:
         raise Refused(f"request {run} was used already by run {pending.used_by}")
     prep = _same_request(pending, inventory_sources, state_dir=state_dir, options=options)
+    allowed = policy(prep.inventory, prep.hosts)
+    if pending.login == pending.requester:
+        raise Refused(
+            f"you connect as {pending.login}, who requested run {run}: another login listed "
+            "in rollback_approvers must approve it"
+        )
+    if pending.login not in allowed.approvers:
+        raise Refused(
+            f"you connect as {pending.login}, who is not in rollback_approvers "
+            f"({', '.join(allowed.approvers) or 'none listed'})"
+        )
     digest = plan_hash(prep)
     if digest != pending.hash:
         raise Refused(
@@ -343,7 +356,7 @@ def approve(
 def prepare_run(
     run: str,
     inventory_sources: str | Sequence[str],
-    given: Request | None = None,
+    given: Callable[[Operation], Request] | None = None,
     *,
     state_dir: Path | None = None,
     options: runner.AnsibleOptions | None = None,
@@ -367,8 +380,8 @@ def prepare_run(
             f"{pending.requester}: {why}"
         )
     prep = _same_request(pending, inventory_sources, state_dir=state_dir, options=options)
-    if given is not None:
-        prep = replace(prep, request=replace(given, level=prep.operation.name))
+    if given is not None:  # level options typed with --run: they must be the request's
+        prep = replace(prep, request=replace(given(prep.operation), level=prep.operation.name))
     digest = plan_hash(prep)
     if digest != pending.hash:
         raise Refused(

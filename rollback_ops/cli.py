@@ -289,14 +289,10 @@ def _prepare_approved(args: argparse.Namespace) -> tuple[api.Prepared, Authoriza
     if not args.inventory:
         raise RollbackOpsError("apply --run needs --inventory")
     typed = any(arg.given(args) for arg in LEVEL_ARGUMENTS)
-    request = None
-    if typed or args.level:
-        level = operations.get(args.level) if args.level else None
-        request = level.request(args) if level else None
     prep, auth, pending = approvals.prepare_run(
         args.run,
         args.inventory,
-        request,
+        (lambda level: level.request(args)) if typed else None,
         state_dir=args.state_dir,
         options=ansible_options(args),
     )
