@@ -288,7 +288,10 @@ def _prepare_approved(args: argparse.Namespace) -> tuple[api.Prepared, Authoriza
         )
     if not args.inventory:
         raise RollbackOpsError("apply --run needs --inventory")
-    typed = any(arg.given(args) for arg in LEVEL_ARGUMENTS)
+    # (--no-verify is given when verify is False: its store_false has no default to compare)
+    typed = not args.verify or any(
+        arg.given(args) for arg in LEVEL_ARGUMENTS if arg.dest != "verify"
+    )
     prep, auth, pending = approvals.prepare_run(
         args.run,
         args.inventory,

@@ -55,7 +55,9 @@ options:
     type: int
     default: 24
   record:
-    description: C(state=request) only, what the request holds beside run and hash.
+    description:
+      - C(state=request) only, what the request holds beside run and hash; its C(fields)
+        are what C(state=consume) compares with I(request_fields).
     type: dict
     default: {}
   request_fields:
@@ -79,7 +81,7 @@ EXAMPLES = r"""
     state: request
     run: 20240501T101500Z-1a2b3c
     hash: "{{ plan_hash }}"
-    record: {level: code, request: {to: release-1.4}}
+    record: {level: code, fields: {level: code, to: release-1.4}}
   become: false
 
 - name: Approve it, as another listed login
@@ -210,7 +212,7 @@ def consume(module, p, result, pending):
             "the plan changed since it was approved (run %s): request and approve "
             "it again" % p["run"]
         )
-    mismatched = request_mismatches(pending.get("request"), p["request_fields"])
+    mismatched = request_mismatches(pending.get("fields"), p["request_fields"])
     if mismatched:
         problems.append("this run's %s differ from the approved request's" % ", ".join(mismatched))
     if not result["approvers"]:

@@ -175,7 +175,7 @@ def consume(spool: Path, **over: object) -> dict:
 
 def test_the_module_uses_an_approval_once_and_checks_the_request(spool: Path):
     fields = {"level": "flag", "flags": {"A": "false"}}
-    put(spool, f"{RUN}.request", request_record(request=fields), REQUESTER)
+    put(spool, f"{RUN}.request", request_record(fields=fields), REQUESTER)
     nobody = consume(spool)
     assert nobody.get("failed") and "has no approval" in nobody["msg"]
     put(spool, f"{RUN}.approval.x", approval_record(), APPROVER)
