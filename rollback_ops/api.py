@@ -212,6 +212,15 @@ def prepare_resume(
             force=bool(request.get("force", False)),
             targets=targets,
             resumes=run_id,
+            # an approved run resumes under its approval: every host checks it again, and
+            # lets the run that used it (RUN_ID) use it once more
+            approval={
+                k: str(v)
+                for k, v in (request.get("approval") or {}).items()
+                if k in ("run", "hash") and v
+            }
+            if isinstance(request.get("approval"), dict)
+            else {},
         ),
         limit=",".join(unfinished) or None,
         state_dir=state_dir,

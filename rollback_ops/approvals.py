@@ -397,3 +397,24 @@ def prepare_run(
         reason=pending.reason,
     )
     return prep, auth, pending
+
+
+def resumed(
+    prep: api.Prepared, resumes: str, state_dir: Path | None = None
+) -> Authorization | None:
+    """``apply --resume RUN_ID`` of an approved run: RUN_ID's authorization as its receipt
+    recorded it (the hosts check the approval again, not this), or None."""
+    from rollback_ops import paths, receipts
+
+    if not prep.request.approval.get("run"):
+        return None
+    receipt, _ = receipts.load(paths.state_dir(state_dir), resumes)
+    found = receipt.get("authorization")
+    recorded: dict[str, Any] = found if isinstance(found, dict) else {}
+    return Authorization(
+        operator=current_operator(),
+        approved_by=_text(recorded.get("approved_by")),
+        approval_run=str(prep.request.approval["run"]),
+        requester=_text(recorded.get("requester")),
+        reason=_text(recorded.get("reason")),
+    )

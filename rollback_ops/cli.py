@@ -253,6 +253,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
             state_dir=args.state_dir,
             options=ansible_options(args),
         )
+        from rollback_ops import approvals
+
+        approved = approvals.resumed(prep, args.resume, args.state_dir)
     else:
         missing = [
             o for o, v in (("--level", args.level), ("--inventory", args.inventory)) if not v

@@ -126,7 +126,7 @@ def test_a_second_login_approves_and_the_run_records_both(
 
     applied = as_person(lab, alice, "apply", "--run", run, "-i", production, "--yes", "--json")
     assert applied.code == 0, applied.stderr
-    assert all(lab.health(h)["config"][FLAG] == "false" for h in lab.names)
+    assert all(lab.health(h)["config"][FLAG] is False for h in lab.names)  # as the app sees it
     auth = applied.receipt["authorization"]
     assert (auth["operator"], auth["requester"], auth["approved_by"]) == ("alice", "alice", "bob")
     assert auth["approval_run"] == run and auth["reason"] == "INC-7 weighting bug"

@@ -9,6 +9,7 @@ that are never contacted.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -256,3 +257,41 @@ def test_a_host_held_by_another_run_is_refused_through_the_api(tmp_path: Path, t
     with pytest.raises(Reached):
         api.execute(prep, state_dir=state, auth=Authorization(operator="ana"))
     assert len(tripwire) == 1
+
+
+def test_a_resumed_approved_run_carries_its_approval_for_the_hosts_to_check(
+    production: str, tmp_path: Path, tripwire: list[dict]
+):
+    """`apply --resume` of an approved code run: the hosts get the same approval and the run
+    it resumes (each host lets that run's approval serve its resume, nothing else)."""
+    from rollback_ops import approvals
+
+    state = tmp_path / "state"
+    old = "20240501T110000Z-0a0b0c"
+    receipt = {
+        "run_id": old,
+        "level": "code",
+        "result": "failed",
+        "inventory_path": production,
+        "authorization": APPROVED.as_dict(),
+        "request": {"to": "v1.0.0", "approval": dict(APPROVAL)},
+        "hosts": {"web1": {"status": "failed"}, "web2": {"status": "changed"}},
+    }
+    (state / "runs" / old).mkdir(parents=True)
+    (state / "runs" / old / "receipt.json").write_text(json.dumps(receipt))
+    prep = api.prepare_resume(old, state_dir=state)
+    auth = approvals.resumed(prep, old, state)
+    assert auth is not None and auth.approval_run == APPROVAL["run"]
+    with pytest.raises(Reached):
+        api.execute(prep, state_dir=state, auth=auth)
+    request = sent_request(tripwire[0])
+    assert request["approval"]["run"] == APPROVAL["run"]
+    assert request["approval"]["hash"] == APPROVAL["hash"]
+    assert (request["resumes"], request["to"]) == (old, "v1.0.0")
+    # without the recorded approval, the resume of a production run is refused
+    receipt["request"] = {"to": "v1.0.0"}
+    (state / "runs" / old / "receipt.json").write_text(json.dumps(receipt))
+    bare = api.prepare_resume(old, state_dir=state)
+    assert approvals.resumed(bare, old, state) is None
+    with pytest.raises(Refused, match="this inventory is production"):
+        api.execute(bare, state_dir=state, auth=Authorization(operator="ana"))
