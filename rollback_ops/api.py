@@ -210,6 +210,15 @@ def prepare_resume(
             force=bool(request.get("force", False)),
             targets=targets,
             resumes=run_id,
+            # an approved run resumes under its approval: every host checks it again, and
+            # lets the run that used it (RUN_ID) use it once more
+            approval={
+                k: str(v)
+                for k, v in (request.get("approval") or {}).items()
+                if k in ("run", "hash") and v
+            }
+            if isinstance(request.get("approval"), dict)
+            else {},
         ),
         limit=",".join(unfinished) or None,
         state_dir=state_dir,
@@ -308,6 +317,12 @@ def execute(
     changes = not check and op.guarded  # guarded, locked, notified
     locked = not check and (op.guarded or op.changes_hosts)
     authorization.check(auth, level=op.name, production=prep.production, check_mode=not changes)
+    if auth.approval_run != str(prep.request.approval.get("run", "")) and op.guarded:
+        # the hosts check the approval the run carries: it must be the one authorized
+        raise Refused(
+            f"the run carries approval {prep.request.approval.get('run') or '(none)'} but was "
+            f"authorized by {auth.approval_run or '(none)'}"
+        )
     run_id = new_run_id()
     state = paths.writable_state_dir(state_dir)  # before any host is touched
     kept_reason = ""

@@ -101,26 +101,31 @@ RUN_OPTIONS = (
 )
 GUARD = (
     argument(
-        "--approved-by",
-        metavar="NAME",
-        help="who approved this rollback (not yourself); lets production run without the prompt",
+        "--run",
+        metavar="RUN_ID",
+        help="production: run the request RUN_ID that another listed approver approved "
+        "(its level, options and hosts; refused if the plan changed since)",
     ),
     argument(
         "--break-glass",
         action="store_true",
         help="act alone on production in an emergency (flag and emergency levels only; "
-        "needs --reason; recorded as break-glass)",
+        "needs --reason; recorded as break-glass and notified)",
     ),
     argument("--reason", help="why: recorded in the history and the receipt"),
     argument(
         "--yes",
         "-y",
         action="store_true",
-        help="do not ask for confirmation (not enough for production)",
+        help="do not ask for confirmation (it never stands in for an approval)",
     ),
 )
 UNLOCK_GUARD = (
-    argument("--approved-by", metavar="NAME", help="as for apply (production)"),
+    argument(
+        "--break-glass",
+        action="store_true",
+        help="production: clear the lock alone (needs --reason; recorded and notified)",
+    ),
     argument("--reason", help="why: recorded in the history"),
     argument("--yes", "-y", action="store_true", help="do not ask for confirmation"),
 )
@@ -242,25 +247,36 @@ def _observer(stream: Any) -> PlainProgress:
     return progress.observer(stream)
 
 
-def _authorize(prep: api.Prepared, args: argparse.Namespace) -> Authorization:
-    """Who runs this and who allowed it; asks on a terminal where a person must confirm."""
-    auth = Authorization(
-        operator=current_operator(),
-        approved_by=args.approved_by or "",
-        break_glass=args.break_glass,
-        reason=args.reason or "",
+def _authorize(
+    prep: api.Prepared, args: argparse.Namespace, approved: Authorization | None = None
+) -> Authorization:
+    """Who runs this and what allows it (``approved``: an approved request's authorization,
+    from the hosts); asks on a terminal where a person must confirm. On production the
+    operator types the inventory's name as well: a confirmation, never an approval."""
+    auth = approved or Authorization(
+        operator=current_operator(), break_glass=args.break_glass, reason=args.reason or ""
     )
+    if approved is not None and args.reason:
+        auth = dataclasses.replace(auth, reason=args.reason)
     level = prep.operation.name
-    # self-approval and break-glass rules hold everywhere, before any prompt
+    # the break-glass rules hold everywhere, before any prompt
     authorization.check(auth, level=level, production=False, check_mode=True)
     if args.check:
         return auth
     names = ", ".join(prep.hosts)
-    if prep.production and not (auth.approved_by or auth.break_glass):
+    if prep.production:
+        authorization.check(auth, level=level, production=True, check_mode=False)
+        if args.yes:
+            return auth
         if not sys.stdin.isatty():
-            authorization.check(auth, level=level, production=True, check_mode=False)
+            raise Refused("no terminal to confirm on: add --yes (the approval is still needed)")
+        allowed = (
+            f"BREAK-GLASS ({auth.reason})"
+            if auth.break_glass
+            else f"request {auth.approval_run} of {auth.requester}, approved by {auth.approved_by}"
+        )
         answer = input(
-            f"PRODUCTION: level {level} on {names}, by {auth.operator}, no approval.\n"
+            f"PRODUCTION: level {level} on {names}, by {auth.operator}, {allowed}.\n"
             f"Type the inventory name ({prep.inventory.name}) to go on: "
         )
         # the inventory's name or any -i value as typed (a directory's trailing / aside)
@@ -328,7 +344,10 @@ def _refuse(problems: list[str]) -> None:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    if args.resume:
+    approved = None
+    if args.run:
+        prep, approved = _prepare_approved(args)
+    elif args.resume:
         _refuse(operations.OPERATIONS["resume"].usage_problems(args))
         prep = api.prepare_resume(
             args.resume,
@@ -337,6 +356,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
             state_dir=args.state_dir,
             options=ansible_options(args),
         )
+        from rollback_ops import approvals
+
+        approved = approvals.resumed(prep, args.resume, args.state_dir)
     else:
         missing = [
             o for o, v in (("--level", args.level), ("--inventory", args.inventory)) if not v
@@ -344,13 +366,15 @@ def cmd_apply(args: argparse.Namespace) -> int:
         if missing:
             raise RollbackOpsError(f"apply needs {' and '.join(missing)} (or --resume RUN_ID)")
         prep = _prepare_level(args)
-    return _execute(prep, args)
+    return _execute(prep, args, approved)
 
 
-def _execute(prep: api.Prepared, args: argparse.Namespace) -> int:
+def _execute(
+    prep: api.Prepared, args: argparse.Namespace, approved: Authorization | None = None
+) -> int:
     """Run a prepared rollback (apply, undo) once the guard allows it; its exit status."""
     _ci_options(args)
-    auth = _authorize(prep, args)
+    auth = _authorize(prep, args, approved)
     observer = _observer(sys.stderr)
     result = api.execute(
         prep,
@@ -375,6 +399,96 @@ def cmd_undo(args: argparse.Namespace) -> int:
         options=ansible_options(args),
     )
     return _execute(prep, args)  # under the guard of the undone run's level
+
+
+def _prepare_approved(args: argparse.Namespace) -> tuple[api.Prepared, Authorization]:
+    """``apply --run RUN_ID``: the approved request, read from the hosts and checked."""
+    from rollback_ops import approvals
+
+    receipts.check_run_id(args.run)
+    given = [o for o, v in (("--resume", args.resume), ("--limit", args.limit)) if v]
+    if args.break_glass:
+        given.append("--break-glass")
+    if given:
+        raise RollbackOpsError(
+            f"--run takes the request's hosts and options; leave out {', '.join(given)}"
+        )
+    if not args.inventory:
+        raise RollbackOpsError("apply --run needs --inventory")
+    # (--no-verify is given when verify is False: its store_false has no default to compare)
+    typed = not args.verify or any(
+        arg.given(args) for arg in LEVEL_ARGUMENTS if arg.dest != "verify"
+    )
+    prep, auth, pending = approvals.prepare_run(
+        args.run,
+        args.inventory,
+        (lambda level: level.request(args)) if typed else None,
+        state_dir=args.state_dir,
+        options=ansible_options(args),
+    )
+    if args.level and args.level != prep.operation.name:
+        raise Refused(
+            f"request {args.run} is level {prep.operation.name}, not {args.level}: "
+            "the plan changed since it was approved"
+        )
+    for line in pending.describe():
+        print(line, file=sys.stderr)
+    return prep, auth
+
+
+def cmd_request(args: argparse.Namespace) -> int:
+    from rollback_ops import approvals
+
+    prep = _prepare_level(args)
+    if not prep.production:
+        raise Refused(
+            f"inventory {prep.inventory.name} is not production "
+            f"({', '.join(prep.environments)}): apply it, no approval is needed"
+        )
+    observer = _observer(sys.stderr)
+    result, digest = approvals.request(
+        prep, reason=args.reason or "", state_dir=args.state_dir, observer=observer
+    )
+    code = _finish(result, args, observer)
+    if result.ok:
+        inventory = " ".join(f"-i {i}" for i in args.inventory)
+        print(
+            f"request {result.run_id} (plan hash {digest[:12]}) is pending on "
+            f"{', '.join(prep.hosts)}; another login in rollback_approvers approves it with:\n"
+            f"  rollback-ops approve {result.run_id} {inventory}\n"
+            f"then: rollback-ops apply --run {result.run_id} {inventory}",
+            file=sys.stderr,
+        )
+        if not args.json:
+            print(result.run_id)
+    return code
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    from rollback_ops import approvals
+
+    receipts.check_run_id(args.run_id)
+
+    def confirm(pending: approvals.Pending) -> None:
+        for line in pending.describe():
+            print(line, file=sys.stderr)
+        if args.yes:
+            return
+        if not sys.stdin.isatty():
+            raise Refused("no terminal to confirm on: add --yes to approve without asking")
+        if input("Approve this run? [y/N] ").strip().lower() not in ("y", "yes"):
+            raise Refused("not approved; nothing was written")
+
+    observer = _observer(sys.stderr)
+    _pending, result = approvals.approve(
+        args.run_id,
+        args.inventory,
+        state_dir=args.state_dir,
+        observer=observer,
+        options=ansible_options(args),
+        confirm=confirm,
+    )
+    return _finish(result, args, observer)
 
 
 def level_usage_problems(level: Operation, args: argparse.Namespace) -> list[str]:
@@ -762,6 +876,32 @@ SUBCOMMANDS: dict[str, Command] = {
             "rollback-ops apply --resume 20260101T120000Z-a1b2c3",
         ),
     ),
+    "request": Command(
+        "record a production run on its hosts for another person to approve",
+        cmd_request,
+        (
+            level_argument(required=True),
+            *LEVEL_TARGET,
+            argument("--reason", help="why: shown to the approver, recorded"),
+            *ansible_arguments(short_forks=False),  # -f is --flag here
+        ),
+        examples=(
+            "rollback-ops request --level code -i prod --to release-1.4 --reason 'INC-42'",
+            "rollback-ops request --level flag -i prod --flag ENABLE_TIME_WEIGHTING=false",
+        ),
+    ),
+    "approve": Command(
+        "approve another person's pending production run, as your own SSH login",
+        cmd_approve,
+        (
+            argument("run_id", metavar="RUN_ID", help="the request's run id"),
+            inventory_argument(),
+            argument("--yes", "-y", action="store_true", help="do not ask for confirmation"),
+            JSON,
+            *ansible_arguments(),
+        ),
+        examples=("rollback-ops approve 20240501T101500Z-1a2b3c -i prod",),
+    ),
     "plan": Command(
         "print the ordered steps per host; contacts no host",
         cmd_plan,
@@ -842,7 +982,7 @@ SUBCOMMANDS: dict[str, Command] = {
         examples=(
             "rollback-ops undo 20250102T030405Z-a1b2c3 --check --diff",
             "rollback-ops undo 20250102T030405Z-a1b2c3 -i staging --yes",
-            "rollback-ops undo 20250102T030405Z-a1b2c3 -i prod --approved-by bob",
+            "rollback-ops undo 20250102T030405Z-a1b2c3 -i prod --break-glass --reason 'INC-42'",
         ),
     ),
     "report": Command(
@@ -1011,7 +1151,18 @@ COMMANDS = {name: command.handler for name, command in SUBCOMMANDS.items()}
 
 
 # the commands that write runs, receipts, history or locks: the state dir is checked first
-WRITES_STATE = ("apply", "undo", "unlock", "backup", "verify", "demo", "runs", "status")
+WRITES_STATE = (
+    "apply",
+    "undo",
+    "unlock",
+    "backup",
+    "verify",
+    "demo",
+    "runs",
+    "status",
+    "request",
+    "approve",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

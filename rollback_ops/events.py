@@ -148,6 +148,12 @@ class EventCollector:
             for key in DATA_KEYS:
                 if key in res:
                     host.data[key] = res[key]
+        if module in ("approval", "approval_info"):  # what the host judged (approvals.read)
+            host.data["approval"] = {
+                k: res[k]
+                for k in ("request", "problems", "approvers", "rejected", "used_by", "login")
+                if k in res
+            }
         if status == "changed":
             host.backups += [str(b) for b in res.get("backup_files") or [] if isinstance(b, str)]
         backup = res.get("backup_file")

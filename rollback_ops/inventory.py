@@ -40,6 +40,8 @@ RESOLVED = (
     "rollback_app",
     "rollback_notify",
     "rollback_thresholds",
+    "rollback_approvers",
+    "rollback_approval_max_age",
     "ansible_host",
     "ansible_port",
     "ansible_connection",

@@ -459,8 +459,34 @@ def email_password(notify, raw):
         )
 
 
+_LOGIN = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}\Z")
+
+
+def approver_logins(approvers, raw):
+    """Approvers are login names as the hosts see them (not root: it proves nobody)."""
+    seen = set()
+    for i, login in enumerate(approvers):
+        if login == "root":
+            yield "[%d]" % i, "root cannot approve: it proves nobody's identity"
+        elif not _LOGIN.match(login):
+            yield "[%d]" % i, "%r is not a login name" % login
+        elif login in seen:
+            yield "[%d]" % i, "%s is listed twice" % login
+        seen.add(login)
+
+
+def approval_hours(hours, raw):
+    """How long a request and its approval stay valid: an hour to a week."""
+    if not 1 <= hours <= 168:
+        yield "", "must be 1 to 168 (hours)"
+
+
 PREPARE = {"rollback_notify": one_recipient, "rollback_thresholds": quoted_numbers}
-VARIABLE_RULES = {"rollback_notify": (webhook_url_http, email_password)}
+VARIABLE_RULES = {
+    "rollback_notify": (webhook_url_http, email_password),
+    "rollback_approvers": (approver_logins,),
+    "rollback_approval_max_age": (approval_hours,),
+}
 
 
 def _get(app, dotted):
@@ -491,7 +517,7 @@ def validate(variable, value, spec=None):
     if normalized is None:
         return None, walker.problems
     ruled = [
-        ("%s.%s" % (variable, path), message)
+        (variable + ("" if not path or path.startswith("[") else ".") + path, message)
         for rule in VARIABLE_RULES.get(variable, ())
         for path, message in rule(normalized, raw)
     ]

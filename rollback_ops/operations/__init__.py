@@ -3,7 +3,7 @@
 Importing the package registers every operation in :data:`OPERATIONS`, smallest level first.
 """
 
-from rollback_ops.operations import backup, levels, maintenance, status
+from rollback_ops.operations import approval, backup, levels, maintenance, status
 from rollback_ops.operations.base import (
     OPERATIONS,
     REQUEST_KEYS,
@@ -27,6 +27,7 @@ __all__ = [
     "Request",
     "ansible_arguments",
     "ansible_options",
+    "approval",
     "backup",
     "get",
     "levels",

@@ -111,12 +111,16 @@ class Prune(Job):
     playbook = "backup_prune"
     summary = (
         "remove old sets (never the newest verified one, never forensic sets); --check lists "
-        "them; production needs an approval, as a rollback does"
+        "them; on production it needs --break-glass --reason (recorded and notified)"
     )
     guarded = True  # production's guard and the notifications, as the levels have
+    # an approved request (`request`, `approve`) is made for the levels; prune, which only
+    # removes old sets (never the newest verified one), is allowed on production with a
+    # recorded, notified reason
+    break_glass = True
     examples = (
         "rollback-ops backup prune -i staging --keep 7 --check",
-        "rollback-ops backup prune -i prod --keep 7 --max-age 30 --approved-by lee",
+        "rollback-ops backup prune -i prod --keep 7 --break-glass --reason 'disk 95% full'",
     )
     arguments: ClassVar[tuple[Argument, ...]] = (
         APP,

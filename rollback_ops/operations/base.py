@@ -25,7 +25,7 @@ class Request:
     """What the operator asked for, independent of any host.
 
     The fields are named as the playbooks' ``rollback_request`` keys (:func:`extravars`);
-    ``resumes``, ``undoes`` and ``unlock_run`` stay on the controller.
+    ``undoes`` and ``unlock_run`` stay on the controller.
     """
 
     level: str = ""
@@ -48,6 +48,9 @@ class Request:
     # undo: per host, what goes back (rollback_ops.undo): env values, keys to remove, the
     # values the keys may hold now; for code the HEAD and branch to put back exactly
     undo: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # production approvals: {"run": the request's run id, "hash": its plan hash} for
+    # `apply --run`; the approval commands add "action" (request, approve, read) and "record"
+    approval: dict[str, Any] = field(default_factory=dict)
     resumes: str = ""  # controller only: the run this one resumes
     undoes: str = ""  # controller only: the run this one undoes
     unlock_run: str = ""  # controller only: unlock clears only this run's locks
@@ -82,6 +85,8 @@ REQUEST_KEYS: dict[str, tuple[type, ...]] = {
     "undo": (dict,),
     "controller": (dict,),
     "authorized_environments": (list,),
+    "approval": (dict,),
+    "resumes": (str,),
 }
 
 
@@ -130,6 +135,13 @@ def rollback_request(
             "pid_start": str(controller["pid_start"]),
         },
         "authorized_environments": list(authorized_environments),
+        "approval": {
+            "run": str(request.approval.get("run", "")),
+            "hash": str(request.approval.get("hash", "")),
+            "action": str(request.approval.get("action", "")),
+            "record": dict(request.approval.get("record") or {}),
+        },
+        "resumes": request.resumes,
     }
 
 

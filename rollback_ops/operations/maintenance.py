@@ -41,6 +41,7 @@ class Unlock(Operation):
     )
     guarded = True
     changes_hosts = True
+    break_glass = True  # production: --break-glass --reason (it changes no app)
     arguments: ClassVar[tuple[Argument, ...]] = (
         argument(
             "--run",

@@ -183,11 +183,13 @@ def test_prune_check_removes_nothing_then_prune_removes_and_production_needs_app
         "web1",
         "--keep",
         "1",
-        "--approved-by",
-        "lee",
+        "--break-glass",
+        "--reason",
+        "disk 95% full",
         "--yes",
         "--json",
     )
     assert pruned.code == 0, pruned.stderr
     assert sets(full) == [three[2]]
-    assert pruned.receipt["authorization"]["approved_by"] == "lee"
+    assert pruned.receipt["authorization"]["break_glass"] is True
+    assert pruned.receipt["authorization"]["reason"] == "disk 95% full"

@@ -60,12 +60,12 @@ def test_prune_is_guarded_and_takes_check_mode():
     prune = operations.get("backup-prune")
     assert prune.guarded
     args = cli.build_parser().parse_args(
-        ["backup", "prune", "-i", "x", "--keep", "2", "--check", "--approved-by", "lee"]
+        ["backup", "prune", "-i", "x", "--keep", "2", "--check", "--break-glass", "--reason", "r"]
     )
-    assert (args.check, args.approved_by, args.break_glass) == (True, "lee", False)
+    assert (args.check, args.reason, args.break_glass) == (True, "r", True)
     # the other backup commands take no guard options and never run in check mode
     args = cli.build_parser().parse_args(["backup", "create", "-i", "x"])
-    assert args.check is False and not hasattr(args, "approved_by")
+    assert args.check is False and not hasattr(args, "break_glass")
 
 
 # ----------------------------------------------------------------------------- runs/ retention

@@ -116,7 +116,8 @@ def test_production_is_refused_without_a_terminal_even_with_yes(
         "--yes",
     )
     assert code == 3
-    assert "production" in err and "--yes does not bypass" in err
+    assert "production" in err and "--yes does not approve" in err
+    assert "rollback-ops request" in err  # says how to get an approval
 
 
 def test_plan_prints_steps_and_contacts_nobody(capsys, tmp_path: Path, monkeypatch):

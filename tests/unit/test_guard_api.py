@@ -8,6 +8,8 @@ that are never contacted.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -110,40 +112,98 @@ def test_an_unapproved_production_change_is_refused_by_the_api(
     assert_nothing_left(state, ADDRESSES)
 
 
-def test_an_approval_by_someone_else_reaches_the_runner(
+APPROVAL = {"run": "20240501T101500Z-1a2b3c", "hash": "ab" * 32}
+APPROVED = Authorization(
+    operator="ana", approved_by="ben", approval_run=APPROVAL["run"], requester="ana"
+)
+
+
+def approved(prep: api.Prepared, approval: dict[str, str] = APPROVAL) -> api.Prepared:
+    """prep carrying an approved request, as approvals.prepare_run makes it."""
+    return dataclasses.replace(
+        prep, request=dataclasses.replace(prep.request, approval=dict(approval))
+    )
+
+
+def sent_request(call: dict) -> dict:
+    """The rollback_request the playbook would have got."""
+    text = Path(call["extravars"]).read_text().replace("!unsafe", "")
+    return yaml.safe_load(text)["rollback_request"]
+
+
+def test_an_approved_request_reaches_the_runner_and_the_hosts_get_it_to_check(
     production: str, tmp_path: Path, tripwire: list[dict]
 ):
     state = tmp_path / "state"
-    prep = api.prepare("flag", production, state_dir=state)
+    prep = approved(api.prepare("flag", production, state_dir=state))
     with pytest.raises(Reached):
-        api.execute(prep, state_dir=state, auth=Authorization(operator="ana", approved_by="ben"))
+        api.execute(prep, state_dir=state, auth=APPROVED)
     (call,) = tripwire
     assert call["limit"] == "web1,web2"
     assert "--check" not in (call["cmdline"] or "")
+    request = sent_request(call)
+    # what every host checks against its records before any host is changed
+    assert request["approval"]["run"] == APPROVAL["run"]
+    assert request["approval"]["hash"] == APPROVAL["hash"]
+    assert (request["operator"], request["approved_by"]) == ("ana", "ben")
 
 
-def test_typed_confirmation_and_break_glass_with_a_reason_reach_the_runner(
+@pytest.mark.parametrize(
+    "auth",
+    [
+        Authorization(operator="ana", approved_by="ben"),
+        Authorization(operator="ana", confirmed_by_typing=True),
+        Authorization(operator="ana", approved_by="ben", confirmed_by_typing=True),
+        Authorization(operator="ana", approval_run=APPROVAL["run"]),  # nobody approved it
+    ],
+)
+def test_a_name_or_a_typed_confirmation_is_refused_by_the_api(
+    production: str, tmp_path: Path, tripwire: list[dict], auth: Authorization
+):
+    state = tmp_path / "state"
+    prep = api.prepare("flag", production, state_dir=state)
+    with pytest.raises(Refused):
+        api.execute(prep, state_dir=state, auth=auth)
+    assert tripwire == []
+    assert_nothing_left(state, ADDRESSES)
+
+
+def test_an_authorization_for_another_request_than_the_run_carries_is_refused(
+    production: str, tmp_path: Path, tripwire: list[dict]
+):
+    state = tmp_path / "state"
+    for prep in (
+        api.prepare("flag", production, state_dir=state),  # carries no approval
+        approved(api.prepare("flag", production, state_dir=state), {"run": "R2", "hash": "0"}),
+    ):
+        with pytest.raises(Refused, match="carries approval"):
+            api.execute(prep, state_dir=state, auth=APPROVED)
+    assert tripwire == []
+    assert_nothing_left(state, ADDRESSES)
+
+
+def test_break_glass_with_a_reason_reaches_the_runner(
     production: str, tmp_path: Path, tripwire: list[dict]
 ):
     state = tmp_path / "state"
     prep = api.prepare("flag", production, state_dir=state)
-    for auth in (
-        Authorization(operator="ana", confirmed_by_typing=True),
-        Authorization(operator="ana", break_glass=True, reason="P0: checkout down"),
-    ):
-        with pytest.raises(Reached):
-            api.execute(prep, state_dir=state, auth=auth)
-    assert len(tripwire) == 2
+    auth = Authorization(operator="ana", break_glass=True, reason="P0: checkout down")
+    with pytest.raises(Reached):
+        api.execute(prep, state_dir=state, auth=auth)
+    (call,) = tripwire
+    assert sent_request(call)["break_glass"] is True
+    assert sent_request(call)["approval"]["run"] == ""
 
 
-@pytest.mark.parametrize("approver", ["ana", "ANA", " Ana\t"])
+@pytest.mark.parametrize("approvers", ["ana", "ben, ana"])
 def test_self_approval_is_refused_by_the_api(
-    production: str, tmp_path: Path, tripwire: list[dict], approver: str
+    production: str, tmp_path: Path, tripwire: list[dict], approvers: str
 ):
     state = tmp_path / "state"
-    prep = api.prepare("flag", production, state_dir=state)
+    prep = approved(api.prepare("flag", production, state_dir=state))
+    auth = dataclasses.replace(APPROVED, approved_by=approvers)
     with pytest.raises(Refused, match="cannot approve their own"):
-        api.execute(prep, state_dir=state, auth=Authorization(operator="ana", approved_by=approver))
+        api.execute(prep, state_dir=state, auth=auth)
     assert tripwire == []
     assert_nothing_left(state, ADDRESSES)
 
@@ -154,7 +214,7 @@ def test_break_glass_on_the_code_level_is_refused_by_the_api(
     state = tmp_path / "state"
     prep = api.prepare("code", production, Request(to="v1.0.0"), state_dir=state)
     glass = Authorization(operator="ana", break_glass=True, reason="P0: checkout down")
-    with pytest.raises(Refused, match="flag and emergency levels only, not code"):
+    with pytest.raises(Refused, match="flag, emergency, unlock levels only, not code"):
         api.execute(prep, state_dir=state, auth=glass)
     assert tripwire == []
     assert_nothing_left(state, ADDRESSES)
@@ -197,3 +257,41 @@ def test_a_host_held_by_another_run_is_refused_through_the_api(tmp_path: Path, t
     with pytest.raises(Reached):
         api.execute(prep, state_dir=state, auth=Authorization(operator="ana"))
     assert len(tripwire) == 1
+
+
+def test_a_resumed_approved_run_carries_its_approval_for_the_hosts_to_check(
+    production: str, tmp_path: Path, tripwire: list[dict]
+):
+    """`apply --resume` of an approved code run: the hosts get the same approval and the run
+    it resumes (each host lets that run's approval serve its resume, nothing else)."""
+    from rollback_ops import approvals
+
+    state = tmp_path / "state"
+    old = "20240501T110000Z-0a0b0c"
+    receipt = {
+        "run_id": old,
+        "level": "code",
+        "result": "failed",
+        "inventory_path": production,
+        "authorization": APPROVED.as_dict(),
+        "request": {"to": "v1.0.0", "approval": dict(APPROVAL)},
+        "hosts": {"web1": {"status": "failed"}, "web2": {"status": "changed"}},
+    }
+    (state / "runs" / old).mkdir(parents=True)
+    (state / "runs" / old / "receipt.json").write_text(json.dumps(receipt))
+    prep = api.prepare_resume(old, state_dir=state)
+    auth = approvals.resumed(prep, old, state)
+    assert auth is not None and auth.approval_run == APPROVAL["run"]
+    with pytest.raises(Reached):
+        api.execute(prep, state_dir=state, auth=auth)
+    request = sent_request(tripwire[0])
+    assert request["approval"]["run"] == APPROVAL["run"]
+    assert request["approval"]["hash"] == APPROVAL["hash"]
+    assert (request["resumes"], request["to"]) == (old, "v1.0.0")
+    # without the recorded approval, the resume of a production run is refused
+    receipt["request"] = {"to": "v1.0.0"}
+    (state / "runs" / old / "receipt.json").write_text(json.dumps(receipt))
+    bare = api.prepare_resume(old, state_dir=state)
+    assert approvals.resumed(bare, old, state) is None
+    with pytest.raises(Refused, match="this inventory is production"):
+        api.execute(bare, state_dir=state, auth=Authorization(operator="ana"))

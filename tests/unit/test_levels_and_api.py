@@ -76,13 +76,13 @@ def test_a_host_that_reported_nothing_is_a_failure_not_a_success(monkeypatch, st
 
     monkeypatch.setattr(runner, "run_playbook", fake_run)
     prep = api.prepare("emergency", GOOD, limit="web1,web2", state_dir=state_dir)
-    auth = Authorization(operator="ana", approved_by="ben")
+    auth = Authorization(operator="ana", break_glass=True, reason="P0: checkout down")
     result = api.execute(prep, state_dir=state_dir, auth=auth)
     assert result.hosts["web2"].status == "failed"
     assert "no result from this host" in result.hosts["web2"].message
     assert not result.ok
     (row,) = history.read(state_dir)
-    assert (row.operator, row.approved_by, row.result) == ("ana", "ben", "failed")
+    assert (row.operator, row.break_glass, row.result) == ("ana", True, "failed")
 
 
 def test_a_run_that_could_not_start_is_recorded_as_an_error(monkeypatch, state_dir: Path):
@@ -97,7 +97,9 @@ def test_a_run_that_could_not_start_is_recorded_as_an_error(monkeypatch, state_d
     prep = api.prepare("emergency", GOOD, limit="web1", state_dir=state_dir)
     with pytest.raises(RunnerError):
         api.execute(
-            prep, state_dir=state_dir, auth=Authorization(operator="ana", approved_by="ben")
+            prep,
+            state_dir=state_dir,
+            auth=Authorization(operator="ana", break_glass=True, reason="P0: checkout down"),
         )
     (row,) = history.read(state_dir)
     assert row.result == "error"

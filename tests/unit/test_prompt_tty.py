@@ -2,8 +2,10 @@
 
 ``rollback-ops apply`` runs as its own process with a pseudo-terminal for stdin, stdout and
 stderr, on the demo's sandbox app (local connection, everything under tmp_path) with its
-inventory marked production and no approval: it must ask for the inventory's name, refuse
-any other answer with nothing changed, and go on (a real run) when the name is typed.
+inventory marked production. Without an approved request it is refused before any prompt
+(typing the name approves nothing). With break-glass (a reason, acting alone) it must ask for
+the inventory's name as a confirmation, refuse any other answer with nothing changed, and go
+on (a real run) when the name is typed.
 """
 
 from __future__ import annotations
@@ -90,20 +92,39 @@ def production(tmp_path: Path) -> tuple[Path, Path, Path]:
     return state, project, env_file
 
 
-def apply(state: Path, project: Path, inventory: str) -> Terminal:
+def apply(state: Path, project: Path, inventory: str, *extra: str) -> Terminal:
     env = {**os.environ, "ROLLBACK_OPS_OPERATOR": "ana", "TERM": "xterm", "COLUMNS": "100"}
     env.pop("ROLLBACK_OPS_STATE_DIR", None)
     argv = [sys.executable, "-m", "rollback_ops", "--state-dir", str(state), "apply"]
-    argv += ["--level", "flag", "-i", inventory, "--flag", f"{KEY}=false"]
+    argv += ["--level", "flag", "-i", inventory, "--flag", f"{KEY}=false", *extra]
     return Terminal(argv, project, env)
+
+
+GLASS = ("--break-glass", "--reason", "P0: checkout down")
+
+
+def test_without_an_approval_nothing_is_asked_and_nothing_changes(
+    production: tuple[Path, Path, Path],
+):
+    state, project, env_file = production
+    before = env_file.read_bytes()
+    term = apply(state, project, "prod")
+    code = term.finish()
+    assert code == 3, term.text
+    assert "needs an approved request" in term.text
+    assert "Type the inventory name" not in term.text
+    assert env_file.read_bytes() == before
+    assert history.read(state) == []
 
 
 def test_a_wrong_name_is_refused_and_nothing_changes(production: tuple[Path, Path, Path]):
     state, project, env_file = production
     before = env_file.read_bytes()
     for answer in ("staging", "y", "yes", "productions", "local"):
-        term = apply(state, project, "prod")
-        term.expect(b"PRODUCTION: level flag on localhost, by ana, no approval.")
+        term = apply(state, project, "prod", *GLASS)
+        term.expect(
+            b"PRODUCTION: level flag on localhost, by ana, BREAK-GLASS (P0: checkout down)."
+        )
         term.expect(b"Type the inventory name (prod) " + PROMPT)
         term.type(answer)
         code = term.finish()
@@ -133,7 +154,7 @@ def test_the_typed_inventory_name_is_accepted_and_the_run_goes_on(
     inventory = given.replace("path", spelled["path"]) if given.startswith("path") else given
     answer = typed.replace("path", spelled["path"]) if typed.startswith("path") else typed
     assert f"{KEY}=true" in env_file.read_text()
-    term = apply(state, project, inventory)
+    term = apply(state, project, inventory, *GLASS)
     term.expect(PROMPT)
     term.type(answer)
     code = term.finish()
@@ -142,4 +163,5 @@ def test_the_typed_inventory_name_is_accepted_and_the_run_goes_on(
     assert f"{KEY}=false" in env_file.read_text()
     (row,) = history.read(state)
     assert (row.operator, row.approved_by, row.confirmed_by_typing) == ("ana", "", True)
+    assert row.break_glass and row.reason == "P0: checkout down"
     assert row.result == "ok" and row.environment == ["production"]

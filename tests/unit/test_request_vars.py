@@ -48,6 +48,8 @@ CONTRACT: dict[str, type | tuple[type, ...]] = {
     "undo": dict,
     "controller": dict,
     "authorized_environments": type(None),
+    "approval": dict,
+    "resumes": str,
 }
 OLD_NAMES = re.compile(
     r"\brollback_(level|flags|run_id|operator|controller|controller_pid|controller_pid_start"
@@ -184,7 +186,7 @@ def shown_requests(proc: subprocess.CompletedProcess[str]) -> list[dict[str, Any
 
 
 def test_a_plain_run_gets_one_run_id_operator_and_controller_on_every_host(tmp_path: Path):
-    proc = plain_run(tmp_path, {"approved_by": "bob", "flags": {"A": "false"}})
+    proc = plain_run(tmp_path, {"break_glass": True, "reason": "P0", "flags": {"A": "false"}})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     requests = shown_requests(proc)
     assert len(requests) == 2 and requests[0] == requests[1]
@@ -195,11 +197,11 @@ def test_a_plain_run_gets_one_run_id_operator_and_controller_on_every_host(tmp_p
     assert {
         k: v
         for k, v in request.items()
-        if k not in ("run_id", "operator", "controller", "approved_by", "flags")
+        if k not in ("run_id", "operator", "controller", "break_glass", "reason", "flags")
     } == {
         k: v
         for k, v in defaults().items()
-        if k not in ("run_id", "operator", "controller", "approved_by", "flags")
+        if k not in ("run_id", "operator", "controller", "break_glass", "reason", "flags")
     } | {"level": "flag"}
 
 
@@ -213,15 +215,17 @@ CASES = [
     # (request, level, check mode, operator)
     ({}, "flag", False, "ana"),
     ({}, "flag", True, "ana"),
+    # a name passed or a confirmation typed proves nothing: neither approves
     ({"approved_by": "bob"}, "code", False, "ana"),
     ({"approved_by": "  ANA "}, "flag", False, "ana"),
     ({"approved_by": "A  na"}, "flag", True, "a na"),
-    ({"approved_by": "   "}, "flag", False, "ana"),
     ({"confirmed_by_typing": True}, "full", False, "ana"),
+    ({"approved_by": "bob", "confirmed_by_typing": True}, "emergency", False, "ana"),
     ({"break_glass": True, "reason": "P0"}, "emergency", False, "ana"),
+    ({"break_glass": True, "reason": "dead run"}, "unlock", False, "ana"),
     ({"break_glass": True, "reason": " "}, "flag", False, "ana"),
     ({"break_glass": True, "reason": "P0"}, "code", False, "ana"),
-    ({"approved_by": "bob"}, "flag", False, " "),
+    ({"break_glass": True, "reason": "P0"}, "flag", False, " "),
 ]
 
 
@@ -252,7 +256,19 @@ def test_production_refusal_names_what_to_pass_and_the_hosts(tmp_path: Path):
     proc = plain_run(tmp_path, {}, environments=("staging", "production", "production"))
     assert proc.returncode != 0
     assert "production hosts (h1, h2)" in proc.stdout
-    assert """-e '{\\"rollback_request\\": {\\"approved_by\\": \\"NAME\\"}}'""" in proc.stdout
+    assert "rollback-ops approve RUN_ID" in proc.stdout
+    assert "rollback-ops apply --run RUN_ID" in proc.stdout
+
+
+def test_an_approval_run_passes_the_guard_only_to_be_checked_by_every_host(tmp_path: Path):
+    """A plain run naming an approval gets past the play's guard, then each host checks it
+    itself: with no request of that run on the host, it is refused before anything else."""
+    approval = {"run": "20240101T000000Z-abcdef", "hash": "0" * 64}
+    proc = plain_run(tmp_path, {"approval": approval, "approved_by": "bob"})
+    assert proc.returncode != 0
+    assert "Check and use the approval of this run on every host" in proc.stdout
+    assert "refused: " in proc.stdout and "20240101T000000Z-abcdef" in proc.stdout
+    assert "REQUEST" not in proc.stdout  # any_errors_fatal: no host went on
 
 
 def test_staging_needs_no_approval(tmp_path: Path):

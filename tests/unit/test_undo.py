@@ -329,10 +329,10 @@ def test_the_undo_runs_under_the_guard_of_the_level_it_undoes(state: Path, code_
     run_id = code_receipt(state, code_inventory)
     alone = cli(state, "undo", run_id, "--yes")
     assert alone.returncode == 3
-    assert "this inventory is production: a change needs --approved-by NAME" in alone.stderr
+    assert "this inventory is production: a change needs an approved request" in alone.stderr
     glass = cli(state, "undo", run_id, "--break-glass", "--reason", "p0", "--yes")
     assert glass.returncode == 3
-    assert "--break-glass covers the flag and emergency levels only, not code" in glass.stderr
+    assert "--break-glass covers the " in glass.stderr and "only, not code" in glass.stderr
 
 
 def test_undo_help_has_examples():

@@ -56,8 +56,6 @@ def test_a_flag_value_a_reason_and_an_operator_are_never_templated(
         f"ENABLE_TIME_WEIGHTING={value}",
         "--reason",
         payload(tmp_path / "pwned-reason"),
-        "--approved-by",
-        "ben" + payload(tmp_path / "pwned-approver"),
         "--yes",
         "--json",
     )
