@@ -144,6 +144,8 @@ class EventCollector:
             for key in DATA_KEYS:
                 if key in res:
                     host.data[key] = res[key]
+        if module == "configrestore" and status == "changed" and res.get("config_files"):
+            host.data["config_files"] = res["config_files"]  # what rollback-ops undo reads
         if status == "changed":
             host.backups += [str(b) for b in res.get("backup_files") or [] if isinstance(b, str)]
         backup = res.get("backup_file")

@@ -56,7 +56,8 @@ from rollback_ops.operations import Request
 from rollback_ops.operations.base import GIT_REF, SHA
 from rollback_ops.text import one_line, short
 
-UNDOABLE = ("flag", "emergency", "code")
+UNDOABLE = ("flag", "emergency", "code", "config")
+HEX64 = re.compile(r"[0-9a-f]{64}")
 MASKED = re.compile(r"<secret sha256:[0-9a-f]{8}>")
 
 
@@ -90,12 +91,14 @@ def prepare_undo(
             f"(`rollback-ops undo {done_by}` puts its changes back)"
         )
     hosts: dict[str, Any] = receipt["hosts"]
+    targets: dict[str, str] = {}
     if level == "code":
         undo = {h: e for h in sorted(hosts) if (e := _code_entry(run_id, h, hosts[h], force))}
         targets = {h: str(e["head"]) for h, e in undo.items()}
+    elif level == "config":
+        undo = {h: e for h in sorted(hosts) if (e := _config_entry(run_id, h, hosts[h], force))}
     else:
         undo = {h: e for h in sorted(hosts) if (e := _env_entry(run_id, h, hosts[h], force))}
-        targets = {}
         _refuse_redo_of_removal(run_id, receipt)
     if not undo:
         raise ConfigError(f"run {run_id} changed nothing to undo on any host")
@@ -135,18 +138,10 @@ def _refuse_level(run_id: str, level: str, receipt: dict[str, Any]) -> None:
             f"`rollback-ops plan --level full -i {inv} --backup-id {example}{to}` shows "
             "how to put code and data back to them"
         )
-    if level == "config":
-        copies = ", ".join(
-            one_line(f"{b['host']}: {b['path']}", 300) for b in receipt.get("backups") or []
-        )
-        raise ConfigError(
-            f"run {run_id} is level config: undo does not restore config files yet; the files "
-            f"as they were are the copies the run made ({copies or 'none: it changed nothing'})"
-        )
     if level not in UNDOABLE:
         raise ConfigError(
             f"run {run_id} is {short(level)}, not a rollback undo puts back "
-            f"({', '.join(UNDOABLE)}; full and config are explained when asked)"
+            f"({', '.join(UNDOABLE)}; full is explained when asked)"
         )
 
 
@@ -179,6 +174,44 @@ def _env_entry(run_id: str, host: str, result: dict[str, Any], force: bool) -> d
     if not force:
         entry["env_expect"] = expect
     return entry
+
+
+def _config_entry(run_id: str, host: str, result: dict[str, Any], force: bool) -> dict[str, Any]:
+    """What goes back on one host of a config run: each file it replaced, from the copy it
+    made (empty: it replaced none)."""
+    recorded = _dict(result.get("data")).get("config_files")
+    host = one_line(host, 80)
+    if recorded is None:
+        copies = [one_line(b, 300) for b in _list(result.get("backups"))]
+        if not copies:
+            return {}
+        raise ConfigError(
+            f"run {run_id}'s receipt records no config_files for {host} (a run of an older "
+            f"rollback-ops): restore the files by hand from the copies it made: {', '.join(copies)}"
+        )
+    if not isinstance(recorded, list):
+        raise ConfigError(f"run {run_id}: the receipt's {host} config_files is not a list")
+    files = []
+    for item in recorded:
+        item = _dict(item)
+        path, copy = _text(item.get("path")), _text(item.get("copy"))
+        copy_sha, wrote = _text(item.get("copy_sha256")), _text(item.get("sha256"))
+        beside = copy.startswith(f"{path}.backup.") and "/" not in copy[len(path) :]
+        if (
+            not path.startswith("/")
+            or (copy and not (beside and HEX64.fullmatch(copy_sha)))
+            or (wrote and not HEX64.fullmatch(wrote))
+            or not (copy or wrote)
+        ):
+            raise ConfigError(
+                f"run {run_id}: the receipt's {host} config_files entry {short(path)} is not one "
+                "undo can use (a path, its copy beside it with a sha256, the sha256 written)"
+            )
+        entry = {"path": path, "copy": copy, "copy_sha256": copy_sha}
+        if not force:
+            entry["expect_sha256"] = wrote  # "" : the run moved the file aside
+        files.append(entry)
+    return {"config": files} if files else {}
 
 
 def _code_entry(run_id: str, host: str, result: dict[str, Any], force: bool) -> dict[str, Any]:
