@@ -26,14 +26,24 @@ What goes back, per level:
 - **full**: not undone. The databases are never restored silently: the refusal names each
   host's forensic set (the data as it was when the run started) and the ``plan`` command
   that shows how to put code and data back to it.
-- **config**: not built; the refusal names each file's copy the run made.
+- **config**: each file the run replaced gets back the bytes, mode and owner it had, from
+  the copy the run made before replacing it (the receipt's ``data.config_files`` per host:
+  the file, its copy, the copy's sha256 and the sha256 the run wrote; configrestore's
+  ``undo`` option). As the config level: a copy of the current file first (the undo's
+  receipt lists it), an atomic replace, the caches cleared and a restart where a file
+  changed, the checks; check and diff mode change nothing, diffs mask secret-looking values.
+  A file the run created (no copy) is moved aside to ``<file>.backup.<stamp>``. A copy gone,
+  not beside its file or whose sha256 is not the recorded one is refused naming it; so is a
+  receipt of an older rollback-ops without ``config_files`` (it names the copies).
 
 Safety:
 
 - Each host's preflight checks every key still holds the value the run set (or already the
-  one the undo puts back), and HEAD is still the commit the run left (or already the one it
-  puts back): a later run's change is never silently reverted; ``--force`` overwrites it
-  (and, for code, discards uncommitted changes after recording them, as ``apply --force``).
+  one the undo puts back), HEAD is still the commit the run left (or already the one it
+  puts back), and each config file's sha256 is still the one the run wrote (or it already
+  equals its copy): a later run's change is never silently reverted; ``--force`` overwrites
+  it (and, for code, discards uncommitted changes after recording them, as ``apply
+  --force``).
 - A host already back where the undo puts it changes nothing (idempotent); a run that an
   earlier undo already undid is refused naming that undo (whose own undo is a redo: an undo
   of an undo puts the undone run's changes back, except keys the undo removed).
