@@ -162,25 +162,23 @@ def _env_entry(run_id: str, host: str, result: dict[str, Any], force: bool) -> d
         return {}
     env: dict[str, str] = {}
     remove: list[str] = []
+    secrets: list[str] = []
     expect: dict[str, list[str | None]] = {}
     host = one_line(host, 80)
     for change in changed:
         key, before, after = change["key"], change["before"], change["after"]
         if not ENV_KEY.match(key) or (before is not None and env_value_problem(before)):
             raise ConfigError(f"run {run_id}: the receipt's {host} {short(key)} cannot be set")
-        if (before is not None and MASKED.fullmatch(before)) or MASKED.fullmatch(after):
-            copies = [one_line(b, 300) for b in _list(result.get("backups")) if ".backup." in b]
-            where = f"the copy it made: {', '.join(copies)}" if copies else "no copy recorded"
-            raise ConfigError(
-                f"run {run_id} changed the secret {key} on {host}: its receipt keeps only a "
-                f"hash, so undo cannot put it back; restore the env file by hand from {where}"
-            )
         if before is None:
             remove.append(key)
+        elif MASKED.fullmatch(before):
+            secrets.append(key)  # its value comes from the run's copy, read on the host
         else:
             env[key] = before
         expect[key] = [after, before]
     entry: dict[str, Any] = {"env": env, "env_remove": remove}
+    if secrets:
+        entry["env_from"] = _secret_source(run_id, host, result, secrets)
     if not force:
         entry["env_expect"] = expect
     return entry
@@ -222,6 +220,25 @@ def _config_entry(run_id: str, host: str, result: dict[str, Any], force: bool) -
             entry["expect_sha256"] = wrote  # "" : the run moved the file aside
         files.append(entry)
     return {"config": files} if files else {}
+
+
+def _secret_source(
+    run_id: str, host: str, result: dict[str, Any], keys: list[str]
+) -> dict[str, Any]:
+    """Where the envfile module reads the secret KEYS back from on HOST: the one copy of the
+    env file the run made, with its sha256 when the receipt has it (the host checks both)."""
+    copies = [one_line(b, 300) for b in _list(result.get("backups")) if ".backup." in b]
+    if len(copies) != 1:
+        where = f"copies {', '.join(copies)}" if copies else "no copy"
+        raise ConfigError(
+            f"run {run_id} changed the secret {', '.join(keys)} on {host} and recorded {where} "
+            "of the env file: undo needs exactly one to read the values back from; restore the "
+            "file by hand"
+        )
+    sha = _text(_dict(_dict(result.get("data")).get("backup_sha256")).get(copies[0]))
+    if sha and not HEX64.fullmatch(sha):
+        raise ConfigError(f"run {run_id}: the receipt's {host} backup_sha256 is not a sha256")
+    return {"path": copies[0], "keys": keys, "sha256": sha}
 
 
 def _code_entry(run_id: str, host: str, result: dict[str, Any], force: bool) -> dict[str, Any]:

@@ -99,6 +99,9 @@ class EnvLevel(Level):
         settings = ", ".join(f"{k}={mask(v) if app.is_secret(k) else v}" for k, v in values.items())
         if undo.get("env_remove"):
             settings += f"; remove {', '.join(undo['env_remove'])}"
+        if undo.get("env_from"):  # secret keys: read back on the host from the run's copy
+            source = undo["env_from"]
+            settings += f"; {', '.join(source['keys'])} as in {source['path']}"
         units = f"; systemd knows {', '.join(app.units)}" if app.units else ""
         steps = [
             f"preflight (every host before any change): {', '.join(values)} declared "

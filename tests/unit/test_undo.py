@@ -234,13 +234,13 @@ def change(key: str, before: str | None, after: str, changed: bool = True) -> di
                 "hosts": {
                     "localhost": host(
                         flags=[change("API_TOKEN", "<secret sha256:1a2b3c4d>", "x")],
-                        backups=["/srv/.env.backup.20250101T000000Z"],
+                        backups=["/srv/.env.backup.1", "/srv/.env.backup.2"],
                     )
                 }
             },
-            "changed the secret API_TOKEN on localhost: its receipt keeps only a hash, so undo "
-            "cannot put it back; restore the env file by hand from the copy it made: "
-            "/srv/.env.backup.20250101T000000Z",
+            "changed the secret API_TOKEN on localhost and recorded copies /srv/.env.backup.1, "
+            "/srv/.env.backup.2 of the env file: undo needs exactly one to read the values "
+            "back from; restore the file by hand",
         ),
         (
             {
@@ -603,3 +603,79 @@ def test_config_undo_refuses_a_file_changed_since_and_a_copy_not_the_runs(
     elsewhere["undo"][0]["copy"] = "/tmp/a.yml.backup.1"
     wrong = run_module(RESTORE, elsewhere)
     assert wrong["failed"] and "is not a copy of" in wrong["msg"]
+
+
+# ------------------------------------------- a secret key, read back from the run's copy
+
+ORIGINAL_SECRET, NEW_SECRET = "orig-secret-8b2f61", "undo-secret-5e7a1c"
+
+
+def with_secret(state: Path) -> bytes:
+    """The sandbox's env file with a secret key (PARTNER_API_KEY: the *_KEY pattern)."""
+    env_file(state).write_bytes(
+        SHIPPED.read_bytes() + f"PARTNER_API_KEY={ORIGINAL_SECRET}\n".encode()
+    )
+    return env_file(state).read_bytes()
+
+
+def test_a_secret_key_is_put_back_from_the_runs_copy_and_never_shown(state: Path):
+    original = with_secret(state)
+    first = flag(state, allow_new=True, PARTNER_API_KEY=NEW_SECRET)
+    (change_,) = [f for f in first.receipt()["hosts"]["localhost"]["flags"] if f["changed"]]
+    assert change_["before"].startswith("<secret sha256:")  # masked: not from the receipt
+    (copy,) = first.receipt()["hosts"]["localhost"]["backups"]
+    prep = undo.prepare_undo(first.run_id, state_dir=state)
+    entry = prep.request.undo["localhost"]
+    assert entry["env_from"]["path"] == copy and entry["env_from"]["keys"] == ["PARTNER_API_KEY"]
+    assert len(entry["env_from"]["sha256"]) == 64  # the copy as the run made it
+    assert ORIGINAL_SECRET not in json.dumps(entry)
+    done = api.execute(prep, state_dir=state)
+    assert done.ok, done.receipt()
+    assert env_file(state).read_bytes() == original  # every byte, the secret included
+    run_dir = state / "runs" / done.run_id
+    for path in run_dir.rglob("*"):  # receipt, events, artifacts: no secret value
+        if path.is_file():
+            text = path.read_text(errors="replace")
+            assert ORIGINAL_SECRET not in text and NEW_SECRET not in text, path
+
+
+def test_a_secret_key_whose_copy_is_not_the_runs_is_refused_naming_it(state: Path):
+    with_secret(state)
+    first = flag(state, allow_new=True, PARTNER_API_KEY=NEW_SECRET)
+    (copy,) = first.receipt()["hosts"]["localhost"]["backups"]
+    Path(copy).write_text(Path(copy).read_text().replace(ORIGINAL_SECRET, "other"))
+    tampered = run_undo_failed(state, first.run_id)
+    assert f"its copy {copy} is not the one the run made" in tampered
+    Path(copy).unlink()
+    assert f"its copy {copy} is gone" in run_undo_failed(state, first.run_id)
+    assert NEW_SECRET in env_file(state).read_text()  # nothing was changed
+
+
+def run_undo_failed(state: Path, run_id: str) -> str:
+    result = run_undo(state, run_id)
+    assert not result.ok
+    return json.dumps(result.receipt())
+
+
+def test_envfile_values_from_reads_keys_from_a_copy_beside_the_file(tmp_path: Path):
+    path = tmp_path / ".env"
+    copy = tmp_path / ".env.backup.20250102T030405Z"
+    copy.write_bytes(b"API_KEY=from-copy-3d9e\nA=1\n")
+    path.write_bytes(b"API_KEY=now-4c1b\nA=2\n")
+    args = {"path": str(path), "values_from": {"path": str(copy), "keys": ["API_KEY"]}}
+    done = run_module("plugins/modules/envfile.py", args)
+    assert done["changed"] and path.read_bytes() == b"API_KEY=from-copy-3d9e\nA=2\n"
+    assert "from-copy-3d9e" not in json.dumps(done) and "now-4c1b" not in json.dumps(done)
+    assert len(done["backup_sha256"]) == 64
+    missing = run_module(
+        "plugins/modules/envfile.py",
+        {"path": str(path), "values_from": {"path": str(copy), "keys": ["B"]}},
+    )
+    assert missing["failed"] and f"its copy {copy} assigns no B" in missing["msg"]
+    elsewhere = tmp_path / "x.backup.1"
+    elsewhere.write_bytes(b"API_KEY=x\n")
+    wrong = run_module(
+        "plugins/modules/envfile.py",
+        {"path": str(path), "values_from": {"path": str(elsewhere), "keys": ["API_KEY"]}},
+    )
+    assert wrong["failed"] and "is not a copy of it" in wrong["msg"]
