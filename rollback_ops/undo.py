@@ -14,9 +14,14 @@ What goes back, per level:
   run only changed values in gets back its exact bytes. The level's steps follow: a copy of
   the file before the change, the restart where it changed, the checks (the running process
   must report the restored values).
-  A secret key's values are masked in the receipt, so they cannot be put back from it: such
-  a run is refused, naming the key and the copy of the env file the run made (restore it by
-  hand: no mask is ever written into a file).
+  A secret key's values are masked in the receipt, so they are not put back from it: the
+  envfile module reads each one on the host from the copy of the env file the run made
+  before changing it (``values_from``: the copy's path from the receipt's backups, checked
+  there against the sha256 the receipt keeps in ``data.backup_sha256``), so the value never
+  passes through the controller, argv, logs or receipts; the preflight compares the key's
+  current value by its mask. A copy that is gone or not the run's (another sha256), and a
+  run that recorded no copy or several, are refused naming them (no mask is ever written
+  into a file).
 - **code** (git): HEAD goes back exactly to the commit the run recorded
   (``code.snapshot.head``, kept as ``refs/rollback-ops/RUN_ID``), on the branch it was on (or
   detached, as it was), whatever the app's git mode; then, as the code level does,
