@@ -23,16 +23,16 @@ description:
     owner and group the manifest recorded. A symlink is kept and its final target replaced
     (the copy goes beside the link); a file missing on the host is created. A failed write
     leaves the file as it was and no partial copy or temp file. Idempotent; supports check
-    and diff mode. It returns C(config_files): per file replaced, its copy, the copy's sha256
+    and diff mode. It returns C(config_files), per file replaced, its copy, the copy's sha256
     and the sha256 written, which C(rollback-ops undo) reads from the run's receipt.
   - With I(undo) (C(rollback-ops undo) of a config run) the files come from the copies a run
-    made instead of a set: each file gets back the copy's bytes, mode and owner, after a copy
+    made instead of a set; each file gets back the copy's bytes, mode and owner, after a copy
     of the current file is made the same way (a file the run created, without a copy, is
-    moved aside to C(<file>.backup.<UTC stamp>)). Refused, before any change, naming the
-    file: a copy that is not C(<file>.backup.*) beside it, is gone or whose sha256 is not the
-    one recorded, a file not in I(files), and a file whose sha256 is no longer the one the
-    run wrote (I(expect_sha256); a later change) unless it already equals the copy. A file
-    already equal to its copy (bytes, mode, owner) is left alone.
+    moved aside to C(<file>.backup.<UTC stamp>)). Refused before any change, naming the
+    file, are a copy that is not C(<file>.backup.*) beside it, is gone or whose sha256 is not
+    the one recorded, a file not in I(files), and a file whose sha256 is no longer the one
+    the run wrote (I(expect_sha256), a later change) unless it already equals the copy. A
+    file already equal to its copy (bytes, mode, owner) is left alone.
   - The diff holds the changed lines only; on a line setting a key that looks secret (the
     M(rollback_ops.rollback.envfile) patterns C(*_KEY), C(*_TOKEN), C(*PASSWORD*),
     C(*SECRET*), in any case; set with C(=) or a colon) the value shows as

@@ -85,7 +85,7 @@ options:
   values_from:
     description:
       - Set I(keys) to the values they have in I(path), a copy of this env file this module
-        made (C(<path>.backup.<stamp>) beside it), read on the host: C(rollback-ops undo)
+        made (C(<path>.backup.<stamp>) beside it), read on the host; C(rollback-ops undo)
         puts secret keys back so, their values never passing through the controller. The
         values are secret (as I(secret_values)); the copy is never pruned by this call.
       - Refused before any change, naming the copy, when it is not such a copy, is gone, its
@@ -103,7 +103,7 @@ options:
         elements: str
         default: []
       sha256:
-        description: The copy's expected sha256 (empty: not checked).
+        description: The copy's expected sha256 (empty, the default, is not checked).
         type: str
         default: ""
   allow_new_keys:
@@ -305,7 +305,7 @@ def main():
     except EnvFileError as exc:
         module.fail_json(msg="%s: %s" % (path, exc), changed=False)
     module.no_log_values.update(v for v in copied.values() if v)
-    both = sorted(set(copied) & (set(plain) | set(hidden)))
+    twice = sorted(set(copied) & (set(plain) | set(hidden)))
     hidden.update(copied)
     drop = [str(k) for k in params["remove"] or []]
     secret = set(hidden) | set(k for k in list(plain) + drop if is_secret(k, params["secret_keys"]))
@@ -334,9 +334,11 @@ def main():
     def fail(msg):
         module.fail_json(msg="%s: %s" % (path, msg), **result)
 
-    both = sorted(set(plain) & set(hidden)) or both
+    both = sorted(set(plain) & set(hidden))
     if both:
-        fail("%s given twice (values, secret_values, values_from)" % ", ".join(both))
+        fail("%s given in both values and secret_values" % ", ".join(both))
+    if twice:
+        fail("%s given both in values_from and to set" % ", ".join(twice))
     both = sorted(set(drop) & (set(plain) | set(hidden)))
     if both:
         fail("%s given both to set and to remove" % ", ".join(both))
