@@ -953,9 +953,9 @@ SUBCOMMANDS: dict[str, Command] = {
         ),
     ),
     "undo": Command(
-        "put back what a flag, emergency or code run changed, from its receipt, under the "
-        "guard of its level (full and config runs: refused, saying where the data and files "
-        "as they were are)",
+        "put back what a flag, emergency, code or config run changed, from its receipt, under "
+        "the guard of its level (config: each file from the copy the run made; full runs: "
+        "refused, saying where the data as it was is)",
         cmd_undo,
         (
             argument("run_id", metavar="RUN_ID", help="the run to undo (see `history`)"),
@@ -970,8 +970,9 @@ SUBCOMMANDS: dict[str, Command] = {
             argument(
                 "--force",
                 action="store_true",
-                help="undo even where a later change moved a key or HEAD since the run (it is "
-                "overwritten); code: despite uncommitted changes (recorded first)",
+                help="undo even where a later change moved a key, HEAD or a config file since "
+                "the run (it is overwritten, a config file after a copy); code: despite "
+                "uncommitted changes (recorded first)",
             ),
             NO_VERIFY,
             JSON,

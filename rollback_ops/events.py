@@ -154,11 +154,16 @@ class EventCollector:
                 for k in ("request", "problems", "approvers", "rejected", "used_by", "login")
                 if k in res
             }
+        if module == "configrestore" and status == "changed" and res.get("config_files"):
+            host.data["config_files"] = res["config_files"]  # what rollback-ops undo reads
         if status == "changed":
             host.backups += [str(b) for b in res.get("backup_files") or [] if isinstance(b, str)]
         backup = res.get("backup_file")
         if isinstance(backup, str) and backup:
             host.backups.append(backup)
+            if isinstance(res.get("backup_sha256"), str) and res["backup_sha256"]:
+                # which copy undo may read a secret key back from (rollback-ops undo)
+                host.data.setdefault("backup_sha256", {})[backup] = res["backup_sha256"]
         if status in ("failed", "unreachable") and host.status not in ("failed", "unreachable"):
             host.status = "unreachable" if status == "unreachable" else "failed"
             host.failed_step, host.message = step.step, message

@@ -14,9 +14,14 @@ What goes back, per level:
   run only changed values in gets back its exact bytes. The level's steps follow: a copy of
   the file before the change, the restart where it changed, the checks (the running process
   must report the restored values).
-  A secret key's values are masked in the receipt, so they cannot be put back from it: such
-  a run is refused, naming the key and the copy of the env file the run made (restore it by
-  hand: no mask is ever written into a file).
+  A secret key's values are masked in the receipt, so they are not put back from it: the
+  envfile module reads each one on the host from the copy of the env file the run made
+  before changing it (``values_from``: the copy's path from the receipt's backups, checked
+  there against the sha256 the receipt keeps in ``data.backup_sha256``), so the value never
+  passes through the controller, argv, logs or receipts; the preflight compares the key's
+  current value by its mask. A copy that is gone or not the run's (another sha256), and a
+  run that recorded no copy or several, are refused naming them (no mask is ever written
+  into a file).
 - **code** (git): HEAD goes back exactly to the commit the run recorded
   (``code.snapshot.head``, kept as ``refs/rollback-ops/RUN_ID``), on the branch it was on (or
   detached, as it was), whatever the app's git mode; then, as the code level does,
@@ -26,14 +31,24 @@ What goes back, per level:
 - **full**: not undone. The databases are never restored silently: the refusal names each
   host's forensic set (the data as it was when the run started) and the ``plan`` command
   that shows how to put code and data back to it.
-- **config**: not built; the refusal names each file's copy the run made.
+- **config**: each file the run replaced gets back the bytes, mode and owner it had, from
+  the copy the run made before replacing it (the receipt's ``data.config_files`` per host:
+  the file, its copy, the copy's sha256 and the sha256 the run wrote; configrestore's
+  ``undo`` option). As the config level: a copy of the current file first (the undo's
+  receipt lists it), an atomic replace, the caches cleared and a restart where a file
+  changed, the checks; check and diff mode change nothing, diffs mask secret-looking values.
+  A file the run created (no copy) is moved aside to ``<file>.backup.<stamp>``. A copy gone,
+  not beside its file or whose sha256 is not the recorded one is refused naming it; so is a
+  receipt of an older rollback-ops without ``config_files`` (it names the copies).
 
 Safety:
 
 - Each host's preflight checks every key still holds the value the run set (or already the
-  one the undo puts back), and HEAD is still the commit the run left (or already the one it
-  puts back): a later run's change is never silently reverted; ``--force`` overwrites it
-  (and, for code, discards uncommitted changes after recording them, as ``apply --force``).
+  one the undo puts back), HEAD is still the commit the run left (or already the one it
+  puts back), and each config file's sha256 is still the one the run wrote (or it already
+  equals its copy): a later run's change is never silently reverted; ``--force`` overwrites
+  it (and, for code, discards uncommitted changes after recording them, as ``apply
+  --force``).
 - A host already back where the undo puts it changes nothing (idempotent); a run that an
   earlier undo already undid is refused naming that undo (whose own undo is a redo: an undo
   of an undo puts the undone run's changes back, except keys the undo removed).
@@ -56,7 +71,8 @@ from rollback_ops.operations import Request
 from rollback_ops.operations.base import GIT_REF, SHA
 from rollback_ops.text import one_line, short
 
-UNDOABLE = ("flag", "emergency", "code")
+UNDOABLE = ("flag", "emergency", "code", "config")
+HEX64 = re.compile(r"[0-9a-f]{64}")
 MASKED = re.compile(r"<secret sha256:[0-9a-f]{8}>")
 
 
@@ -90,12 +106,14 @@ def prepare_undo(
             f"(`rollback-ops undo {done_by}` puts its changes back)"
         )
     hosts: dict[str, Any] = receipt["hosts"]
+    targets: dict[str, str] = {}
     if level == "code":
         undo = {h: e for h in sorted(hosts) if (e := _code_entry(run_id, h, hosts[h], force))}
         targets = {h: str(e["head"]) for h, e in undo.items()}
+    elif level == "config":
+        undo = {h: e for h in sorted(hosts) if (e := _config_entry(run_id, h, hosts[h], force))}
     else:
         undo = {h: e for h in sorted(hosts) if (e := _env_entry(run_id, h, hosts[h], force))}
-        targets = {}
         _refuse_redo_of_removal(run_id, receipt)
     if not undo:
         raise ConfigError(f"run {run_id} changed nothing to undo on any host")
@@ -135,18 +153,10 @@ def _refuse_level(run_id: str, level: str, receipt: dict[str, Any]) -> None:
             f"`rollback-ops plan --level full -i {inv} --backup-id {example}{to}` shows "
             "how to put code and data back to them"
         )
-    if level == "config":
-        copies = ", ".join(
-            one_line(f"{b['host']}: {b['path']}", 300) for b in receipt.get("backups") or []
-        )
-        raise ConfigError(
-            f"run {run_id} is level config: undo does not restore config files yet; the files "
-            f"as they were are the copies the run made ({copies or 'none: it changed nothing'})"
-        )
     if level not in UNDOABLE:
         raise ConfigError(
             f"run {run_id} is {short(level)}, not a rollback undo puts back "
-            f"({', '.join(UNDOABLE)}; full and config are explained when asked)"
+            f"({', '.join(UNDOABLE)}; full is explained when asked)"
         )
 
 
@@ -157,28 +167,83 @@ def _env_entry(run_id: str, host: str, result: dict[str, Any], force: bool) -> d
         return {}
     env: dict[str, str] = {}
     remove: list[str] = []
+    secrets: list[str] = []
     expect: dict[str, list[str | None]] = {}
     host = one_line(host, 80)
     for change in changed:
         key, before, after = change["key"], change["before"], change["after"]
         if not ENV_KEY.match(key) or (before is not None and env_value_problem(before)):
             raise ConfigError(f"run {run_id}: the receipt's {host} {short(key)} cannot be set")
-        if (before is not None and MASKED.fullmatch(before)) or MASKED.fullmatch(after):
-            copies = [one_line(b, 300) for b in _list(result.get("backups")) if ".backup." in b]
-            where = f"the copy it made: {', '.join(copies)}" if copies else "no copy recorded"
-            raise ConfigError(
-                f"run {run_id} changed the secret {key} on {host}: its receipt keeps only a "
-                f"hash, so undo cannot put it back; restore the env file by hand from {where}"
-            )
         if before is None:
             remove.append(key)
+        elif MASKED.fullmatch(before):
+            secrets.append(key)  # its value comes from the run's copy, read on the host
         else:
             env[key] = before
         expect[key] = [after, before]
     entry: dict[str, Any] = {"env": env, "env_remove": remove}
+    if secrets:
+        entry["env_from"] = _secret_source(run_id, host, result, secrets)
     if not force:
         entry["env_expect"] = expect
     return entry
+
+
+def _config_entry(run_id: str, host: str, result: dict[str, Any], force: bool) -> dict[str, Any]:
+    """What goes back on one host of a config run: each file it replaced, from the copy it
+    made (empty: it replaced none)."""
+    recorded = _dict(result.get("data")).get("config_files")
+    host = one_line(host, 80)
+    if recorded is None:
+        copies = [one_line(b, 300) for b in _list(result.get("backups"))]
+        if not copies:
+            return {}
+        raise ConfigError(
+            f"run {run_id}'s receipt records no config_files for {host} (a run of an older "
+            f"rollback-ops): restore the files by hand from the copies it made: {', '.join(copies)}"
+        )
+    if not isinstance(recorded, list):
+        raise ConfigError(f"run {run_id}: the receipt's {host} config_files is not a list")
+    files = []
+    for item in recorded:
+        item = _dict(item)
+        path, copy = _text(item.get("path")), _text(item.get("copy"))
+        copy_sha, wrote = _text(item.get("copy_sha256")), _text(item.get("sha256"))
+        beside = copy.startswith(f"{path}.backup.") and "/" not in copy[len(path) :]
+        if (
+            not path.startswith("/")
+            or (copy and not (beside and HEX64.fullmatch(copy_sha)))
+            or (wrote and not HEX64.fullmatch(wrote))
+            or not (copy or wrote)
+        ):
+            raise ConfigError(
+                f"run {run_id}: the receipt's {host} config_files entry {short(path)} is not one "
+                "undo can use (a path, its copy beside it with a sha256, the sha256 written)"
+            )
+        entry = {"path": path, "copy": copy, "copy_sha256": copy_sha}
+        if not force:
+            entry["expect_sha256"] = wrote  # "" : the run moved the file aside
+        files.append(entry)
+    return {"config": files} if files else {}
+
+
+def _secret_source(
+    run_id: str, host: str, result: dict[str, Any], keys: list[str]
+) -> dict[str, Any]:
+    """Where the envfile module reads the secret KEYS back from on HOST: the one copy of the
+    env file the run made, with its sha256 when the receipt has it (the host checks both)."""
+    copies = [one_line(b, 300) for b in _list(result.get("backups")) if ".backup." in b]
+    if len(copies) != 1:
+        where = f"copies {', '.join(copies)}" if copies else "no copy"
+        raise ConfigError(
+            f"run {run_id} changed the secret {', '.join(keys)} on {host} and recorded {where} "
+            "of the env file: undo needs exactly one to read the values back from; restore the "
+            "file by hand"
+        )
+    sha = _text(_dict(_dict(result.get("data")).get("backup_sha256")).get(copies[0]))
+    if sha and not HEX64.fullmatch(sha):
+        raise ConfigError(f"run {run_id}: the receipt's {host} backup_sha256 is not a sha256")
+    return {"path": copies[0], "keys": keys, "sha256": sha}
 
 
 def _code_entry(run_id: str, host: str, result: dict[str, Any], force: bool) -> dict[str, Any]:

@@ -23,7 +23,16 @@ description:
     owner and group the manifest recorded. A symlink is kept and its final target replaced
     (the copy goes beside the link); a file missing on the host is created. A failed write
     leaves the file as it was and no partial copy or temp file. Idempotent; supports check
-    and diff mode.
+    and diff mode. It returns C(config_files), per file replaced, its copy, the copy's sha256
+    and the sha256 written, which C(rollback-ops undo) reads from the run's receipt.
+  - With I(undo) (C(rollback-ops undo) of a config run) the files come from the copies a run
+    made instead of a set; each file gets back the copy's bytes, mode and owner, after a copy
+    of the current file is made the same way (a file the run created, without a copy, is
+    moved aside to C(<file>.backup.<UTC stamp>)). Refused before any change, naming the
+    file, are a copy that is not C(<file>.backup.*) beside it, is gone or whose sha256 is not
+    the one recorded, a file not in I(files), and a file whose sha256 is no longer the one
+    the run wrote (I(expect_sha256), a later change) unless it already equals the copy. A
+    file already equal to its copy (bytes, mode, owner) is left alone.
   - The diff holds the changed lines only; on a line setting a key that looks secret (the
     M(rollback_ops.rollback.envfile) patterns C(*_KEY), C(*_TOKEN), C(*PASSWORD*),
     C(*SECRET*), in any case; set with C(=) or a colon) the value shows as
@@ -44,6 +53,14 @@ options:
     elements: path
     required: true
     description: Absolute paths of the config files to restore.
+  undo:
+    type: list
+    elements: dict
+    default: []
+    description:
+      - What to put back from a run's copies (from its receipt's C(config_files)), each
+        C(path), C(copy) (empty for a file the run created), C(copy_sha256) and, unless the
+        undo is forced, C(expect_sha256) (the sha256 the run wrote). I(backup_id) is not used.
   min_free_mb:
     type: int
     default: 10
@@ -87,11 +104,19 @@ backup_files:
   description: The copies of the live files made before they were replaced.
   type: list
   returned: when state is restored
+config_files:
+  description:
+    - Per file replaced, C(path), C(copy) (its copy, empty where the file was created),
+      C(copy_sha256) and C(sha256) (of what was written; empty where a file was moved aside).
+  type: list
+  elements: dict
+  returned: when state is restored and something changed
 """
 
 import difflib
 import os
 import re
+import stat
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.rollback_ops.rollback.plugins.module_utils.backupset import (
@@ -107,6 +132,7 @@ from ansible_collections.rollback_ops.rollback.plugins.module_utils.envfile impo
 )
 from ansible_collections.rollback_ops.rollback.plugins.module_utils.files import (
     FileError,
+    backup_path,
     file_problem,
     safe_write,
     sha256,
@@ -193,25 +219,103 @@ def restore(entry, source):
     )
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            state=dict(type="str", choices=["checked", "restored"], default="checked"),
-            backup_id=dict(type="str", default="", aliases=["set_id"]),
-            files=dict(type="list", elements="path", required=True),
-            min_free_mb=dict(type="int", default=10),
-            **backupset_argument_spec(),
-        ),
-        supports_check_mode=True,
+def owned_like(path, st):
+    """Whether path is a regular file with st's mode, owner and group."""
+    try:
+        live = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(live.st_mode) and (
+        stat.S_IMODE(live.st_mode),
+        live.st_uid,
+        live.st_gid,
+    ) == (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+
+
+def copy_problem(path, copy, copy_sha):
+    """Why copy cannot be the run's copy of path ("" when it can)."""
+    prefix = os.path.basename(path) + ".backup."
+    name = os.path.basename(copy)
+    if os.path.dirname(copy) != os.path.dirname(path) or not name.startswith(prefix):
+        return "%s is not a copy of %s (<file>.backup.* beside it)" % (copy, path)
+    if os.path.islink(copy) or not os.path.isfile(copy):
+        return "the copy %s of %s is gone (or not a regular file)" % (copy, path)
+    if sha256(copy) != copy_sha:
+        return "the copy %s of %s is not the one the run made (its sha256 differs)" % (copy, path)
+    return ""
+
+
+def undo_plan(params, result):
+    """[(entry, copy or "")] to put back from a run's copies; problems go to result."""
+    plan = []
+    for entry in params["undo"]:
+        path, copy = str(entry.get("path") or ""), str(entry.get("copy") or "")
+        expect = entry.get("expect_sha256")
+        if path not in params["files"]:
+            result["problems"].append(
+                "%s is not one of the config files %s" % (path, params["files"])
+            )
+            continue
+        if copy:
+            problem = copy_problem(path, copy, str(entry.get("copy_sha256") or ""))
+            if problem:
+                result["problems"].append(problem)
+                continue
+            st = os.stat(copy)
+            if (
+                os.path.isfile(path)
+                and sha256(path) == entry["copy_sha256"]
+                and owned_like(path, st)
+            ):
+                continue  # already back
+        elif not os.path.lexists(path):
+            continue  # the file the run created is already gone
+        current = sha256(path) if os.path.isfile(path) else ""
+        if expect is not None and current != expect:
+            result["problems"].append(
+                "%s changed since the run: its sha256 is %s, not %s as the run left it "
+                "(rollback-ops undo --force overwrites it)"
+                % (path, current[:12] or "missing", str(expect)[:12] or "missing")
+            )
+            continue
+        problem = file_problem(path, what="config file", missing_ok=True)
+        if problem:
+            result["problems"].append(problem)
+            continue
+        plan.append((dict(path=path), copy))
+    return plan
+
+
+def put_back(path, copy):
+    """Put copy's bytes, mode and owner at path (a copy of path made first), or with no copy
+    move path aside; the entry of config_files."""
+    if not copy:
+        aside = backup_path(path)
+        try:
+            os.rename(path, aside)
+        except OSError as exc:
+            raise FileError(
+                "could not move %s aside: %s; the file is unchanged" % (path, exc)
+            ) from exc
+        return dict(path=path, copy=aside, copy_sha256=sha256(aside), sha256="")
+    with open(copy, "rb") as handle:
+        data = handle.read()
+    st = os.stat(copy)
+    made = safe_write(
+        path, None, data, backup=True, mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid
     )
-    params = module.params
-    result = dict(changed=False, set_id="", needed=False, differs=[], problems=[])
+    return dict(path=path, copy=made, copy_sha256=sha256(made) if made else "", sha256=sha256(path))
+
+
+def set_plan(params, result):
+    """[(entry, source)] to put back from the backup set; its id goes to result."""
     try:
         set_dir, manifest = choose(
             params["root"], params["app"], params["backup_id"], params["files"]
         )
     except BackupError as exc:
-        module.fail_json(msg="config: %s" % exc, **result)
+        result["problems"].append(str(exc))
+        return []
     result["set_id"] = manifest["set_id"]
     entries = dict((e["path"], e) for e in manifest.get("files", []))
     plan = []
@@ -238,11 +342,30 @@ def main():
                 result["problems"].append(problem)
                 continue
             plan.append((entry, source))
+    return plan
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            state=dict(type="str", choices=["checked", "restored"], default="checked"),
+            backup_id=dict(type="str", default="", aliases=["set_id"]),
+            files=dict(type="list", elements="path", required=True),
+            undo=dict(type="list", elements="dict", default=[]),
+            min_free_mb=dict(type="int", default=10),
+            **backupset_argument_spec(),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    result = dict(changed=False, set_id="", needed=False, differs=[], problems=[])
+    undo = bool(params["undo"])
+    plan = undo_plan(params, result) if undo else set_plan(params, result)
     writes = [
         (
             entry["path"],
             os.path.getsize(entry["path"]) if os.path.exists(entry["path"]) else None,
-            os.path.getsize(source),
+            os.path.getsize(source) if source else 0,
         )
         for entry, source in plan
     ]
@@ -256,25 +379,35 @@ def main():
     result["changed"] = True
     result["diff"] = []
     for entry, source in plan:
-        before, after = changed_lines(entry["path"], source)
+        before, after = changed_lines(entry["path"], source or os.devnull)
+        if undo:
+            header = "%s (%s)" % (entry["path"], source or "moved aside")
+        else:
+            header = "%s (set %s)" % (entry["path"], result["set_id"])
         result["diff"].append(
-            dict(
-                before=before,
-                after=after,
-                before_header=entry["path"],
-                after_header="%s (set %s)" % (entry["path"], manifest["set_id"]),
-            )
+            dict(before=before, after=after, before_header=entry["path"], after_header=header)
         )
     if module.check_mode:
         module.exit_json(**result)
     result["backup_files"] = []
+    result["config_files"] = []
     for entry, source in plan:
         try:
-            copy = restore(entry, source)
+            if undo:
+                done = put_back(entry["path"], source)
+            else:
+                copy = restore(entry, source)
+                done = dict(
+                    path=entry["path"],
+                    copy=copy,
+                    copy_sha256=sha256(copy) if copy else "",
+                    sha256=entry["sha256"],
+                )
         except FileError as exc:
             module.fail_json(msg="config: %s" % exc, **result)
-        if copy:
-            result["backup_files"].append(copy)
+        result["config_files"].append(done)
+        if done["copy"]:
+            result["backup_files"].append(done["copy"])
     module.exit_json(**result)
 
 

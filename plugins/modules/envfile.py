@@ -82,6 +82,30 @@ options:
     type: list
     elements: str
     default: []
+  values_from:
+    description:
+      - Set I(keys) to the values they have in I(path), a copy of this env file this module
+        made (C(<path>.backup.<stamp>) beside it), read on the host; C(rollback-ops undo)
+        puts secret keys back so, their values never passing through the controller. The
+        values are secret (as I(secret_values)); the copy is never pruned by this call.
+      - Refused before any change, naming the copy, when it is not such a copy, is gone, its
+        sha256 is not I(sha256) (when given), or it does not assign a key.
+    type: dict
+    default: {}
+    suboptions:
+      path:
+        description: The copy (required with I(keys)).
+        type: path
+        default: ""
+      keys:
+        description: The keys to take from it (none, the default, takes nothing).
+        type: list
+        elements: str
+        default: []
+      sha256:
+        description: The copy's expected sha256 (empty, the default, is not checked).
+        type: str
+        default: ""
   allow_new_keys:
     description: Append keys that are not in the file yet instead of failing.
     type: bool
@@ -170,6 +194,12 @@ backup_file:
       the link); empty when nothing changed or in check mode.
   type: str
   returned: always
+backup_sha256:
+  description:
+    - The sha256 of that copy (empty without one), which the run's receipt keeps so that
+      C(rollback-ops undo) can check the copy it reads I(values_from) is the run's.
+  type: str
+  returned: always
 target:
   description: The file actually written (the symlink's final target, else I(path)).
   type: str
@@ -183,6 +213,7 @@ removed_backups:
   returned: always
 """
 
+import hashlib
 import os
 
 from ansible.module_utils.basic import AnsibleModule
@@ -197,6 +228,7 @@ from ansible_collections.rollback_ops.rollback.plugins.module_utils.envfile impo
     is_secret,
     mask,
     prune_backups,
+    read_values,
     remove,
     safe_write,
     space_problems,
@@ -214,6 +246,28 @@ def keep_selinux_context(module, target):
     return lambda tmp: module.set_context_if_different(tmp, context, False)
 
 
+def values_of_copy(path, source):
+    """{key: value} of source's keys in the copy source["path"] of path (EnvFileError: why
+    not: not such a copy, gone, another sha256, a key it does not assign)."""
+    copy = source["path"]
+    name = os.path.basename(copy)
+    if os.path.dirname(copy) != os.path.dirname(path) or not name.startswith(
+        os.path.basename(path) + ".backup."
+    ):
+        raise EnvFileError("%s is not a copy of it (<file>.backup.* beside it)" % copy)
+    if os.path.islink(copy) or not os.path.isfile(copy):
+        raise EnvFileError("its copy %s is gone (or not a regular file)" % copy)
+    with open(copy, "rb") as handle:
+        data = handle.read()
+    if source.get("sha256") and hashlib.sha256(data).hexdigest() != source["sha256"]:
+        raise EnvFileError("its copy %s is not the one the run made (another sha256)" % copy)
+    values = read_values(decode(data))
+    missing = [str(k) for k in source["keys"] if values.get(str(k)) is None]
+    if missing:
+        raise EnvFileError("its copy %s assigns no %s" % (copy, ", ".join(missing)))
+    return dict((str(k), values[str(k)]) for k in source["keys"])
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -224,6 +278,15 @@ def main():
                 type="list", elements="str", default=list(DEFAULT_SECRET_KEYS), no_log=False
             ),
             remove=dict(type="list", elements="str", default=[], no_log=False),
+            values_from=dict(
+                type="dict",
+                default={},
+                options=dict(
+                    path=dict(type="path", default=""),
+                    keys=dict(type="list", elements="str", default=[], no_log=False),
+                    sha256=dict(type="str", default=""),
+                ),
+            ),
             allow_new_keys=dict(type="bool", default=False),
             backup=dict(type="bool", default=True),
             keep_backups=dict(type="int", default=10),
@@ -236,6 +299,14 @@ def main():
     path = params["path"]
     plain = dict((str(k), str(v)) for k, v in (params["values"] or {}).items())
     hidden = dict((str(k), str(v)) for k, v in (params["secret_values"] or {}).items())
+    source = params["values_from"] if (params["values_from"] or {}).get("keys") else {}
+    try:
+        copied = values_of_copy(path, source) if source else {}
+    except EnvFileError as exc:
+        module.fail_json(msg="%s: %s" % (path, exc), changed=False)
+    module.no_log_values.update(v for v in copied.values() if v)
+    twice = sorted(set(copied) & (set(plain) | set(hidden)))
+    hidden.update(copied)
     drop = [str(k) for k in params["remove"] or []]
     secret = set(hidden) | set(k for k in list(plain) + drop if is_secret(k, params["secret_keys"]))
 
@@ -255,6 +326,7 @@ def main():
         removed_keys=[],
         secret_keys=sorted(k for k in secret if k in plain or k in hidden or k in drop),
         backup_file="",
+        backup_sha256="",
         removed_backups=[],
         invocation=invocation,
     )
@@ -265,6 +337,8 @@ def main():
     both = sorted(set(plain) & set(hidden))
     if both:
         fail("%s given in both values and secret_values" % ", ".join(both))
+    if twice:
+        fail("%s given both in values_from and to set" % ", ".join(twice))
     both = sorted(set(drop) & (set(plain) | set(hidden)))
     if both:
         fail("%s given both to set and to remove" % ", ".join(both))
@@ -316,12 +390,15 @@ def main():
             )
         except EnvFileError as exc:
             module.fail_json(msg=str(exc), **result)
+        if result["backup_file"]:
+            result["backup_sha256"] = hashlib.sha256(data).hexdigest()
+    source_paths = [source["path"]] if source else []
     if params["backup"]:
         try:
             result["removed_backups"] = prune_backups(
                 path,
                 params["keep_backups"],
-                protect=[result["backup_file"], *params["protect_backups"]],
+                protect=[result["backup_file"], *params["protect_backups"], *source_paths],
                 dry_run=module.check_mode,
             )
         except EnvFileError as exc:

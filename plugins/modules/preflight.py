@@ -51,7 +51,8 @@ options:
       - For each key, the values it may hold now (null for absent); another value is a
         problem naming the key. C(rollback-ops undo) sends the value the undone run set and
         the one the undo puts back, so a key a later run changed is not silently reverted.
-      - Values are never shown for a key matching the default secret patterns.
+      - Values are never shown for a key matching the default secret patterns. An accepted
+        value may be a secret's mask (C(<secret sha256:XXXXXXXX>), as receipts keep it).
     type: dict
     default: {}
   declared_keys:
@@ -196,6 +197,7 @@ from ansible_collections.rollback_ops.rollback.plugins.module_utils.envfile impo
     is_secret,
     key_problems,
     keys_in,
+    mask,
     read_values,
     space_needs,
     space_problems,
@@ -268,7 +270,8 @@ def check_expected(expect, values, path, problems):
     for key in sorted(expect):
         accepted = expect[key] if isinstance(expect[key], list) else [expect[key]]
         now = values.get(key)
-        if now in accepted:
+        # a secret's value is expected by its mask (the receipt keeps only that)
+        if now in accepted or (now is not None and mask(now) in accepted):
             continue
         if is_secret(key, DEFAULT_SECRET_KEYS):
             shown = "another value"

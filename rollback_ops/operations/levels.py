@@ -99,6 +99,9 @@ class EnvLevel(Level):
         settings = ", ".join(f"{k}={mask(v) if app.is_secret(k) else v}" for k, v in values.items())
         if undo.get("env_remove"):
             settings += f"; remove {', '.join(undo['env_remove'])}"
+        if undo.get("env_from"):  # secret keys: read back on the host from the run's copy
+            source = undo["env_from"]
+            settings += f"; {', '.join(source['keys'])} as in {source['path']}"
         units = f"; systemd knows {', '.join(app.units)}" if app.units else ""
         steps = [
             f"preflight (every host before any change): {', '.join(values)} declared "
@@ -170,7 +173,7 @@ class Config(Level):
         return []
 
     def plan(self, host: str, app: AppSpec, request: Request) -> list[str]:
-        return _config_plan(app, request)
+        return _config_plan(app, request, request.undo.get(host, {}).get("config"))
 
 
 class Code(Level):
@@ -346,16 +349,33 @@ def _code_plan(host: str, app: AppSpec, request: Request, full: bool = False) ->
     return steps
 
 
-def _config_plan(app: AppSpec, request: Request) -> list[str]:
+def _config_undo_steps(undo: list[dict[str, str]]) -> list[str]:
+    """rollback-ops undo of a config run: the files come from the copies that run made."""
+    files = ", ".join(f"{e['path']} from {e['copy'] or '(none: moved aside)'}" for e in undo)
+    return [
+        "preflight (every host, all or nothing): each copy the undone run made is still there "
+        "with its sha256, each file is still as that run left it; take the host's lock",
+        "a file already equal to its copy: nothing to do",
+        "copy each other file to <file>.backup.<UTC stamp>, then put back the run's copy "
+        f"(atomic, the copy's mode and owner; a file the run created is moved aside): {files}",
+    ]
+
+
+def _config_plan(
+    app: AppSpec, request: Request, undo: list[dict[str, str]] | None = None
+) -> list[str]:
     backup_set = request.backup_id or "the newest verified backup set holding them"
     files = ", ".join(app.config.files)
-    steps = [
-        f"preflight (every host, all or nothing): {backup_set} under "
-        f"{app.backup.root}/{app.name} holds {files} with matching sha256; take the host's lock",
-        "if the files already equal the set's: nothing to do",
-        f"copy each differing file to <file>.backup.<UTC stamp>, then put back the set's copy "
-        f"(atomic, the recorded mode and owner): {files}",
-    ]
+    if undo:
+        steps = _config_undo_steps(undo)
+    else:
+        steps = [
+            f"preflight (every host, all or nothing): {backup_set} under {app.backup.root}/"
+            f"{app.name} holds {files} with matching sha256; take the host's lock",
+            "if the files already equal the set's: nothing to do",
+            f"copy each differing file to <file>.backup.<UTC stamp>, then put back the set's "
+            f"copy (atomic, the recorded mode and owner): {files}",
+        ]
     steps += [f"clear the cache: {cache.description}" for cache in app.config.caches]
     if app.units:
         steps.append(f"restart {', '.join(app.units)}")

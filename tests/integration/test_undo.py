@@ -1,8 +1,9 @@
-"""`rollback-ops undo RUN_ID` end to end on a lab host: a flag run and a code run, each undone
-in check mode first (no byte, ref, image, container or unit changes), then for real, back to
-the exact previous state as the host shows it (env file bytes; git HEAD, branch, work tree
-bytes; the image rebuilt from the same context and the container running it). One host
-(web1) each, to keep lab time small.
+"""`rollback-ops undo RUN_ID` end to end on a lab host: a flag, a code and a config run, each
+undone in check mode first (no byte, ref, image, container or unit changes), then for real,
+back to the exact previous state as the host shows it (env file bytes; git HEAD, branch, work
+tree bytes; the image rebuilt from the same context and the container running it; the config
+file's bytes, mode and owner, from the copy the run made). One host (web1) each, to keep lab
+time small.
 """
 
 from __future__ import annotations
@@ -133,3 +134,54 @@ def test_undo_of_a_code_run_puts_back_head_branch_files_and_image(release_141: C
     # the same run undone again: refused, naming the undo; the undo's own undo would redo
     again = lab.cli("undo", run_id, "--yes")
     assert again.code == 2 and f"already undone by run {receipt['run_id']}" in again.stderr
+
+
+SETTINGS = "/etc/analyticbot/settings.yml"
+STAT = f"stat -c '%a %U %G' {SETTINGS}"
+
+
+@pytest.fixture
+def reset_web1(lab: LabHosts) -> Iterator[LabHosts]:
+    lab.sh(HOST, "lab-release reset")
+    yield lab
+    lab.sh(HOST, "lab-release reset")
+
+
+def test_undo_of_a_config_run_puts_back_each_files_bytes_mode_and_owner(reset_web1: LabHosts):
+    lab = reset_web1
+    made = lab.cli("backup", "create", "-i", lab.inventory, "--limit", HOST, "--json")
+    assert made.code == 0, made.stderr
+    good = lab.read(HOST, SETTINGS)
+    # the config before the rollback: a healthy edit (a comment) with another mode and group
+    lab.sh(HOST, f"echo '# tuned by hand' >> {SETTINGS} && chmod 600 {SETTINGS}")
+    lab.sh(HOST, f"chgrp daemon {SETTINGS}")
+    edited, edited_stat = lab.read(HOST, SETTINGS), lab.sh(HOST, STAT)
+    assert edited_stat == "600 root daemon\n"
+    run = lab.cli(
+        "apply", "--level", "config", "-i", lab.inventory, "--limit", HOST, "--yes", "--json"
+    )
+    assert run.code == 0, run.stderr
+    run_id = run.receipt["run_id"]
+    assert lab.read(HOST, SETTINGS) == good
+
+    before = lab.fingerprint(HOST)
+    check = lab.cli("undo", run_id, "--check", "--diff", "--yes", "--json")
+    assert check.code == 0, check.stderr
+    assert check.receipt["check"] is True and check.receipt["changed"] > 0
+    assert "# tuned by hand" in check.stderr  # the diff of what would change
+    lab.assert_unchanged(before)
+
+    since = lab.unit_since(HOST)
+    done = lab.cli("undo", run_id, "--yes", "--json")
+    assert done.code == 0, done.stderr
+    receipt = done.receipt
+    assert (receipt["level"], receipt["undoes"], receipt["result"]) == ("config", run_id, "ok")
+    assert lab.read(HOST, SETTINGS) == edited  # every byte, the mode and owner as before
+    assert lab.sh(HOST, STAT) == edited_stat
+    assert lab.unit_since(HOST) > since and lab.health(HOST)["status"] == "healthy"
+    (copy,) = receipt["hosts"][HOST]["backups"]  # the undo kept what the run had written
+    assert copy.startswith(f"{SETTINGS}.backup.") and lab.read(HOST, copy) == good
+
+    again = lab.cli("undo", run_id, "--yes")
+    assert again.code == 2 and f"already undone by run {receipt['run_id']}" in again.stderr
+    assert lab.read(HOST, SETTINGS) == edited

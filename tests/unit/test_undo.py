@@ -7,6 +7,7 @@ the code module's exact mode) run as Ansible runs them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from rollback_ops.exceptions import ConfigError
 from rollback_ops.operations import Request
 from rollback_ops.results import RunResult
 from tests.conftest import load_module, run_module
+from tests.fingerprint import changes, fingerprint
 from tests.unit.test_code_module import git
 from tests.unit.test_code_module import repo as repo
 
@@ -212,21 +214,33 @@ def change(key: str, before: str | None, after: str, changed: bool = True) -> di
             f"-i local --backup-id 20250101T000000Z-forensic --to {'a' * 40}`",
         ),
         (
-            {"level": "config", "backups": [{"host": "web1", "path": "/etc/a.yml.backup.1"}]},
-            "the copies the run made (web1: /etc/a.yml.backup.1)",
+            {"level": "config", "hosts": {"web1": host(backups=["/etc/a.yml.backup.1"])}},
+            "records no config_files for web1 (a run of an older rollback-ops): restore the "
+            "files by hand from the copies it made: /etc/a.yml.backup.1",
+        ),
+        (
+            {
+                "level": "config",
+                "hosts": {
+                    "web1": host(
+                        data={"config_files": [{"path": "/etc/a.yml", "copy": "/tmp/a.yml"}]}
+                    )
+                },
+            },
+            "the receipt's web1 config_files entry '/etc/a.yml' is not one undo can use",
         ),
         (
             {
                 "hosts": {
                     "localhost": host(
                         flags=[change("API_TOKEN", "<secret sha256:1a2b3c4d>", "x")],
-                        backups=["/srv/.env.backup.20250101T000000Z"],
+                        backups=["/srv/.env.backup.1", "/srv/.env.backup.2"],
                     )
                 }
             },
-            "changed the secret API_TOKEN on localhost: its receipt keeps only a hash, so undo "
-            "cannot put it back; restore the env file by hand from the copy it made: "
-            "/srv/.env.backup.20250101T000000Z",
+            "changed the secret API_TOKEN on localhost and recorded copies /srv/.env.backup.1, "
+            "/srv/.env.backup.2 of the env file: undo needs exactly one to read the values "
+            "back from; restore the file by hand",
         ),
         (
             {
@@ -267,6 +281,69 @@ def test_an_unknown_run_and_another_inventory_are_refused_in_one_line(state: Pat
     wrong = cli(state, "undo", run_id, "-i", str(other), "--yes")
     assert wrong.returncode == 2
     assert "leave --inventory out to undo it" in wrong.stderr
+
+
+# ---------------------------------------------------------------- config: the request
+
+
+@pytest.fixture
+def config_inventory(tmp_path: Path) -> Path:
+    path = tmp_path / "config-inv.yml"
+    files = ["/etc/app/a.yml", "/etc/app/new.yml"]
+    app = {"name": "app", "config": {"files": files}, "backup": {"files": files}}
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "all": {
+                    "vars": {"rollback_environment": "staging", "rollback_app": app},
+                    "hosts": {"web1": {"ansible_host": "127.0.0.1"}, "web2": {}},
+                }
+            }
+        )
+    )
+    return path
+
+
+def test_the_config_request_pins_each_file_to_the_copy_the_run_made(
+    state: Path, config_inventory: Path
+):
+    copy = "/etc/app/a.yml.backup.20250102T030405Z"
+    files = [
+        {"path": "/etc/app/a.yml", "copy": copy, "copy_sha256": "1" * 64, "sha256": "2" * 64},
+        {"path": "/etc/app/new.yml", "copy": "", "copy_sha256": "", "sha256": "3" * 64},
+    ]
+    run_id = write_receipt(
+        state,
+        "20250102T030405Z-c0f100",
+        level="config",
+        inventory_path=str(config_inventory),
+        hosts={"web1": host(data={"config_files": files}), "web2": host(status="ok")},
+    )
+    prep = undo.prepare_undo(run_id, state_dir=state)
+    assert prep.operation.name == "config" and prep.hosts == ["web1"]
+    assert prep.request.undo == {
+        "web1": {
+            "config": [
+                {
+                    "path": "/etc/app/a.yml",
+                    "copy": copy,
+                    "copy_sha256": "1" * 64,
+                    "expect_sha256": "2" * 64,
+                },
+                {
+                    "path": "/etc/app/new.yml",
+                    "copy": "",
+                    "copy_sha256": "",
+                    "expect_sha256": "3" * 64,
+                },
+            ]
+        }
+    }
+    (plan,) = api.plan(prep)
+    assert any(f"/etc/app/a.yml from {copy}" in c for c in plan.changes), plan.changes
+    assert not any("backup set" in c for c in plan.changes)
+    forced = undo.prepare_undo(run_id, force=True, state_dir=state)
+    assert all("expect_sha256" not in e for e in forced.request.undo["web1"]["config"])
 
 
 # ------------------------------------------------------------------ code: the request
@@ -409,3 +486,196 @@ def test_code_exact_puts_back_the_recorded_head_on_its_branch(repo: Path):
     assert git(repo, "rev-parse", "refs/rollback-ops/r2") == after  # the undo is recorded too
     again = run_module(mod, undo_args)
     assert not again["changed"] and not again["needed"], again
+
+
+# ------------------------------------------------ config: the module's undo, on real files
+
+RESTORE = "plugins/modules/configrestore.py"
+BACKUPSET = load_module("plugins/module_utils/backupset")
+GOOD = b"model: v1\nAPI_KEY=kept-secret-good-7f3\n"
+BAD = b"model: v2\nAPI_KEY=kept-secret-bad-9c1\n"
+
+
+@pytest.fixture
+def config_run(tmp_path: Path) -> dict[str, Any]:
+    """A config run on real files: a.yml (bad, 0600) put back from a set (good, 0640), and
+    new.yml (missing on the host, in the set) created; the module's config_files as the
+    receipt keeps them."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    a, new = etc / "a.yml", etc / "new.yml"
+    a.write_bytes(GOOD)
+    a.chmod(0o640)
+    new.write_bytes(b"new: 1\n")
+    root = tmp_path / "backups"
+    assert BACKUPSET.create_set(str(root), "shop", "predeploy", [], [str(a), str(new)])
+    a.write_bytes(BAD)
+    a.chmod(0o600)
+    new.unlink()
+    before = fingerprint(etc)
+    args = {"root": str(root), "app": "shop", "files": [str(a), str(new)], "state": "restored"}
+    run = run_module(RESTORE, args)
+    assert run["changed"], run
+    return {"etc": etc, "a": a, "new": new, "args": args, "before": before, "run": run}
+
+
+def undo_args(config_run: dict[str, Any], force: bool = False) -> dict[str, Any]:
+    """The module's undo option as undo.py builds it from the run's config_files."""
+    entries = [
+        {k: f[k] for k in ("path", "copy", "copy_sha256")}
+        | ({} if force else {"expect_sha256": f["sha256"]})
+        for f in config_run["run"]["config_files"]
+    ]
+    return {**config_run["args"], "root": "/nonexistent", "undo": entries}
+
+
+def test_configrestore_records_what_undo_needs(config_run: dict[str, Any]):
+    a, new = config_run["a"], config_run["new"]
+    (made,) = config_run["run"]["backup_files"]
+    assert Path(made).read_bytes() == BAD and Path(made).name.startswith("a.yml.backup.")
+    by_path = {f["path"]: f for f in config_run["run"]["config_files"]}
+    assert by_path[str(a)]["copy"] == made
+    assert by_path[str(a)]["copy_sha256"] == sha(BAD)
+    assert by_path[str(a)]["sha256"] == sha(GOOD)
+    assert by_path[str(new)] == {
+        "path": str(new),
+        "copy": "",
+        "copy_sha256": "",
+        "sha256": sha(b"new: 1\n"),
+    }
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_config_undo_checks_first_then_puts_back_each_files_bytes_mode_and_owner(
+    config_run: dict[str, Any],
+):
+    etc, a, new = config_run["etc"], config_run["a"], config_run["new"]
+    args = undo_args(config_run)
+    after_run = fingerprint(etc)
+    check = run_module(RESTORE, {**args, "state": "checked"})
+    assert check["needed"] and sorted(check["differs"]) == sorted([str(a), str(new)])
+    dry = run_module(RESTORE, args, check_mode=True)
+    assert dry["changed"] and changes(after_run, fingerprint(etc)) == []
+    (diff,) = [d for d in dry["diff"] if d["before_header"] == str(a)]
+    assert "kept-secret" not in json.dumps(dry["diff"]) and "<secret sha256:" in diff["after"]
+    done = run_module(RESTORE, args)
+    assert done["changed"], done
+    assert a.read_bytes() == BAD and (a.stat().st_mode & 0o7777) == 0o600
+    assert not new.exists()
+    # nothing lost: what the run wrote is in the copies the undo made (its receipt's)
+    kept = {Path(f["path"]).name: Path(f["copy"]) for f in done["config_files"]}
+    assert kept["a.yml"].read_bytes() == GOOD and kept["new.yml"].read_bytes() == b"new: 1\n"
+    # the files are back as before the run (kind, mode, owner, size, sha256; a new inode
+    # and mtime: an atomic replace); only copies were added beside them
+    before, now = config_run["before"], fingerprint(etc)
+    same = (0, 1, 2, 3, 4, 7)
+    assert {n: [e[i] for i in same] for n, e in before.items() if n != "."} == {
+        n: [e[i] for i in same] for n, e in now.items() if n in before and n != "."
+    }
+    assert all(".backup." in n for n in set(now) - set(before))
+    again = run_module(RESTORE, args)
+    assert not again["changed"] and not again["needed"], again
+
+
+def test_config_undo_refuses_a_file_changed_since_and_a_copy_not_the_runs(
+    config_run: dict[str, Any],
+):
+    a = config_run["a"]
+    args = undo_args(config_run)
+    a.write_bytes(b"model: v3\n")  # a later change
+    later = run_module(RESTORE, args)
+    assert later["failed"] and f"{a} changed since the run" in later["msg"], later
+    assert "undo --force overwrites it" in later["msg"]
+    assert a.read_bytes() == b"model: v3\n"
+    forced = run_module(RESTORE, undo_args(config_run, force=True))
+    assert forced["changed"] and a.read_bytes() == BAD
+    copy = Path(next(f["copy"] for f in config_run["run"]["config_files"] if f["copy"]))
+    copy.write_bytes(b"tampered\n")
+    tampered = run_module(RESTORE, undo_args(config_run, force=True))
+    assert (
+        tampered["failed"]
+        and f"the copy {copy} of {a} is not the one the run made" in (tampered["msg"])
+    )
+    elsewhere = undo_args(config_run)
+    elsewhere["undo"][0]["copy"] = "/tmp/a.yml.backup.1"
+    wrong = run_module(RESTORE, elsewhere)
+    assert wrong["failed"] and "is not a copy of" in wrong["msg"]
+
+
+# ------------------------------------------- a secret key, read back from the run's copy
+
+ORIGINAL_SECRET, NEW_SECRET = "orig-secret-8b2f61", "undo-secret-5e7a1c"
+
+
+def with_secret(state: Path) -> bytes:
+    """The sandbox's env file with a secret key (PARTNER_API_KEY: the *_KEY pattern)."""
+    env_file(state).write_bytes(
+        SHIPPED.read_bytes() + f"PARTNER_API_KEY={ORIGINAL_SECRET}\n".encode()
+    )
+    return env_file(state).read_bytes()
+
+
+def test_a_secret_key_is_put_back_from_the_runs_copy_and_never_shown(state: Path):
+    original = with_secret(state)
+    first = flag(state, allow_new=True, PARTNER_API_KEY=NEW_SECRET)
+    (change_,) = [f for f in first.receipt()["hosts"]["localhost"]["flags"] if f["changed"]]
+    assert change_["before"].startswith("<secret sha256:")  # masked: not from the receipt
+    (copy,) = first.receipt()["hosts"]["localhost"]["backups"]
+    prep = undo.prepare_undo(first.run_id, state_dir=state)
+    entry = prep.request.undo["localhost"]
+    assert entry["env_from"]["path"] == copy and entry["env_from"]["keys"] == ["PARTNER_API_KEY"]
+    assert len(entry["env_from"]["sha256"]) == 64  # the copy as the run made it
+    assert ORIGINAL_SECRET not in json.dumps(entry)
+    done = api.execute(prep, state_dir=state)
+    assert done.ok, done.receipt()
+    assert env_file(state).read_bytes() == original  # every byte, the secret included
+    run_dir = state / "runs" / done.run_id
+    for path in run_dir.rglob("*"):  # receipt, events, artifacts: no secret value
+        if path.is_file():
+            text = path.read_text(errors="replace")
+            assert ORIGINAL_SECRET not in text and NEW_SECRET not in text, path
+
+
+def test_a_secret_key_whose_copy_is_not_the_runs_is_refused_naming_it(state: Path):
+    with_secret(state)
+    first = flag(state, allow_new=True, PARTNER_API_KEY=NEW_SECRET)
+    (copy,) = first.receipt()["hosts"]["localhost"]["backups"]
+    Path(copy).write_text(Path(copy).read_text().replace(ORIGINAL_SECRET, "other"))
+    tampered = run_undo_failed(state, first.run_id)
+    assert f"its copy {copy} is not the one the run made" in tampered
+    Path(copy).unlink()
+    assert f"its copy {copy} is gone" in run_undo_failed(state, first.run_id)
+    assert NEW_SECRET in env_file(state).read_text()  # nothing was changed
+
+
+def run_undo_failed(state: Path, run_id: str) -> str:
+    result = run_undo(state, run_id)
+    assert not result.ok
+    return json.dumps(result.receipt())
+
+
+def test_envfile_values_from_reads_keys_from_a_copy_beside_the_file(tmp_path: Path):
+    path = tmp_path / ".env"
+    copy = tmp_path / ".env.backup.20250102T030405Z"
+    copy.write_bytes(b"API_KEY=from-copy-3d9e\nA=1\n")
+    path.write_bytes(b"API_KEY=now-4c1b\nA=2\n")
+    args = {"path": str(path), "values_from": {"path": str(copy), "keys": ["API_KEY"]}}
+    done = run_module("plugins/modules/envfile.py", args)
+    assert done["changed"] and path.read_bytes() == b"API_KEY=from-copy-3d9e\nA=2\n"
+    assert "from-copy-3d9e" not in json.dumps(done) and "now-4c1b" not in json.dumps(done)
+    assert len(done["backup_sha256"]) == 64
+    missing = run_module(
+        "plugins/modules/envfile.py",
+        {"path": str(path), "values_from": {"path": str(copy), "keys": ["B"]}},
+    )
+    assert missing["failed"] and f"its copy {copy} assigns no B" in missing["msg"]
+    elsewhere = tmp_path / "x.backup.1"
+    elsewhere.write_bytes(b"API_KEY=x\n")
+    wrong = run_module(
+        "plugins/modules/envfile.py",
+        {"path": str(path), "values_from": {"path": str(elsewhere), "keys": ["API_KEY"]}},
+    )
+    assert wrong["failed"] and "is not a copy of it" in wrong["msg"]
