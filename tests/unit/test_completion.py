@@ -83,7 +83,7 @@ def test_bash_registers_the_function_for_the_command(bash: Bash):
 @pytest.mark.parametrize(
     ("words", "expected"),
     [
-        (("ap",), ["apply"]),
+        (("ap",), ["apply", "approve"]),
         (("apply", "--lev"), ["--level"]),
         (("apply", "--level", ""), LEVELS),
         (("plan", "-L", "c"), ["code", "config"]),
@@ -142,7 +142,7 @@ def test_fish_completes_with_its_own_complete(tmp_path: Path, project: Path):
         out = shell([fish, "--no-config", "-c", f"source {path}; complete -C {line!r}"], project)
         return [entry.split("\t")[0] for entry in out.splitlines()]
 
-    assert complete("rollback-ops ap") == ["apply"]
+    assert sorted(complete("rollback-ops ap")) == ["apply", "approve"]
     assert complete("rollback-ops apply --lev") == ["--level"]
     assert sorted(complete("rollback-ops apply --level ")) == LEVELS
     assert set(complete("rollback-ops backup ")) == set(ROOT_NODE.subcommands["backup"].subcommands)
