@@ -53,6 +53,8 @@ BASE_PACKAGES = [
     # for the full level: each host's PostgreSQL listens on its own address and unix socket
     # (files/lab-db); pgbench ships in postgresql-15 on bookworm, no contrib package needed
     "postgresql",
+    # for the config level and backup sets: the app user's crontab (seed 001 restores cron jobs)
+    "cron",
 ]
 
 
