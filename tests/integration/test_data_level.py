@@ -1,0 +1,201 @@
+"""The data level and external backups on real lab hosts: seed 000's SQLite app (its own
+Data/backups/ancestry_backup_YYYYMMDD_HHMMSS.db files, a systemd unit, no code part) and
+seed 001's plain pg_dump backup_YYYYMMDD.sql of the lab's PostgreSQL database, each restored
+by `apply --level data --from external`; a corrupt backup refused before anything stops."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.integration.conftest import LabHosts
+
+ROOT = "/var/backups/rollback-ops"
+HOST = "web1"
+DIR = "/srv/ancestry"
+DB = f"{DIR}/Data/ancestry.db"
+BACKUPS = f"{DIR}/Data/backups"
+NEWEST = f"{BACKUPS}/ancestry_backup_20251223_101500.db"  # the newest by name, oldest mtime
+OLDER = f"{BACKUPS}/ancestry_backup_20251222_080000.db"
+APP_PY = """
+import sqlite3, time
+con = sqlite3.connect("/srv/ancestry/Data/ancestry.db", isolation_level=None)
+con.execute("PRAGMA journal_mode=WAL")
+con.execute("PRAGMA wal_autocheckpoint=0")
+con.execute("CREATE TABLE IF NOT EXISTS people(id INTEGER PRIMARY KEY, name TEXT)")
+open("/srv/ancestry/started", "a").write("x")
+while True:
+    time.sleep(1)
+"""
+UNIT = """[Unit]
+Description=seed 000's app
+[Service]
+User=ancestry
+ExecStart=/usr/bin/python3 /srv/ancestry/app.py
+"""
+# seed 000's layout: the app's own backups made by copying its database, 2 and 3 rows; then
+# 2 more rows written after the newest backup (in the WAL of the running app)
+SETUP = f"""
+set -e
+systemctl stop ancestry 2>/dev/null || true
+rm -rf {DIR} {ROOT}/ancestry
+id ancestry >/dev/null 2>&1 || useradd --system --no-create-home ancestry
+mkdir -p {BACKUPS}
+cat > {DIR}/app.py <<'EOF'
+{APP_PY}
+EOF
+cat > /etc/systemd/system/ancestry.service <<'EOF'
+{UNIT}
+EOF
+sqlite3 {DB} "CREATE TABLE people(id INTEGER PRIMARY KEY, name TEXT);
+  INSERT INTO people(name) VALUES ('ada'), ('bob');"
+sqlite3 {DB} ".backup {OLDER}"
+sqlite3 {DB} "INSERT INTO people(name) VALUES ('cy');"
+sqlite3 {DB} ".backup {NEWEST}"
+touch -d '2025-01-01 00:00' {NEWEST}
+chown -R ancestry:ancestry {DIR}/Data && chmod 0640 {DB}
+systemctl daemon-reload && systemctl start ancestry
+for i in $(seq 50); do [ -e {DIR}/started ] && break; sleep 0.1; done
+sqlite3 {DB} "INSERT INTO people(name) VALUES ('dee'), ('eve');"
+"""
+ANCESTRY = {
+    "name": "ancestry",
+    "units": ["ancestry"],
+    "maintenance": {"file": f"{DIR}/MAINTENANCE"},
+    "databases": [
+        {
+            "name": "ancestry",
+            "engine": "sqlite",
+            "path": DB,
+            "integrity_checks": [
+                {
+                    "name": "duplicate names",
+                    "sql": "SELECT name FROM people GROUP BY name HAVING count(*) > 1",
+                }
+            ],
+            "data_loss_tables": [{"table": "people", "key": "id"}],
+            "external_backups": {"glob": f"{BACKUPS}/ancestry_backup_*.db", "format": "sqlite"},
+        }
+    ],
+}
+STATE = (
+    f"cd {DIR} && find {DIR} {ROOT}/ancestry -xdev ! -name '*-shm' -printf '%p %y %m %u:%g\\n' "
+    f"2>/dev/null | sort; find {DIR} ! -name '*-shm' -type f -exec sha256sum {{}} + | sort; "
+    "systemctl show -p MainPID -p ActiveState ancestry"
+)
+
+
+def apply(lab: LabHosts, inventory: str, *extra: str) -> Any:
+    argv = ["apply", "--level", "data", "--inventory", inventory, "--yes", "--json"]
+    return lab.cli(*argv, *extra)
+
+
+def sql(lab: LabHosts, query: str) -> str:
+    return lab.sh(HOST, f'sqlite3 {DB} "{query}"').strip()
+
+
+def test_seed_000_sqlite_app_backups_restored_with_the_app_stopped(lab: LabHosts, tmp_path: Path):
+    inventory = lab.inventory_with(tmp_path, rollback_app=ANCESTRY)
+    lab.sh(HOST, SETUP)
+    assert sql(lab, "SELECT count(*) FROM people") == "5"
+    pid = lab.sh(HOST, "systemctl show -p MainPID --value ancestry").strip()
+
+    # no own set and no --from: one line naming the option, nothing stopped
+    refused = apply(lab, inventory, "--limit", HOST)
+    assert refused.code != 0
+    assert "--from external restores the newest of them" in refused.stderr, refused.stderr
+
+    before = lab.sh(HOST, STATE)
+    checked = apply(lab, inventory, "--limit", HOST, "--from", "external", "--check", "--diff")
+    assert checked.code == 0, checked.stderr
+    assert lab.sh(HOST, STATE) == before  # not a byte, not a restart
+
+    run = apply(lab, inventory, "--limit", HOST, "--from", "external")
+    assert run.code == 0, run.stderr
+    # the newest by name (3 rows), not the newest by mtime (2 rows)
+    assert sql(lab, "SELECT count(*), max(id) FROM people") == "3|3"
+    assert lab.sh(HOST, f"stat -c '%U:%G %a' {DB}").strip() == "ancestry:ancestry 640"
+    assert lab.sh(HOST, "systemctl is-active ancestry").strip() == "active"
+    assert lab.sh(HOST, "systemctl show -p MainPID --value ancestry").strip() != pid
+    assert sql(lab, "PRAGMA journal_mode") == "wal"  # the live file's mode kept
+    data = run.receipt["hosts"][HOST]["data"]
+    (source,) = data["external"]["sources"]
+    assert source["path"] == NEWEST and source["chosen"] == "newest of 2 by name"
+    assert data["set_id"].endswith("-external") and data["integrity"]["ancestry"]["ok"]
+    assert data["data_loss"]["ancestry"]["people"]["missing_count"] == 2
+    forensic = data["forensic_set_id"]
+    manifest = json.loads(lab.read(HOST, f"{ROOT}/ancestry/{forensic}/manifest.json"))
+    assert manifest["kind"] == "forensic"
+    assert manifest["databases"][0]["tables"]["people"]["rows"] == 5  # the lost rows kept
+    assert "data loss in" in run.stderr
+    assert lab.sh(HOST, f"test ! -e {DIR}/MAINTENANCE && echo gone").strip() == "gone"
+
+    again = apply(lab, inventory, "--limit", HOST, "--from", "external")
+    assert again.code == 0, again.stderr
+    assert again.receipt["changed"] == 0, json.dumps(again.receipt["hosts"], indent=1)
+
+    # a newer backup that is corrupt: refused before anything stops
+    lab.sh(
+        HOST,
+        f"cp {NEWEST} {BACKUPS}/ancestry_backup_20251224_000000.db && "
+        f"dd if=/dev/urandom of={BACKUPS}/ancestry_backup_20251224_000000.db bs=1024 "
+        "seek=1 count=3 conv=notrunc 2>/dev/null",
+    )
+    before = lab.sh(HOST, STATE)
+    bad = apply(lab, inventory, "--limit", HOST, "--from", "external")
+    assert bad.code != 0
+    assert "ancestry_backup_20251224_000000.db" in bad.stderr, bad.stderr
+    assert lab.sh(HOST, STATE) == before
+    lab.sh(
+        HOST,
+        "systemctl stop ancestry; rm -f /etc/systemd/system/ancestry.service; "
+        f"systemctl daemon-reload; rm -rf {DIR} {ROOT}/ancestry",
+    )
+
+
+PG_DIR = "/srv/harbor"
+STATS = "SELECT count(*), coalesce(sum(hashtext(t::text)::bigint), 0) FROM orders t"
+
+
+def psql(lab: LabHosts, host: str, query: str) -> str:
+    return lab.sh(host, f'runuser -u postgres -- psql -X -At -d analyticbot -c "{query}"').strip()
+
+
+def test_seed_001_plain_pg_dump_restored_and_its_duplicate_check_passes(
+    lab: LabHosts, tmp_path: Path
+):
+    host = "web2"
+    # the lab app's PostgreSQL database, as the lab inventory describes it
+    base = yaml.safe_load(Path(lab.inventory).read_text())["all"]["vars"]["rollback_app"]
+    (main,) = [d for d in base["databases"] if d["name"] == "main"]
+    main = {k: v for k, v in main.items() if k != "migrations_rollback"}
+    main["data_loss_tables"] = [{"table": "orders", "key": "id"}]
+    main["external_backups"] = {"glob": f"{PG_DIR}/backup_*.sql", "format": "postgresql_plain"}
+    harbor = {"name": "harbor", "units": ["analyticbot-api"], "databases": [main]}
+    inventory = lab.inventory_with(tmp_path, rollback_app=harbor)
+    lab.sh(
+        host,
+        f"rm -rf {PG_DIR} {ROOT}/harbor && mkdir -p {PG_DIR} && "
+        f"runuser -u postgres -- pg_dump -d analyticbot > {PG_DIR}/backup_20251201.sql",
+    )
+    before = psql(lab, host, STATS)
+    lab.sh(host, "lab-db-traffic 15 >/dev/null")
+    assert psql(lab, host, STATS) != before
+
+    run = apply(lab, inventory, "--limit", host, "--from", "external")
+    assert run.code == 0, run.stderr
+    assert psql(lab, host, STATS) == before
+    data = run.receipt["hosts"][host]["data"]
+    assert data["external"]["sources"][0]["format"] == "postgresql_plain"
+    assert data["integrity"]["main"]["ok"]
+    assert data["data_loss"]["main"]["orders"]["missing_count"] == 15
+    assert psql(lab, host, "SELECT id FROM orders GROUP BY id HAVING count(*) > 1") == ""
+    assert lab.sh(host, "systemctl is-active analyticbot-api").strip() == "active"
+
+    again = apply(lab, inventory, "--limit", host, "--from", "external")
+    assert again.code == 0, again.stderr
+    assert again.receipt["changed"] == 0, json.dumps(again.receipt["hosts"], indent=1)
+    lab.sh(host, f"rm -rf {PG_DIR} {ROOT}/harbor")
