@@ -26,13 +26,13 @@ description:
     integrity_checks, and compares the data_loss_tables with the forensic keys. Fails (after
     restoring) when an integrity check fails. Refuses, before touching anything, without a
     forensic set of the run unless I(require_forensic) is false.
-  - With I(source=external) the set is made from the backups the team already makes: each
+  - With I(source=external) the set is made from the backups the team already makes, each
     database's C(external_backups) (the newest file its glob matches, by the stamp in the
     name or by mtime) or the file I(backup_files) gives. C(state=checked) verifies those
     files read-only (SQLite integrity_check on a private copy, pg_restore --list, a plain
     SQL dump loaded into a scratch database, mysqldump's completion line), unless a verified
     set adopted from the same files (path and sha256) exists, which it then checks as any
-    set. C(state=imported) adopts them into a verified set of kind C(external) (once: the
+    set. C(state=imported) adopts them into a verified set of kind C(external) (once; the
     same files find the same set). C(state=forensic) and C(state=restored) use that set.
   - Passwords go in I(passwords) (name to password, never logged), never in I(databases).
   - Supports check mode (forensic and restored report what they would do).

@@ -26,7 +26,7 @@ con = sqlite3.connect("/srv/ancestry/Data/ancestry.db", isolation_level=None)
 con.execute("PRAGMA journal_mode=WAL")
 con.execute("PRAGMA wal_autocheckpoint=0")
 con.execute("CREATE TABLE IF NOT EXISTS people(id INTEGER PRIMARY KEY, name TEXT)")
-open("/srv/ancestry/started", "a").write("x")
+open("/run/ancestry/started", "w").write("x")
 while True:
     time.sleep(1)
 """
@@ -34,6 +34,7 @@ UNIT = """[Unit]
 Description=seed 000's app
 [Service]
 User=ancestry
+RuntimeDirectory=ancestry
 ExecStart=/usr/bin/python3 /srv/ancestry/app.py
 """
 # seed 000's layout: the app's own backups made by copying its database, 2 and 3 rows; then
@@ -58,7 +59,8 @@ sqlite3 {DB} ".backup {NEWEST}"
 touch -d '2025-01-01 00:00' {NEWEST}
 chown -R ancestry:ancestry {DIR}/Data && chmod 0640 {DB}
 systemctl daemon-reload && systemctl start ancestry
-for i in $(seq 50); do [ -e {DIR}/started ] && break; sleep 0.1; done
+for i in $(seq 50); do [ -e /run/ancestry/started ] && break; sleep 0.1; done
+systemctl is-active ancestry
 sqlite3 {DB} "INSERT INTO people(name) VALUES ('dee'), ('eve');"
 """
 ANCESTRY = {
