@@ -200,3 +200,30 @@ def test_the_data_level_plan_and_its_refusals():
     assert data.check(build({"name": "x"}), Request(level="data")) == [
         "app x has no rollback_app.databases to restore"
     ]
+
+
+def test_the_schema_checks_external_backups():
+    raw = {
+        "name": "ancestry",
+        "databases": [
+            {
+                "name": "main",
+                "engine": "sqlite",
+                "path": "/srv/a/Data/ancestry.db",
+                "external_backups": {"glob": "Data/backups/*.db", "format": "postgresql_plain"},
+            }
+        ],
+    }
+    _, problems = appspec._load_validator().validate_app(raw)
+    assert dict(problems) == {
+        "rollback_app.databases[0].external_backups.glob": "'Data/backups/*.db' is not an "
+        "absolute path",
+        "rollback_app.databases[0].external_backups.format": "a postgresql_plain backup cannot "
+        "restore a sqlite database",
+    }
+    spec = app(external_backups={"glob": "/b/*.db", "order": "mtime"}).databases[0]
+    assert (spec.external_glob, spec.external_format, spec.external_order) == (
+        "/b/*.db",
+        "",
+        "mtime",
+    )
