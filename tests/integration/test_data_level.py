@@ -6,12 +6,15 @@ by `apply --level data --from external`; a corrupt backup refused before anythin
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.integration.conftest import LabHosts
+from tests.integration.test_full_level import FullLab
 
 ROOT = "/var/backups/rollback-ops"
 HOST = "web1"
@@ -201,3 +204,46 @@ def test_seed_001_plain_pg_dump_restored_and_its_duplicate_check_passes(
     assert again.code == 0, again.stderr
     assert again.receipt["changed"] == 0, json.dumps(again.receipt["hosts"], indent=1)
     lab.sh(host, f"rm -rf {PG_DIR} {ROOT}/harbor")
+
+
+EXT = "/srv/extbackups"
+
+
+@pytest.fixture
+def full(lab: LabHosts) -> Iterator[FullLab]:
+    """The lab app at its good release and data; reset afterwards."""
+    f = FullLab(lab)
+    f.each("lab-release reset")
+    yield f
+    f.each(f"lab-release reset; rm -rf {EXT}")
+
+
+def test_the_full_level_restores_from_the_apps_own_backups(full: FullLab, tmp_path: Path):
+    """The lab app's own pg_dump -Fc and SQLite copies (no rollback-ops set at all): code and
+    data back after the bad release and new writes; a second run changes nothing."""
+    app = yaml.safe_load(Path(full.lab.inventory).read_text())["all"]["vars"]["rollback_app"]
+    globs = {"main": f"{EXT}/main_*.dump", "analytics": f"{EXT}/analytics_*.db"}
+    for db in app["databases"]:
+        db["external_backups"] = {"glob": globs[db["name"]]}
+    inventory = full.lab.inventory_with(tmp_path, rollback_app=app)
+    full.each(
+        f"rm -rf {EXT} {ROOT}/analyticbot && mkdir -p {EXT} && "
+        f"runuser -u postgres -- pg_dump -Fc -d analyticbot > {EXT}/main_20251201_020000.dump && "
+        f"sqlite3 /srv/analyticbot/analytics.db '.backup {EXT}/analytics_20251201_020000.db'"
+    )
+    before = {h: full.data(h) for h in full.names}
+    full.each("lab-db-traffic 20 >/dev/null && lab-release deploy-bad")
+    assert all(full.data(h) != before[h] for h in full.names)
+
+    argv = ["apply", "--level", "full", "--inventory", inventory, "--yes", "--json"]
+    run = full.lab.cli(*argv, "--from", "external")
+    assert run.code == 0, run.stderr
+    for host in full.names:
+        assert full.data(host) == before[host]
+        full.assert_good(host)
+        data = run.receipt["hosts"][host]["data"]
+        assert data["set_id"].endswith("-external") and data["forensic_set_id"]
+        assert data["data_loss"]["main"]["orders"]["missing_count"] == 20
+    again = full.lab.cli(*argv, "--from", "external")
+    assert again.code == 0, again.stderr
+    assert again.receipt["changed"] == 0, json.dumps(again.receipt["hosts"], indent=1)
