@@ -118,8 +118,19 @@ def test_seed_000_sqlite_app_backups_restored_with_the_app_stopped(lab: LabHosts
     assert checked.code == 0, checked.stderr
     assert lab.sh(HOST, STATE) == before  # not a byte, not a restart
 
+    # the app will not start again (the running process has the good script loaded): the run
+    # stops at the check after the start, with maintenance left on; resume finishes it
+    lab.sh(HOST, f"cp {DIR}/app.py {DIR}/app.py.good && echo 'raise SystemExit(3)' > {DIR}/app.py")
     run = apply(lab, inventory, "--limit", HOST, "--from", "external")
-    assert run.code == 0, run.stderr
+    assert run.code != 0 and f"--resume {run.receipt['run_id']}" in run.stderr, run.stderr
+    assert lab.sh(HOST, f"test -e {DIR}/MAINTENANCE && echo on").strip() == "on"
+    lab.sh(HOST, f"mv {DIR}/app.py.good {DIR}/app.py")
+    resumed = lab.cli("apply", "--resume", run.receipt["run_id"], "--yes", "--json")
+    assert resumed.code == 0, resumed.stderr
+    assert (
+        resumed.receipt["hosts"][HOST]["data"]["set_id"]
+        == run.receipt["hosts"][HOST]["data"]["set_id"]
+    )
     # the newest by name (3 rows), not the newest by mtime (2 rows)
     assert sql(lab, "SELECT count(*), max(id) FROM people") == "3|3"
     assert lab.sh(HOST, f"stat -c '%U:%G %a' {DB}").strip() == "ancestry:ancestry 640"
