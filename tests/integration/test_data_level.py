@@ -118,6 +118,16 @@ def test_seed_000_sqlite_app_backups_restored_with_the_app_stopped(lab: LabHosts
     assert checked.code == 0, checked.stderr
     assert lab.sh(HOST, STATE) == before  # not a byte, not a restart
 
+    # `backup import` adopts the newest backup into a verified set, once
+    imported = lab.cli("backup", "import", "--inventory", inventory, "--limit", HOST, "--json")
+    assert imported.code == 0, imported.stderr
+    adopted = imported.receipt["hosts"][HOST]["data"]["manifest"]
+    assert adopted["kind"] == "external" and adopted["verification"]["ok"]
+    assert adopted["sources"][0]["path"] == NEWEST
+    assert adopted["databases"][0]["tables"]["people"]["rows"] == 3
+    twice = lab.cli("backup", "import", "--inventory", inventory, "--limit", HOST, "--json")
+    assert twice.code == 0 and twice.receipt["changed"] == 0, twice.stderr
+
     # the app will not start again (the running process has the good script loaded): the run
     # stops at the check after the start, with maintenance left on; resume finishes it
     lab.sh(HOST, f"cp {DIR}/app.py {DIR}/app.py.good && echo 'raise SystemExit(3)' > {DIR}/app.py")
@@ -140,7 +150,7 @@ def test_seed_000_sqlite_app_backups_restored_with_the_app_stopped(lab: LabHosts
     data = run.receipt["hosts"][HOST]["data"]
     (source,) = data["external"]["sources"]
     assert source["path"] == NEWEST  # chosen by the check; the later steps pinned to it
-    assert data["set_id"].endswith("-external") and data["integrity"]["ancestry"]["ok"]
+    assert data["set_id"] == adopted["set_id"] and data["integrity"]["ancestry"]["ok"]
     assert data["data_loss"]["ancestry"]["people"]["missing_count"] == 2
     forensic = data["forensic_set_id"]
     manifest = json.loads(lab.read(HOST, f"{ROOT}/ancestry/{forensic}/manifest.json"))
