@@ -268,3 +268,27 @@ def test_the_full_level_restores_from_the_apps_own_backups(full: FullLab, tmp_pa
     again = full.lab.cli(*argv, "--from", "external")
     assert again.code == 0, again.stderr
     assert again.receipt["changed"] == 0, json.dumps(again.receipt["hosts"], indent=1)
+
+
+def test_the_data_level_restores_an_own_set_and_leaves_the_code_and_images(full: FullLab):
+    """The lab app (units, compose worker, PostgreSQL and SQLite) with its own predeploy set:
+    only the databases go back; HEAD, the images and the containers' image stay."""
+    full.backup()
+    before = {h: full.data(h) for h in full.names}
+    heads = {h: full.git(h, "rev-parse", "HEAD") for h in full.names}
+    images = {h: (full.worker(h)["image"], full.worker(h)["tag_id"]) for h in full.names}
+    full.each("lab-db-traffic 10 >/dev/null")
+    argv = ["apply", "--level", "data", "--inventory", full.lab.inventory, "--yes", "--json"]
+    run = full.lab.cli(*argv)
+    assert run.code == 0, run.stderr
+    for host in full.names:
+        assert full.data(host) == before[host]
+        full.assert_good(host)
+        assert full.git(host, "rev-parse", "HEAD") == heads[host]
+        worker = full.worker(host)
+        assert (worker["image"], worker["tag_id"]) == images[host]  # no rebuild
+        assert (
+            run.receipt["hosts"][host]["data"]["data_loss"]["main"]["orders"]["missing_count"] == 10
+        )
+    again = full.lab.cli(*argv)
+    assert again.code == 0 and again.receipt["changed"] == 0, again.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from rollback_ops import appspec
 from rollback_ops.appspec import AppSpec
 from rollback_ops.operations import Request, levels
 from tests.conftest import load_module
+from tests.unit import test_backupset as backupset_tests
 
 ext = load_module("plugins/module_utils/backupset/external.py")
 rbs = load_module("plugins/module_utils/backupset")
@@ -227,3 +229,49 @@ def test_the_schema_checks_external_backups():
         "",
         "mtime",
     )
+
+
+# ----------------------------------------------------------------------------- PostgreSQL dumps
+
+pg = backupset_tests.pg  # a throwaway server (test_backupset), and its database shop
+pgdb = backupset_tests.pgdb
+
+
+def pg_dump(spec: dict, dest: Path, *options: str) -> None:
+    argv = ["pg_dump", "-h", "127.0.0.1", "-p", str(spec["port"]), "-U", "shop", "-d", "shop"]
+    env = {**os.environ, "PGPASSWORD": spec["password"]}
+    with dest.open("wb") as out:
+        subprocess.run([*argv, *options], stdout=out, env=env, check=True)
+
+
+def test_postgresql_plain_and_custom_dumps_checked_and_adopted(pgdb: dict, tmp_path: Path):
+    plain, custom = tmp_path / "backup_20251201.sql", tmp_path / "backup_20251201.dump"
+    pg_dump(pgdb, plain)
+    pg_dump(pgdb, custom, "-Fc")
+    spec = {**pgdb, "external_backups": {"glob": str(plain), "format": "postgresql_plain"}}
+    sources = ext.external_sources([spec], {})
+    checked = ext.check_external([spec], sources)
+    assert checked["problems"] == [] and "loads into a scratch database" in checked["checks"][0]
+    manifest = ext.adopt(str(tmp_path / "sets"), "shop", [spec], sources)
+    assert manifest["verification"]["ok"]
+    (entry,) = manifest["databases"]
+    assert entry["tables"]["orders"]["rows"] == 1000 and entry["schema_version"] == "3"
+    assert (tmp_path / "sets" / "shop" / manifest["set_id"] / entry["file"]).read_bytes()[:5] == (
+        b"PGDMP"  # stored as a custom archive: the restore is the usual pg_restore
+    )
+    assert rbs.live_differences(manifest, [spec]) == {"main": []}
+
+    # a custom archive declared plain, a plain dump declared custom, a --create dump: refused
+    wrong = ext.check_external([spec], ext.external_sources([spec], {"main": str(custom)}))
+    assert "custom archive, not plain SQL" in wrong["problems"][0]
+    as_custom = {**pgdb, "external_backups": {"glob": str(plain), "format": "postgresql_custom"}}
+    wrong = ext.check_external([as_custom], ext.external_sources([as_custom], {}))
+    assert "not a pg_dump custom archive" in wrong["problems"][0]
+    created = tmp_path / "backup_20251202.sql"
+    pg_dump(pgdb, created, "--create")
+    wrong = ext.check_external([spec], ext.external_sources([spec], {"main": str(created)}))
+    assert "switches database" in wrong["problems"][0]
+    custom_ok = ext.check_external(
+        [as_custom], ext.external_sources([as_custom], {"main": str(custom)})
+    )
+    assert custom_ok["problems"] == []

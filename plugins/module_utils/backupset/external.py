@@ -188,18 +188,16 @@ class SQLiteFile(ExternalFormat):
             copy = Path(tmp) / "external.sqlite3"
             shutil.copyfile(path, copy)
             wal = path.with_name(path.name + "-wal")
-            if wal.is_file():
-                # the backup's own WAL: checkpointed into the private copy, one file after
+            if wal.is_file():  # the backup's own WAL, checkpointed into the private copy
                 shutil.copyfile(wal, copy.with_name(copy.name + "-wal"))
+            try:  # one self-contained file, whatever journal mode the backup was left in
+                con = sqlite3.connect(str(copy), isolation_level=None)
                 try:
-                    con = sqlite3.connect(str(copy), isolation_level=None)
-                    try:
-                        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                        con.execute("PRAGMA journal_mode=DELETE")
-                    finally:
-                        con.close()
-                except sqlite3.Error as exc:
-                    raise BackupError(f"{path} with its -wal: {exc}") from exc
+                    con.execute("PRAGMA journal_mode=DELETE")
+                finally:
+                    con.close()
+            except sqlite3.Error as exc:
+                raise BackupError(f"{path}: {exc}") from exc
             yield copy
 
     def check(self, spec: Json, path: Path) -> str:
@@ -317,7 +315,11 @@ class PostgreSQLPlain(PostgreSQLFormat):
                     )
         argv = ["psql", "-X", "-q", "-w", "-v", "ON_ERROR_STOP=1", "--single-transaction"]
         argv += [*pg.conn(), "-d", database, "-f", "-"]
-        with reader(path) as handle, tempfile.TemporaryFile() as plain:
+        if head(path, 2) != b"\x1f\x8b":
+            with path.open("rb") as handle:
+                pg.run(argv, stdin=handle)
+            return
+        with reader(path) as handle, tempfile.TemporaryFile() as plain:  # gunzipped first
             shutil.copyfileobj(handle, plain, CHUNK)
             plain.seek(0)
             pg.run(argv, stdin=plain)  # type: ignore[arg-type]
