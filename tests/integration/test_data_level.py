@@ -270,15 +270,30 @@ def test_the_full_level_restores_from_the_apps_own_backups(full: FullLab, tmp_pa
     assert again.receipt["changed"] == 0, json.dumps(again.receipt["hosts"], indent=1)
 
 
-def test_the_data_level_restores_an_own_set_and_leaves_the_code_and_images(full: FullLab):
+def test_the_data_level_restores_an_own_set_and_leaves_the_code_and_images(
+    full: FullLab, tmp_path: Path
+):
     """The lab app (units, compose worker, PostgreSQL and SQLite) with its own predeploy set:
-    only the databases go back; HEAD, the images and the containers' image stay."""
+    only the databases go back; HEAD, the images and the containers' image stay. The good
+    release has no 004_rollback.sql (the bad one brings it): a run that lists it is refused
+    before anything stops."""
     full.backup()
     before = {h: full.data(h) for h in full.names}
     heads = {h: full.git(h, "rev-parse", "HEAD") for h in full.names}
     images = {h: (full.worker(h)["image"], full.worker(h)["tag_id"]) for h in full.names}
     full.each("lab-db-traffic 10 >/dev/null")
-    argv = ["apply", "--level", "data", "--inventory", full.lab.inventory, "--yes", "--json"]
+    changed = {h: full.data(h) for h in full.names}
+    base = ["apply", "--level", "data", "--yes", "--json", "--inventory"]
+    refused = full.lab.cli(*base, full.lab.inventory)
+    assert refused.code != 0 and "004_rollback.sql is not there" in refused.stderr
+    assert {h: full.data(h) for h in full.names} == changed
+    assert all(not r["changed"] for r in refused.receipt["hosts"].values())
+
+    app = yaml.safe_load(Path(full.lab.inventory).read_text())["all"]["vars"]["rollback_app"]
+    databases = [
+        {k: v for k, v in d.items() if k != "migrations_rollback"} for d in app["databases"]
+    ]
+    argv = [*base, full.variant(tmp_path, databases=databases)]
     run = full.lab.cli(*argv)
     assert run.code == 0, run.stderr
     for host in full.names:
