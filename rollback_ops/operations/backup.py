@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import ClassVar
 
+from rollback_ops.appspec import AppSpec
 from rollback_ops.durations import duration
 from rollback_ops.operations.base import (
     Argument,
     Operation,
+    Request,
     argument,
     count,
     parse_backup_files,
@@ -166,6 +168,22 @@ class Import(Job):
         "rollback-ops backup import -i prod --backup-file main=/srv/app/Data/backups/a.db",
     )
     fixed: ClassVar[dict[str, str]] = {"backup_from": "external"}
+
+    def check(self, app: AppSpec, request: Request) -> list[str]:
+        lacking = [
+            d.name
+            for d in app.databases
+            if not d.external_glob and d.name not in request.backup_files
+        ]
+        if not app.databases:
+            return [f"app {app.name} has no rollback_app.databases"]
+        if lacking:
+            return [
+                f"database {', '.join(lacking)} of app {app.name} declares no external_backups; "
+                f"give --backup-file {lacking[0]}=PATH"
+            ]
+        return []
+
     arguments: ClassVar[tuple[Argument, ...]] = (
         APP,
         argument(
