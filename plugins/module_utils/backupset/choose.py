@@ -38,7 +38,8 @@ def choose_set(
 def check_restorable(set_dir: str | Path, app: str, databases: list[Json]) -> Json:
     """Everything that must hold before anything is stopped: the set is this app's, verified,
     holds every database of the spec with the same engine and database, every file matches
-    its sha256, every dump reads, every migration rollback file is there to read. Returns ok, problems, checks and what the set is."""
+    its sha256, every dump reads, every migration rollback file is there to read. Returns ok,
+    problems, checks and what the set is."""
     set_dir = Path(set_dir)
     problems: list[str] = []
     checks: list[str] = []
