@@ -207,6 +207,8 @@ def prepare_resume(
             to=str(request.get("to", request.get("to_ref", ""))),
             backup_stamp=str(request.get("backup_stamp", "")),
             backup_id=str(request.get("backup_id", "")),
+            backup_from=str(request.get("backup_from", "set")),
+            backup_files={str(k): str(v) for k, v in (request.get("backup_files") or {}).items()},
             force=bool(request.get("force", False)),
             targets=targets,
             resumes=run_id,

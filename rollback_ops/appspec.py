@@ -139,6 +139,9 @@ class DatabaseSpec:
     integrity_checks: tuple[str, ...]
     data_loss_tables: tuple[str, ...]
     migrations_rollback: tuple[str, ...]
+    external_glob: str = ""  # external_backups.glob: the team's own backups ("" for none)
+    external_format: str = ""  # external_backups.format ("": the engine's usual one)
+    external_order: str = "name"  # external_backups.order: name (stamp) or mtime
 
     @property
     def target(self) -> str:
@@ -273,6 +276,9 @@ def build(app: dict[str, Any]) -> AppSpec:
                 integrity_checks=tuple(c["name"] for c in db["integrity_checks"]),
                 data_loss_tables=tuple(t["table"] for t in db["data_loss_tables"]),
                 migrations_rollback=tuple(db["migrations_rollback"]),
+                external_glob=(db.get("external_backups") or {}).get("glob", ""),
+                external_format=(db.get("external_backups") or {}).get("format") or "",
+                external_order=(db.get("external_backups") or {}).get("order") or "name",
             )
             for db in app["databases"]
         ),

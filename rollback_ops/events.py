@@ -41,6 +41,7 @@ DATA_KEYS = (
     "removed",
     "differs",
     "status",  # status_info: where the host stands
+    "external",  # dbrestore, source external: the files chosen, checked, adopted
 )
 RESULT_EVENTS: dict[str, StepStatus] = {
     "runner_on_ok": "ok",

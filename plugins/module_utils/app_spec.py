@@ -395,6 +395,35 @@ def database_names(app, raw):
         seen.add(name)
 
 
+EXTERNAL_FORMAT_ENGINES = {
+    "sqlite": "sqlite",
+    "postgresql_custom": "postgresql",
+    "postgresql_plain": "postgresql",
+    "mysqldump": "mysql",
+}
+
+
+def external_backups(app, raw):
+    """An external backup's glob is absolute and its format restores the database's engine."""
+    for i, db in enumerate(app.get("databases", [])):
+        ext = db.get("external_backups") or {}
+        if not ext:
+            continue
+        where = "databases[%d].external_backups" % i
+        if not str(ext.get("glob", "")).startswith("/"):
+            yield where + ".glob", "%s is not an absolute path" % show(ext.get("glob"))
+        fmt = ext.get("format")
+        if fmt and EXTERNAL_FORMAT_ENGINES.get(fmt) != db.get("engine"):
+            yield (
+                where + ".format",
+                "a %s backup cannot restore a %s database"
+                % (
+                    fmt,
+                    db.get("engine"),
+                ),
+            )
+
+
 def cache_commands(app, raw):
     """A cache command is an argv with at least the program."""
     for i, cache in enumerate(_get(app, "config.caches") or []):
@@ -410,6 +439,7 @@ RULES = (
     maintenance_env,
     config_files_backed_up,
     database_names,
+    external_backups,
     cache_commands,
 )
 

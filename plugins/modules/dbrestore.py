@@ -26,13 +26,21 @@ description:
     integrity_checks, and compares the data_loss_tables with the forensic keys. Fails (after
     restoring) when an integrity check fails. Refuses, before touching anything, without a
     forensic set of the run unless I(require_forensic) is false.
+  - With I(source=external) the set is made from the backups the team already makes, each
+    database's C(external_backups) (the newest file its glob matches, by the stamp in the
+    name or by mtime) or the file I(backup_files) gives. C(state=checked) verifies those
+    files read-only (SQLite integrity_check on a private copy, pg_restore --list, a plain
+    SQL dump loaded into a scratch database, mysqldump's completion line), unless a verified
+    set adopted from the same files (path and sha256) exists, which it then checks as any
+    set. C(state=imported) adopts them into a verified set of kind C(external) (once; the
+    same files find the same set). C(state=forensic) and C(state=restored) use that set.
   - Passwords go in I(passwords) (name to password, never logged), never in I(databases).
   - Supports check mode (forensic and restored report what they would do).
 options:
   state:
     description: What to do.
     type: str
-    choices: [checked, forensic, restored]
+    choices: [checked, imported, forensic, restored]
     default: checked
   databases:
     description: The databases, as for M(rollback_ops.rollback.backup); no C(password) in them.
@@ -48,6 +56,16 @@ options:
     description: The set to restore; empty means the newest verified non-forensic set.
     type: str
     default: ""
+  source:
+    description: C(set), a backup set; C(external), the app's own backups (see above).
+    type: str
+    choices: [set, external]
+    default: set
+  backup_files:
+    description: source=external, database name to the backup file to use (instead of the
+      newest its C(external_backups) glob matches).
+    type: dict
+    default: {}
   kinds:
     description: Without I(backup_id), choose only among sets of these kinds (e.g. predeploy).
     type: list
@@ -129,6 +147,15 @@ needed:
   description: checked, whether any live database differs from the set.
   type: bool
   returned: when state is checked
+external:
+  description: source=external, the files chosen (name, path, format, size, sha256, mtime,
+    chosen), what was checked, and whether they still need adopting.
+  type: dict
+  returned: when source is external
+manifest:
+  description: imported, the adopted set's manifest.
+  type: dict
+  returned: when state is imported
 problems:
   description: What makes the set unfit to restore (the module fails when there is any).
   type: list
@@ -167,9 +194,13 @@ data_loss:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.rollback_ops.rollback.plugins.module_utils.backupset import (
     BackupError,
+    adopt,
+    check_external,
     check_restorable,
     choose_set,
     create_forensic,
+    external_sources,
+    find_adopted,
     find_forensic,
     live_differences,
     restore_set,
@@ -184,7 +215,13 @@ from ansible_collections.rollback_ops.rollback.plugins.module_utils.options impo
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            state=dict(type="str", choices=["checked", "forensic", "restored"], default="checked"),
+            state=dict(
+                type="str",
+                choices=["checked", "imported", "forensic", "restored"],
+                default="checked",
+            ),
+            source=dict(type="str", choices=["set", "external"], default="set"),
+            backup_files=dict(type="dict", default={}),
             databases=dict(type="list", elements="dict", required=True),
             passwords=dict(type="dict", default={}, no_log=True),
             backup_id=dict(type="str", default="", aliases=["set_id"]),
@@ -204,7 +241,13 @@ def main():
     result = dict(changed=False, state=state, set_id="", code={}, schema_versions={}, problems=[])
     try:
         databases = with_passwords(params["databases"], params["passwords"])
-        set_dir, manifest = choose_set(root, app, params["backup_id"], tuple(params["kinds"]))
+        if params["source"] == "external":
+            found = external_set(module, result, databases)
+            if found is None:
+                module.exit_json(**result)
+            set_dir, manifest = found
+        else:
+            set_dir, manifest = own_set(params, databases)
         check = check_restorable(set_dir, app, databases)
         result.update(
             set_id=manifest["set_id"],
@@ -293,6 +336,81 @@ def main():
         result.update(exc.result)
         module.fail_json(msg="dbrestore: %s" % exc, **result)
     module.exit_json(**result)
+
+
+def own_set(params, databases):
+    """The set asked for, or the newest verified one; when there is none and the databases
+    declare external backups, the refusal says how to use them."""
+    try:
+        return choose_set(
+            params["root"], params["app"], params["backup_id"], tuple(params["kinds"])
+        )
+    except BackupError as exc:
+        declared = [d.get("name") for d in databases if d.get("external_backups")]
+        if params["backup_id"] or not declared:
+            raise
+        raise BackupError(
+            "%s; %s declare external backups: --from external restores the newest of them"
+            % (exc, ", ".join(declared))
+        ) from None
+
+
+def external_set(module, result, databases):
+    """source=external: the set adopted from the chosen files, made now (imported) when
+    there is none. None when the module is done (checked, or imported in check mode)."""
+    params = module.params
+    root, app, state = params["root"], params["app"], params["state"]
+    sources = external_sources(databases, params["backup_files"])
+    found = find_adopted(root, app, sources)
+    external = dict(sources=sources, checks=[], adopted=found[1]["set_id"] if found else "")
+    result["external"] = external
+    if found is not None:
+        if state == "imported":
+            result.update(set_id=found[1]["set_id"], manifest=found[1])
+            result["msg"] = "already adopted as set %s" % found[1]["set_id"]
+            return None
+        return found
+    checked = check_external(databases, sources)
+    external["checks"] = checked["checks"]
+    if checked["problems"]:
+        result["problems"] = checked["problems"]
+        module.fail_json(
+            msg="external backup cannot be restored: %s" % "; ".join(checked["problems"]),
+            **result,
+        )
+    if state == "checked":
+        result.update(needed=True, live_differences={}, schema_versions={})
+        result["msg"] = "verified %s; adopted into a set before anything stops" % ", ".join(
+            s["path"] for s in sources
+        )
+        return None
+    if state != "imported" and module.check_mode:  # the import step made nothing
+        result["changed"] = True
+        result["msg"] = "would %s the set adopted from %s" % (
+            "make a forensic set before restoring" if state == "forensic" else "restore",
+            ", ".join(s["path"] for s in sources),
+        )
+        return None
+    if state != "imported":
+        module.fail_json(
+            msg="no set adopted from %s yet: adopt them first (state=imported)"
+            % ", ".join(s["path"] for s in sources),
+            **result,
+        )
+    result["changed"] = True
+    if module.check_mode:
+        result["msg"] = "would adopt %s into a set" % ", ".join(s["path"] for s in sources)
+        return None
+    manifest = adopt(root, app, databases, sources, params["run_id"])
+    result.update(set_id=manifest["set_id"], manifest=manifest, kind="external")
+    if not manifest["verification"]["ok"]:
+        module.fail_json(
+            msg="the adopted set %s failed its verification: %s"
+            % (manifest["set_id"], "; ".join(manifest["verification"]["problems"])),
+            **result,
+        )
+    external["adopted"] = manifest["set_id"]
+    return None
 
 
 if __name__ == "__main__":

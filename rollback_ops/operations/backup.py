@@ -5,8 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import ClassVar
 
+from rollback_ops.appspec import AppSpec
 from rollback_ops.durations import duration
-from rollback_ops.operations.base import Argument, Operation, argument, count
+from rollback_ops.operations.base import (
+    Argument,
+    Operation,
+    Request,
+    argument,
+    count,
+    parse_backup_files,
+)
 
 B = "rollback-ops backup "  # the examples' start
 APP = argument("--app", help="only the hosts of this app (rollback_app.name)")
@@ -145,6 +153,50 @@ class Prune(Job):
         if args.keep is None and args.max_age_days is None:
             return ["backup prune needs --keep N and/or --max-age DAYS"]
         return []
+
+
+class Import(Job):
+    name = "backup-import"
+    playbook = "backup_import"
+    summary = (
+        "adopt the app's own backups (its databases' external_backups, or --backup-file) into "
+        "a verified set of kind external, once per file"
+    )
+    needs_db_passwords = True
+    examples = (
+        "rollback-ops backup import -i prod --app ancestry",
+        "rollback-ops backup import -i prod --backup-file main=/srv/app/Data/backups/a.db",
+    )
+    fixed: ClassVar[dict[str, str]] = {"backup_from": "external"}
+
+    def check(self, app: AppSpec, request: Request) -> list[str]:
+        lacking = [
+            d.name
+            for d in app.databases
+            if not d.external_glob and d.name not in request.backup_files
+        ]
+        if not app.databases:
+            return [f"app {app.name} has no rollback_app.databases"]
+        if lacking:
+            return [
+                f"database {', '.join(lacking)} of app {app.name} declares no external_backups; "
+                f"give --backup-file {lacking[0]}=PATH"
+            ]
+        return []
+
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        APP,
+        argument(
+            "--backup-file",
+            action="append",
+            default=[],
+            metavar="DB=PATH",
+            help="adopt this file on the host for database DB instead of the newest its "
+            "external_backups glob matches (repeatable)",
+            request_field="backup_files",
+            convert=parse_backup_files,
+        ),
+    )
 
 
 class Schedule(Job):

@@ -37,6 +37,8 @@ class Request:
     force: bool = False  # code: despite uncommitted changes; unlock: another controller's lock
     targets: dict[str, str] = field(default_factory=dict)  # code: pinned per host (--resume)
     backup_id: str = ""  # full, config, backup verify: the set (default: newest verified)
+    backup_from: str = "set"  # data, full: set (a backup set) or external (the app's own)
+    backup_files: dict[str, str] = field(default_factory=dict)  # data, full, import: DB -> file
     backup_kind: str = "manual"  # backup create: predeploy, scheduled, manual
     restore_test: bool = False  # backup create/verify: restore into a throwaway database
     schedule_at: str = ""  # backup schedule: systemd calendar spec
@@ -74,6 +76,8 @@ REQUEST_KEYS: dict[str, tuple[type, ...]] = {
     "force": (bool,),
     "targets": (dict,),
     "backup_id": (str,),
+    "backup_from": (str,),
+    "backup_files": (dict,),
     "backup_kind": (str,),
     "restore_test": (bool,),
     "schedule_at": (str,),
@@ -120,6 +124,8 @@ def rollback_request(
         "force": request.force,
         "targets": dict(request.targets),
         "backup_id": request.backup_id,
+        "backup_from": request.backup_from,
+        "backup_files": dict(request.backup_files),
         "backup_kind": request.backup_kind,
         "restore_test": request.restore_test,
         "schedule_at": request.schedule_at,
@@ -219,6 +225,23 @@ def request_problems(request: Request) -> list[str]:
         if not SHA.match(sha):
             problems.append(f"the pinned target of {host} ({short(sha)}) is not a commit id")
     return problems
+
+
+def parse_backup_files(items: list[str]) -> dict[str, str]:
+    """``DB=PATH`` strings of --backup-file to a dict: the database's name, an absolute path."""
+    files: dict[str, str] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not NAME.match(name):
+            raise ConfigError(
+                f"--backup-file {short(item)}: expected DB=PATH (the database's name)"
+            )
+        if not path.startswith("/") or "\n" in path or "\x00" in path:
+            raise ConfigError(f"--backup-file {short(item)}: the path must be absolute, one line")
+        if name in files and files[name] != path:
+            raise ConfigError(f"--backup-file {name} given twice with different files")
+        files[name] = path
+    return files
 
 
 def parse_flags(items: list[str]) -> dict[str, str]:

@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import ClassVar
 
 from rollback_ops.appspec import AppSpec, mask
-from rollback_ops.operations.base import Argument, Operation, Request, argument, parse_flags
+from rollback_ops.operations.base import (
+    Argument,
+    Operation,
+    Request,
+    argument,
+    parse_backup_files,
+    parse_flags,
+)
 
 FLAG = argument(
     "--flag",
@@ -55,6 +62,25 @@ BACKUP_ID = argument(
     "see `backup list`)",
     request_field="backup_id",
 )
+FROM = argument(
+    "--from",
+    dest="backup_from",
+    choices=["set", "external"],
+    default="set",
+    help="data and full levels: restore from a backup set (default) or from the backups the "
+    "app already makes (its databases' external_backups; verified, then adopted into a set)",
+    request_field="backup_from",
+)
+BACKUP_FILE = argument(
+    "--backup-file",
+    action="append",
+    default=[],
+    metavar="DB=PATH",
+    help="with --from external: restore database DB from this file on the host instead of "
+    "the newest its external_backups glob matches (repeatable)",
+    request_field="backup_files",
+    convert=parse_backup_files,
+)
 FORCE = argument(
     "--force",
     action="store_true",
@@ -70,6 +96,8 @@ LEVEL_ARGUMENTS: tuple[Argument, ...] = (
     TO,
     BACKUP_STAMP,
     BACKUP_ID,
+    FROM,
+    BACKUP_FILE,
     FORCE,
 )
 
@@ -194,6 +222,28 @@ class Code(Level):
         return _code_plan(host, app, request, full=self.full)
 
 
+class Data(Level):
+    name = "data"
+    playbook = "data"
+    summary = (
+        "maintenance on, stop, forensic set of the live databases, restore them (a backup set "
+        "or the app's own backups), migration rollback, integrity checks, data-loss report, "
+        "start, verify; no code, no images"
+    )
+    use_when = "the data is wrong and the code is fine (or has no code part at all)"
+    resumable = True
+    needs_db_passwords = True
+    arguments: ClassVar[tuple[Argument, ...]] = (NO_VERIFY, BACKUP_ID, FROM, BACKUP_FILE)
+
+    def check(self, app: AppSpec, request: Request) -> list[str]:
+        if not app.databases:
+            return [f"app {app.name} has no rollback_app.databases to restore"]
+        return _source_problems(app, request)
+
+    def plan(self, host: str, app: AppSpec, request: Request) -> list[str]:
+        return _data_plan(app, request)
+
+
 class Full(Code):
     name = "full"
     playbook = "full"
@@ -203,8 +253,155 @@ class Full(Code):
     )
     use_when = "the data itself is wrong: code and databases go back to the last backup"
     needs_db_passwords = True
-    arguments: ClassVar[tuple[Argument, ...]] = (NO_VERIFY, TO, BACKUP_STAMP, BACKUP_ID, FORCE)
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        NO_VERIFY,
+        TO,
+        BACKUP_STAMP,
+        BACKUP_ID,
+        FROM,
+        BACKUP_FILE,
+        FORCE,
+    )
     full = True
+
+    def check(self, app: AppSpec, request: Request) -> list[str]:
+        return super().check(app, request) + _source_problems(app, request)
+
+
+def _source_problems(app: AppSpec, request: Request) -> list[str]:
+    """--from external and --backup-file against the app's databases."""
+    problems = []
+    if request.backup_files and request.backup_from != "external":
+        problems.append("--backup-file is for --from external")
+    if request.backup_from == "external" and request.backup_id:
+        problems.append("--backup-id chooses a backup set; --from external uses the app's own")
+    names = {d.name for d in app.databases}
+    for name in request.backup_files:
+        if name not in names:
+            problems.append(
+                f"--backup-file {name}=...: app {app.name} has no database {name} "
+                f"(its databases: {', '.join(sorted(names)) or 'none'})"
+            )
+    if request.backup_from == "external":
+        lacking = [
+            d.name
+            for d in app.databases
+            if not d.external_glob and d.name not in request.backup_files
+        ]
+        if lacking:
+            problems.append(
+                f"--from external: database {', '.join(lacking)} of app {app.name} declares no "
+                f"external_backups; give --backup-file {lacking[0]}=PATH"
+            )
+    return problems
+
+
+def _restore_source(app: AppSpec, request: Request) -> tuple[str, list[str]]:
+    """What the databases are restored from, and the check of it before anything stops."""
+    if request.backup_from != "external":
+        backup_set = request.backup_id or "the newest verified backup set"
+        dbs = ", ".join(f"{d.name} ({d.engine})" for d in app.databases)
+        return backup_set, [
+            f"{backup_set} under {app.backup.root}/{app.name} is this app's, verified, holds "
+            f"{dbs}, its checksums match and its dumps read"
+        ]
+    checks, files = [], []
+    for db in app.databases:
+        fmt = db.external_format or {"sqlite": "sqlite", "postgresql": "postgresql_custom"}.get(
+            db.engine, "mysqldump"
+        )
+        if db.name in request.backup_files:
+            where = request.backup_files[db.name]
+        else:
+            by = "the stamp in the name" if db.external_order == "name" else "mtime"
+            where = f"the newest of {db.external_glob} (by {by})"
+        how = {
+            "sqlite": "PRAGMA integrity_check on a private copy (with its own -wal)",
+            "postgresql_custom": "pg_restore --list",
+            "postgresql_plain": "loads into a scratch database in one transaction",
+            "mysqldump": "ends with mysqldump's completion line",
+        }[fmt]
+        checks.append(f"{db.name}: {where}, {fmt}: {how}")
+        files.append(f"{db.name} from {where}")
+    source = "the external backup (" + "; ".join(files) + ")"
+    return source, [
+        "external backups: "
+        + "; ".join(checks)
+        + " (skipped when a verified set adopted from the same files, by sha256, exists)"
+    ]
+
+
+def _restore_steps(app: AppSpec, source: str) -> list[str]:
+    steps = []
+    for db in app.databases:
+        how = (
+            "pg_restore --clean --if-exists --single-transaction"
+            if db.engine == "postgresql"
+            else "atomic replace of the file (the live file's mode, owner and journal mode "
+            "kept; its stale -wal/-shm/-journal removed)"
+            if db.engine == "sqlite"
+            else "mysql < dump"
+        )
+        extra = [f"run {', '.join(db.migrations_rollback)}"] if db.migrations_rollback else []
+        if db.integrity_checks:
+            extra.append(f"integrity checks: {', '.join(db.integrity_checks)}")
+        if db.data_loss_tables:
+            extra.append(f"data-loss report for {', '.join(db.data_loss_tables)}")
+        steps.append(
+            f"restore {db.name} ({db.target}) from {source}: {how}"
+            + (f"; {'; '.join(extra)}" if extra else "")
+            + " (unless it already equals the set)"
+        )
+    return steps
+
+
+def _data_plan(app: AppSpec, request: Request) -> list[str]:
+    docker, maint = app.docker, app.maintenance
+    source, checks = _restore_source(app, request)
+    if docker.project_dir:
+        checks.append("the Docker engine answers, compose is installed")
+    if app.units:
+        checks.append(f"systemd knows {', '.join(app.units)}")
+    steps = [
+        "preflight (every host, all or nothing, before anything stops): "
+        + "; ".join(checks)
+        + "; free disk; then take the host's lock",
+        "if the databases already equal the set and the units and containers run: nothing to do",
+    ]
+    if request.backup_from == "external":
+        steps.append(
+            f"adopt the external backup into a verified set of kind external under "
+            f"{app.backup.root}/{app.name} (once: the same files, by sha256, reuse that set)"
+        )
+        source = "that set"
+    if maint.configured:
+        steps.append(f"maintenance on ({_maintenance_how(app)})")
+    if app.units:
+        drain = f", up to {app.drain_timeout} s to drain" if app.drain_timeout else ""
+        steps.append(f"stop {', '.join(app.units)}{drain}")
+    if docker.project_dir:
+        steps.append(
+            f"stop compose services {', '.join(docker.services) or '(all)'} in {docker.project_dir}"
+        )
+    steps.append(
+        f"forensic set of the live databases ({', '.join(d.name for d in app.databases)}) "
+        f"in {app.backup.root}/{app.name}/<stamp>-forensic, with the data-loss tables' keys"
+    )
+    steps += _restore_steps(app, source)
+    if docker.project_dir:
+        steps.append(
+            f"compose up -d {', '.join(docker.services) or '(all)'} (no image rebuild); "
+            f"containers must run {docker.settle} s without restarting"
+        )
+    if app.units:
+        steps.append(f"start {', '.join(app.units)}")
+    if request.verify:
+        steps += verify_steps(app, {})
+    if maint.configured:
+        steps.append("maintenance off (left on if a step fails: apply --resume RUN_ID continues)")
+    else:
+        steps.append("a failing step stops this host there: apply --resume RUN_ID continues")
+    return steps
 
 
 def verify_steps(app: AppSpec, values: dict[str, str]) -> list[str]:
@@ -240,7 +437,10 @@ def _code_plan(host: str, app: AppSpec, request: Request, full: bool = False) ->
     code, docker, maint = app.code, app.docker, app.maintenance
     checks = []
     backup_set = request.backup_id or "the newest verified predeploy backup set"
-    if full:
+    if full and request.backup_from == "external":
+        backup_set, source_checks = _restore_source(app, request)
+        checks += source_checks
+    elif full:
         dbs = ", ".join(f"{d.name} ({d.engine})" for d in app.databases)
         checks.append(
             f"{backup_set} under {app.backup.root}/{app.name} is this app's, verified, holds "
@@ -272,6 +472,12 @@ def _code_plan(host: str, app: AppSpec, request: Request, full: bool = False) ->
         + (" and the databases equal the set" if full else "")
         + ": nothing to do",
     ]
+    if full and request.backup_from == "external":
+        steps.append(
+            f"adopt the external backup into a verified set of kind external under "
+            f"{app.backup.root}/{app.name} (once: the same files, by sha256, reuse that set)"
+        )
+        backup_set = "that set"
     if maint.configured:
         steps.append(f"maintenance on ({_maintenance_how(app)})")
     if app.units:

@@ -161,7 +161,7 @@ def test_resume_continues_only_the_unfinished_hosts_with_their_pinned_targets(
     [
         ({"result": "ok"}, "finished on every host; nothing to resume"),
         ({"check": True}, "was a check-mode run"),
-        ({"level": "flag"}, "is level 'flag'; only code, full resume"),
+        ({"level": "flag"}, "is level 'flag'; only code, data, full resume"),
     ],
 )
 def test_resume_refuses_what_cannot_be_resumed(

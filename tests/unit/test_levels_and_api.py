@@ -22,7 +22,8 @@ def test_parse_flags():
 
 def test_unknown_levels_are_refused_naming_the_levels():
     with pytest.raises(
-        ConfigError, match="unknown level 'nope'; choose one of flag, emergency, config, code, full"
+        ConfigError,
+        match="unknown level 'nope'; choose one of flag, emergency, config, code, data, full",
     ):
         operations.get("nope")
 

@@ -35,6 +35,8 @@ CONTRACT = {
     "force",
     "targets",
     "backup_id",
+    "backup_from",
+    "backup_files",
     "backup_kind",
     "restore_test",
     "schedule_at",
@@ -72,8 +74,17 @@ def test_every_command_is_a_registered_class_with_its_playbook_and_policy():
     names = set(OPERATIONS)
     assert {"flag", "emergency", "config", "code", "full", "verify", "unlock"} <= names
     assert {"unlock-inspect", "resume"} <= names
-    assert {f"backup-{a}" for a in ("create", "list", "verify", "prune", "schedule")} <= names
-    assert list(operations.rollback_levels()) == ["flag", "emergency", "config", "code", "full"]
+    assert {
+        f"backup-{a}" for a in ("create", "list", "verify", "prune", "schedule", "import")
+    } <= names
+    assert list(operations.rollback_levels()) == [
+        "flag",
+        "emergency",
+        "config",
+        "code",
+        "data",
+        "full",
+    ]
     for op in RUNNABLE:
         assert paths.playbook(op.playbook).is_file(), op.name
         assert op.summary and "\n" not in op.summary
@@ -83,16 +94,27 @@ def test_every_command_is_a_registered_class_with_its_playbook_and_policy():
         "emergency",
         "unlock",
     ]
-    assert [n for n, op in OPERATIONS.items() if op.resumable] == ["code", "full"]
+    assert [n for n, op in OPERATIONS.items() if op.resumable] == ["code", "data", "full"]
     assert {n for n, op in OPERATIONS.items() if op.needs_db_passwords} == {
+        "data",
         "full",
         "backup-create",
+        "backup-import",
         "backup-verify",
         "backup-schedule",
     }
     guarded = {n for n, op in OPERATIONS.items() if op.guarded}
     # backup prune removes sets: production needs an approval for it, as for a level
-    assert guarded == {"flag", "emergency", "config", "code", "full", "unlock", "backup-prune"}
+    assert guarded == {
+        "flag",
+        "emergency",
+        "config",
+        "code",
+        "data",
+        "full",
+        "unlock",
+        "backup-prune",
+    }
     readonly = {n for n, op in OPERATIONS.items() if op.playbook and not op.changes_hosts}
     assert readonly == {
         "verify",
@@ -185,7 +207,10 @@ def test_a_level_argument_on_another_level_names_the_levels_that_take_it():
     assert problems("-L", "flag", "--to", "v1") == ["--to: only with --level code or full"]
     assert problems("-L", "emergency", "-f", "A=1") == ["--flag goes with --level flag"]
     assert problems("-L", "code", "--backup-id", "S") == [
-        "--backup-id: only with --level config or full"
+        "--backup-id: only with --level config or data or full"
+    ]
+    assert problems("-L", "code", "--from", "external") == [
+        "--from: only with --level data or full"
     ]
     assert problems("-L", "flag", "--to", "v", "--force") == [
         "--to, --force: only with --level code or full"

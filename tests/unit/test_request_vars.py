@@ -37,6 +37,8 @@ CONTRACT: dict[str, type | tuple[type, ...]] = {
     "force": bool,
     "targets": dict,
     "backup_id": str,
+    "backup_from": str,
+    "backup_files": dict,
     "backup_kind": str,
     "restore_test": bool,
     "schedule_at": str,

@@ -11,6 +11,7 @@ import it as ``ansible_collections.rollback_ops.rollback.plugins.module_utils.ba
 - ``layout``: set paths, ids and the manifest; ``specs``: database specs and passwords.
 - ``create``, ``verify``, ``prune``, ``choose`` (what to restore, checked before anything
   stops), ``restore``, ``forensic``: the operations on sets; ``job``: the scheduled job.
+- ``external``: the backups a team already makes, picked, checked and adopted into a set.
 
 Passwords never go into argv, results, manifests or error messages: they reach the client
 tools in the subprocess environment only (PGPASSWORD, MYSQL_PWD).
@@ -22,6 +23,7 @@ from .choose import check_restorable, choose_set, live_differences, schema_check
 from .common import BackupError
 from .create import create_set
 from .engines import ENGINES, Engine, engine_for
+from .external import adopt, check_external, external_sources, find_adopted, newest_first
 from .forensic import create_forensic, data_loss, find_forensic, save_keys
 from .layout import list_sets, read_manifest, set_path
 from .prune import prune
@@ -33,17 +35,22 @@ __all__ = [
     "ENGINES",
     "BackupError",
     "Engine",
+    "adopt",
+    "check_external",
     "check_restorable",
     "choose_set",
     "create_forensic",
     "create_set",
     "data_loss",
     "engine_for",
+    "external_sources",
+    "find_adopted",
     "find_forensic",
     "freshness",
     "integrity",
     "list_sets",
     "live_differences",
+    "newest_first",
     "normalize_database",
     "prune",
     "read_manifest",

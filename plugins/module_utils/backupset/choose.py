@@ -4,6 +4,7 @@ target release run with an older schema."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .common import BackupError, Json, natural
@@ -37,7 +38,8 @@ def choose_set(
 def check_restorable(set_dir: str | Path, app: str, databases: list[Json]) -> Json:
     """Everything that must hold before anything is stopped: the set is this app's, verified,
     holds every database of the spec with the same engine and database, every file matches
-    its sha256, every dump reads. Returns ok, problems, checks and what the set is."""
+    its sha256, every dump reads, every migration rollback file is there to read. Returns ok,
+    problems, checks and what the set is."""
     set_dir = Path(set_dir)
     problems: list[str] = []
     checks: list[str] = []
@@ -56,6 +58,9 @@ def check_restorable(set_dir: str | Path, app: str, databases: list[Json]) -> Js
     by_name = {d["name"]: d for d in manifest.get("databases", [])}
     for spec in specs:
         name = spec["name"]
+        for script in spec["migrations_rollback"]:  # run after the restore: must be there now
+            if not Path(script).is_file() or not os.access(script, os.R_OK):
+                problems.append(f"database {name}: migration rollback file {script} is not there")
         entry = by_name.get(name)
         if entry is None:
             problems.append(f"database {name}: not in the set")

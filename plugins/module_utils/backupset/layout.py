@@ -14,7 +14,7 @@ from pathlib import Path
 from .common import BackupError, Json, check_name, write_json_atomic
 
 FORMAT = 1
-KINDS = ("predeploy", "scheduled", "manual", "forensic")
+KINDS = ("predeploy", "scheduled", "manual", "forensic", "external")
 DEFAULT_ROOT = "/var/backups/rollback-ops"
 MANIFEST = "manifest.json"
 KEYS = "keys.json"
