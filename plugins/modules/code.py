@@ -98,7 +98,7 @@ options:
     elements: str
     default: []
   remove:
-    description: files, git with I(paths), paths relative to I(path) that the release added, removed.
+    description: files, git, paths relative to I(path) that the release added, removed.
     type: list
     elements: str
     default: []
@@ -431,15 +431,21 @@ def inspect_git_paths(git, params, result, problems):
                 "%s is not in %s (%s): nothing to restore it from (remove_added removes it)"
                 % (rel, ref, sha[:12])
             )
-    differ = git.names("diff", "--name-only", "-z", "--no-renames", sha, "--", *paths) if paths else []
-    local = set(git.names("diff", "--name-only", "-z", "--no-renames", "HEAD", "--", *(paths + removes)))
+    differ = (
+        git.names("diff", "--name-only", "-z", "--no-renames", sha, "--", *paths) if paths else []
+    )
+    local = set(
+        git.names("diff", "--name-only", "-z", "--no-renames", "HEAD", "--", *(paths + removes))
+    )
     lost = []
     for name in differ:
         full = os.path.join(base, name)
         if name in in_ref:
             entry = in_ref[name]
             if entry["mode"] not in ("100644", "100755"):
-                problems.append("%s is not a regular file in %s (mode %s)" % (name, ref, entry["mode"]))
+                problems.append(
+                    "%s is not a regular file in %s (mode %s)" % (name, ref, entry["mode"])
+                )
                 continue
             problem = file_problem(full, what="code file", missing_ok=True)
             if problem:
@@ -587,10 +593,7 @@ def inspect_archive(params, result, problems):
             candidates.append((stamp, os.path.getmtime(real), found.rstrip("/")))
     candidates.sort(reverse=True)
     wanted = params["backup_stamp"]
-    if wanted:
-        chosen = [c for c in candidates if wanted in os.path.basename(c[2])]
-    else:
-        chosen = candidates
+    chosen = [c for c in candidates if not wanted or wanted in os.path.basename(c[2])]
     result["target"] = dict(
         candidates=[c[2] for c in candidates], stamp=wanted, archive="", files=[]
     )
@@ -829,10 +832,14 @@ def main():
         )
         after += "".join("remove %s\n" % p[1] for p in plan["remove"])
         if method == "archive":
-            after = "archive %s (the newest of %s)\n" % (
-                result["target"]["archive"],
-                ", ".join(result["target"]["candidates"]),
-            ) + after
+            after = (
+                "archive %s (the newest of %s)\n"
+                % (
+                    result["target"]["archive"],
+                    ", ".join(result["target"]["candidates"]),
+                )
+                + after
+            )
     result["diff"] = dict(before=before, after=after, before_header=params["path"])
     result["changed"] = True
     if module.check_mode:
@@ -860,6 +867,7 @@ def main():
 
 def _size(source):
     return source["size"] if isinstance(source, dict) else os.path.getsize(source)
+
 
 if __name__ == "__main__":
     main()

@@ -69,7 +69,7 @@ def test_git_paths_restore_only_those_paths_and_remove_what_the_release_added(re
     checked = code(repo, paths=paths, remove_added=True, check_mode=True, state="reverted")
     assert checked["changed"] and not checked.get("failed"), checked
     assert (repo / "core" / "dedup" / "__init__.py").exists()  # check mode changed nothing
-    assert "remove %s/core/dedup/__init__.py" % repo in checked["diff"]["after"]
+    assert f"remove {repo}/core/dedup/__init__.py" in checked["diff"]["after"]
 
     result = code(repo, paths=paths, remove_added=True, state="reverted", run_id="r1")
     assert result["changed"], result
