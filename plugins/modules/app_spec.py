@@ -17,7 +17,7 @@ description:
     C(plugins/module_utils/app_spec.py) (the code rollback-ops validates inventories with).
   - Fails listing every problem, each with its key path (C(rollback_app.databases[1].engine)).
   - With I(procedure), returns the app as that procedure of C(rollback_app.procedures) runs
-    it: the procedure's top-level keys in place of the app's; an unknown name fails, listing
+    it, the procedure's top-level keys in place of the app's; an unknown name fails, listing
     the declared ones.
 options:
   procedure:

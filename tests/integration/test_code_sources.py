@@ -101,7 +101,8 @@ def test_git_paths_and_added_files_then_refusals(code: CodeLab, tmp_path: Path):
 
     undo = code.lab.cli("undo", run.receipt["run_id"], "--yes", "--json")
     assert undo.code != 0
-    assert "restored git paths on web1: undo puts back whole-tree git runs only" in undo.stderr
+    refused = "restored git paths (not the whole tree) on web1: undo puts back git runs only"
+    assert refused in undo.stderr
 
 
 def test_archive_restores_from_the_newest_directory_by_its_stamp(code: CodeLab, tmp_path: Path):
