@@ -132,6 +132,10 @@ def prepare(
     bad = operations.request_problems(request)
     if bad:
         raise ConfigError("; ".join(bad))
+    if request.procedure:
+        apps = {h: appspec.for_procedure(apps[h], request.procedure) for h in hosts} | {
+            h: a for h, a in apps.items() if h not in hosts
+        }
     by_problem: dict[str, list[str]] = {}
     for h in hosts:
         for problem in op.check(apps[h], request):
@@ -206,6 +210,7 @@ def prepare_resume(
             # "to_ref": receipts written before the request took the playbooks' names
             to=str(request.get("to", request.get("to_ref", ""))),
             backup_stamp=str(request.get("backup_stamp", "")),
+            procedure=str(request.get("procedure", "")),
             backup_id=str(request.get("backup_id", "")),
             backup_from=str(request.get("backup_from", "set")),
             backup_files={str(k): str(v) for k, v in (request.get("backup_files") or {}).items()},
@@ -346,6 +351,7 @@ def execute(
             "inventory_path": str(prep.inventory.path),
             "environment": prep.environments,
             "hosts": prep.hosts,
+            **({"procedure": prep.request.procedure} if prep.request.procedure else {}),
             **history.link("resume", prep.request.resumes),
             **history.link("undo", prep.request.undoes),
             **({"reason_from": kept_reason} if kept_reason else {}),

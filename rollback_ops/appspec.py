@@ -87,13 +87,18 @@ class CodeSpec:
     """How the code level reverts the app's code (``rollback_app.code``)."""
 
     path: str
-    method: str  # git | files | "" (not configured)
+    method: str  # git | files | archive | "" (not configured)
     git_mode: str
     release_tags: str
     restore: tuple[str, ...]
-    remove: tuple[str, ...]
+    remove: tuple[str, ...]  # files, git: paths to remove
     requirements: str
     venv: str
+    paths: tuple[str, ...] = ()  # git: only these paths go back (HEAD stays)
+    remove_added: bool = False  # git with paths: remove what the target lacks under them
+    archive_dir: str = ""  # archive: the glob of the archive directories
+    archive_files: str = ""  # archive: the files to restore (a glob)
+    archive_to: str = ""  # archive: where they go
 
 
 @dataclass(frozen=True)
@@ -191,6 +196,9 @@ class AppSpec:
     verify_none_ok: bool
     # the app as validated, every default of the spec filled in (what the playbooks see)
     normalized: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # rollback_app.procedures: name -> description; the one this spec follows ("": none)
+    procedures: dict[str, str] = field(default_factory=dict)
+    procedure: str = ""
 
     def is_secret(self, key: str) -> bool:
         return any(fnmatch.fnmatchcase(key, pattern) for pattern in self.secret_keys)
@@ -211,15 +219,22 @@ def _code(app: dict[str, Any]) -> CodeSpec:
     if code is None:
         return CodeSpec("", "", "", "", (), (), "", "")
     git, files, deps = code.get("git"), code.get("files"), code["deps"]
+    archive = code.get("archive")
+    method = "git" if git is not None else "archive" if archive is not None else "files"
     return CodeSpec(
         path=code["path"],
-        method="git" if git is not None else "files",
+        method=method,
         git_mode=(git or {}).get("mode", ""),
         release_tags=(git or {}).get("release_tags", ""),
         restore=tuple((files or {}).get("restore", ())),
-        remove=tuple((files or {}).get("remove", ())),
+        remove=tuple((files or git or {}).get("remove", ())),
         requirements=deps["requirements"],
         venv=deps["venv"],
+        paths=tuple((git or {}).get("paths", ())),
+        remove_added=bool((git or {}).get("remove_added", False)),
+        archive_dir=(archive or {}).get("dir", ""),
+        archive_files=(archive or {}).get("files", ""),
+        archive_to=(archive or {}).get("to", ""),
     )
 
 
@@ -232,8 +247,9 @@ def _cache(item: dict[str, Any]) -> CacheSpec:
     return CacheSpec("command", "run " + " ".join(argv), {"argv": argv})
 
 
-def build(app: dict[str, Any]) -> AppSpec:
-    """The AppSpec of a normalized app (``validator.validate_app``'s, without problems)."""
+def build(app: dict[str, Any], procedure: str = "") -> AppSpec:
+    """The AppSpec of a normalized app (``validator.validate_app``'s, without problems), as
+    its PROCEDURE runs it when one is named (``validator.with_procedure``'s app)."""
     health, log, docker = app["health"], app["log"], app["docker"]
     maintenance, backup, config = app["maintenance"], app["backup"], app["config"]
     return AppSpec(
@@ -287,7 +303,29 @@ def build(app: dict[str, Any]) -> AppSpec:
         secret_keys=tuple(validator.secret_keys(app)),
         verify_none_ok=app["verify"] == "none",
         normalized=app,
+        procedures={
+            str(name): str(p.get("description", "")) if isinstance(p, dict) else ""
+            for name, p in (app.get("procedures") or {}).items()
+        },
+        procedure=procedure,
     )
+
+
+def for_procedure(spec: AppSpec, name: str) -> AppSpec:
+    """SPEC as its procedure NAME runs it (``rollback_app.procedures``: the procedure's keys in
+    place of the app's); ConfigError in one line, listing the declared ones, for another
+    name. The host side does the same (the ``rollback_ops.rollback.app_spec`` action)."""
+    if not name:
+        return spec
+    if name not in spec.procedures:
+        declared = ", ".join(sorted(spec.procedures)) or "none"
+        raise ConfigError(f"app {spec.name} has no procedure {short(name)} (declared: {declared})")
+    app, problems = validator.with_procedure(spec.normalized, name)
+    if app is None or problems:  # validated with the app: cannot happen
+        raise ConfigError(
+            f"procedure {name} of app {spec.name}: " + "; ".join(f"{p}: {m}" for p, m in problems)
+        )
+    return build(app, name)
 
 
 def parse_app(host: Host) -> tuple[AppSpec | None, list[str]]:

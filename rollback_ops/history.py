@@ -95,6 +95,7 @@ class HistoryRow:
     follows: str = ""  # the run this one resumes, undoes or escalates
     relation: str = ""  # how: resume, undo or escalate (RELATIONS)
     reason_from: str = ""  # the run whose reason this one kept (a resume given no --reason)
+    procedure: str = ""  # the app's named procedure the run followed (apply --procedure)
     followed_by: list[Link] = field(default_factory=list)  # the later runs that follow this one
 
 
@@ -140,6 +141,7 @@ _DETAIL_FIELDS: dict[str, type] = {
     "follows": str,
     "relation": str,
     "reason_from": str,
+    "procedure": str,
     **{key: str for key in RELATIONS.values()},  # resumes, undoes, escalates
 }
 _RUN_ID_FIELDS = ("follows", "reason_from", *RELATIONS.values())
@@ -265,7 +267,7 @@ def _apply(rows: dict[str, HistoryRow], entry: dict[str, Any]) -> None:
     row = rows.setdefault(entry["run_id"], HistoryRow(entry["run_id"]))
     if entry["event"] == "started":
         row.started = entry.get("at") or ""
-        for key in (*_STARTED_FIELDS, "apps", "inventory_path", "reason_from"):
+        for key in (*_STARTED_FIELDS, "apps", "inventory_path", "reason_from", "procedure"):
             if entry.get(key) is not None:
                 setattr(row, key, entry[key])
         # older entries name the run they follow by the relation's own key (resumes: ID)

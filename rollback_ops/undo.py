@@ -124,6 +124,8 @@ def prepare_undo(
         Request(
             verify=verify,
             allow_new_flags=bool(request.get("allow_new_flags", False)),
+            # the procedure the run followed: its keys (units, maintenance ...) apply again
+            procedure=str(request.get("procedure", "")),
             force=force,
             targets=targets,
             undo=undo,
@@ -254,8 +256,12 @@ def _code_entry(run_id: str, host: str, result: dict[str, Any], force: bool) -> 
         return {}
     host = one_line(host, 80)
     if snapshot.get("kind") != "git-ref":
+        what = {
+            "git-paths": "restored git paths (not the whole tree)",
+            "archive": "restored files from an archive directory",
+        }.get(str(snapshot.get("source", "")), "restored backup files")
         raise ConfigError(
-            f"run {run_id} restored backup files on {host}: undo puts back git runs only; the "
+            f"run {run_id} {what} on {host}: undo puts back git runs only; the "
             f"files as they were are in {one_line(str(snapshot.get('path')), 200)} (tar -xzf it "
             f"in {one_line(str(snapshot.get('base')), 200)})"
         )

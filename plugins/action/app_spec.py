@@ -11,7 +11,7 @@ from ansible.plugins.action import ActionBase
 from ansible_collections.rollback_ops.rollback.plugins.module_utils.app_spec import (
     declared_keys,
     secret_keys,
-    validate_app,
+    with_procedure,
 )
 
 
@@ -19,14 +19,19 @@ class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _requires_connection = False
     _supports_check_mode = True
-    _VALID_ARGS = frozenset()
+    _VALID_ARGS = frozenset(("procedure",))
 
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
         task_vars = task_vars or {}
 
         raw = task_vars.get("rollback_app")
-        app, problems = validate_app(None if raw is None else self._templar.template(raw))
+        procedure = self._task.args.get("procedure") or ""
+        if not isinstance(procedure, str):
+            procedure = str(procedure)
+        app, problems = with_procedure(
+            None if raw is None else self._templar.template(raw), procedure
+        )
         result["changed"] = False
         if problems:
             result["failed"] = True
@@ -35,6 +40,7 @@ class ActionModule(ActionBase):
             return result
         result.update(
             app=app,
+            procedure=procedure,
             secret_keys=secret_keys(app),
             declared_keys=declared_keys(app),
         )

@@ -351,6 +351,35 @@ def patterns_compile(app, raw):
                 yield path, "not a valid regular expression: %s" % exc
 
 
+def _inside_code(value):
+    return not (value.startswith("/") or ".." in value.split("/"))
+
+
+def code_sources(app, raw):
+    """code.git paths and remove, and code.archive dir and to: inside code.path; remove_added
+    needs paths."""
+    code = app.get("code", {})
+    git, archive = code.get("git"), code.get("archive")
+    if git is not None:
+        for key in ("paths", "remove"):
+            for i, value in enumerate(git.get(key, [])):
+                if not _inside_code(value):
+                    yield (
+                        "code.git.%s[%d]" % (key, i),
+                        "%s must be relative to code.path, inside it" % show(value),
+                    )
+        if git.get("remove_added") and not git.get("paths"):
+            yield "code.git.remove_added", "needs code.git.paths: the paths to remove under"
+    if archive is not None:
+        for key in ("dir", "to"):
+            value = archive.get(key, "")
+            if not value or not _inside_code(value):
+                yield (
+                    "code.archive.%s" % key,
+                    "%s must be relative to code.path, inside it" % show(value),
+                )
+
+
 def code_files(app, raw):
     """code.files: paths inside code.path, and something to restore or remove."""
     files = app.get("code", {}).get("files")
@@ -431,16 +460,96 @@ def cache_commands(app, raw):
             yield "config.caches[%d].command" % i, "must be a non-empty argv list"
 
 
+PROCEDURE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+# what a procedure may not replace: the app's identity, and the procedures themselves
+NOT_IN_PROCEDURES = ("name", "procedures")
+
+
+def procedure_app(raw, name):
+    """The raw app a procedure runs with: the procedure's keys (but description) in place
+    of the app's, top-level key by top-level key; no procedures."""
+    procedure = raw["procedures"][name]
+    merged = dict((k, v) for k, v in raw.items() if k != "procedures")
+    merged.update((k, v) for k, v in procedure.items() if k != "description")
+    return merged
+
+
+def procedures(app, raw):
+    """Each procedure: a simple name, a mapping of a description and app keys (but name and
+    procedures), each valid as that key of the app (the same schema and rules), with the
+    problems its keys bring named under procedures.NAME."""
+    declared = app.get("procedures") or {}
+    if not declared:
+        return
+    allowed = [k for k in load_spec()["rollback_app"]["options"] if k not in NOT_IN_PROCEDURES]
+    base = dict((k, v) for k, v in raw.items() if k != "procedures")
+    _, base_problems = validate_app(base)
+    for name, procedure in declared.items():
+        where = "procedures.%s" % name
+        if not isinstance(name, str) or not PROCEDURE_NAME.match(name):
+            yield "procedures", "%s is not a simple name (letters, digits, _ . -)" % show(name)
+            continue
+        if not isinstance(procedure, dict):
+            yield where, "must be a mapping, not %s" % show(procedure)
+            continue
+        unknown = sorted(str(k) for k in procedure if k != "description" and k not in allowed)
+        for key in unknown:
+            yield (
+                "%s.%s" % (where, key),
+                "unknown key (allowed: description, %s)" % ", ".join(sorted(allowed)),
+            )
+        if not isinstance(procedure.get("description", ""), str):
+            yield where + ".description", "must be a string"
+        overrides = [k for k in procedure if k != "description" and k in allowed]
+        if not overrides:
+            yield where, "replaces no key of the app (give code, or another key)"
+            continue
+        if unknown:
+            continue
+        _, found = validate_app(procedure_app(raw, name))
+        for path, message in found:
+            if (path, message) in base_problems:
+                continue
+            rest = path[len("rollback_app.") :] if path.startswith("rollback_app.") else path
+            if rest.split(".")[0].split("[")[0] in overrides:
+                yield "%s.%s" % (where, rest), message
+            else:
+                yield where, "with it, %s: %s" % (rest, message)
+
+
+def with_procedure(raw, name):
+    """(the normalized app a procedure runs with, problems); an unknown name is a problem
+    listing the declared ones. An empty name is the app itself."""
+    app, problems = validate_app(raw)
+    if app is None or problems or not name:
+        return app, problems
+    declared = sorted(app.get("procedures") or {})
+    if name not in declared:
+        return None, [
+            (
+                "rollback_app.procedures",
+                "no procedure %s for app %s (declared: %s)"
+                % (show(name), app["name"], ", ".join(declared) or "none"),
+            )
+        ]
+    merged, problems = validate_app(procedure_app(raw, name))
+    if merged is not None:
+        merged["procedures"] = app["procedures"]
+    return merged, problems
+
+
 RULES = (
     env_keys,
     env_values,
     patterns_compile,
+    code_sources,
     code_files,
     maintenance_env,
     config_files_backed_up,
     database_names,
     external_backups,
     cache_commands,
+    procedures,
 )
 
 

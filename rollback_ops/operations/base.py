@@ -34,6 +34,7 @@ class Request:
     verify: bool = True  # the checks after the change
     to: str = ""  # code, full, git: the ref to go back to (default: the previous release)
     backup_stamp: str = ""  # code, files: the backups to restore (default: each file's newest)
+    procedure: str = ""  # code, full: the app's named procedure (rollback_app.procedures)
     force: bool = False  # code: despite uncommitted changes; unlock: another controller's lock
     targets: dict[str, str] = field(default_factory=dict)  # code: pinned per host (--resume)
     backup_id: str = ""  # full, config, backup verify: the set (default: newest verified)
@@ -73,6 +74,7 @@ REQUEST_KEYS: dict[str, tuple[type, ...]] = {
     "verify": (bool,),
     "to": (str,),
     "backup_stamp": (str,),
+    "procedure": (str,),
     "force": (bool,),
     "targets": (dict,),
     "backup_id": (str,),
@@ -121,6 +123,7 @@ def rollback_request(
         "verify": request.verify,
         "to": request.to,
         "backup_stamp": request.backup_stamp,
+        "procedure": request.procedure,
         "force": request.force,
         "targets": dict(request.targets),
         "backup_id": request.backup_id,
@@ -215,6 +218,7 @@ def request_problems(request: Request) -> list[str]:
     for option, value in (
         ("--backup-stamp", request.backup_stamp),
         ("--backup-id", request.backup_id),
+        ("--procedure", request.procedure),
     ):
         if value and (not NAME.match(value) or ".." in value):
             problems.append(

@@ -81,6 +81,14 @@ BACKUP_FILE = argument(
     request_field="backup_files",
     convert=parse_backup_files,
 )
+PROCEDURE = argument(
+    "--procedure",
+    metavar="NAME",
+    default="",
+    help="code and full levels: follow the app's rollback procedure NAME "
+    "(rollback_app.procedures: its keys replace the app's for this run)",
+    request_field="procedure",
+)
 FORCE = argument(
     "--force",
     action="store_true",
@@ -98,6 +106,7 @@ LEVEL_ARGUMENTS: tuple[Argument, ...] = (
     BACKUP_ID,
     FROM,
     BACKUP_FILE,
+    PROCEDURE,
     FORCE,
 )
 
@@ -212,7 +221,7 @@ class Code(Level):
     )
     use_when = "a code bug that flags cannot switch off; the data is fine"
     resumable = True
-    arguments: ClassVar[tuple[Argument, ...]] = (NO_VERIFY, TO, BACKUP_STAMP, FORCE)
+    arguments: ClassVar[tuple[Argument, ...]] = (NO_VERIFY, TO, BACKUP_STAMP, PROCEDURE, FORCE)
     full: ClassVar[bool] = False
 
     def check(self, app: AppSpec, request: Request) -> list[str]:
@@ -260,6 +269,7 @@ class Full(Code):
         BACKUP_ID,
         FROM,
         BACKUP_FILE,
+        PROCEDURE,
         FORCE,
     )
     full = True
@@ -428,8 +438,9 @@ def _code_problems(app: AppSpec, request: Request, full: bool = False) -> list[s
         problems.append(f"app {app.name} has no rollback_app.code (git or files) to revert")
     elif app.code.method == "git" and request.backup_stamp:
         problems.append(f"--backup-stamp is for backup files; app {app.name} reverts with git")
-    elif app.code.method == "files" and request.to:
-        problems.append(f"--to is for git; app {app.name} restores backup files")
+    elif app.code.method != "git" and request.to:
+        what = "backup files" if app.code.method == "files" else "an archive directory"
+        problems.append(f"--to is for git; app {app.name} restores {what}")
     return problems
 
 
@@ -452,8 +463,24 @@ def _code_plan(host: str, app: AppSpec, request: Request, full: bool = False) ->
             target = "the release the set was taken with"
         target = target or f"the previous release (second newest tag {code.release_tags!r})"
         checks.append(f"{target} exists in {code.path}")
+        if code.paths or code.remove:
+            checks.append(
+                "no uncommitted change that would be lost under the paths"
+                + (" (--force)" if request.force else "")
+            )
+        else:
+            checks.append(
+                "no uncommitted change to tracked files" + (" (--force)" if request.force else "")
+            )
+    elif code.method == "archive":
+        which = (
+            f"the one holding {request.backup_stamp!r}"
+            if request.backup_stamp
+            else "the newest by the stamp in its name"
+        )
         checks.append(
-            "no uncommitted change to tracked files" + (" (--force)" if request.force else "")
+            f"a directory {code.path}/{code.archive_dir} ({which}) holds files "
+            f"{code.archive_files!r}; {code.path}/{code.archive_to} is a directory"
         )
     else:
         stamp = request.backup_stamp or "<newest>"
@@ -465,6 +492,7 @@ def _code_plan(host: str, app: AppSpec, request: Request, full: bool = False) ->
     if app.units:
         checks.append(f"systemd knows {', '.join(app.units)}")
     steps = [
+        *_procedure_steps(app),
         "preflight (every host, all or nothing): "
         + "; ".join(checks)
         + "; free disk; then take the host's lock",
@@ -503,7 +531,31 @@ def _code_plan(host: str, app: AppSpec, request: Request, full: bool = False) ->
             how = (
                 f"put HEAD back on the target{f' on branch {branch}' if branch else ' (detached)'}"
             )
-        steps.append(f"record HEAD as refs/rollback-ops/<run id>, then {how} in {code.path}")
+        if code.paths or code.remove:
+            parts = []
+            if code.paths:
+                parts.append(
+                    f"restore {', '.join(code.paths)} from the target (as git checkout REF -- "
+                    "PATHS, each file atomically, HEAD stays)"
+                )
+            if code.remove_added:
+                parts.append("remove the tracked files under them the target lacks")
+            if code.remove:
+                parts.append(f"remove {', '.join(code.remove)}")
+            steps.append(
+                f"tar the files that change to /var/lib/rollback-ops/code/, then in {code.path}: "
+                + "; ".join(parts)
+            )
+        else:
+            steps.append(f"record HEAD as refs/rollback-ops/<run id>, then {how} in {code.path}")
+    elif code.method == "archive":
+        which = request.backup_stamp or "the newest"
+        steps.append(
+            f"tar the files that change to /var/lib/rollback-ops/code/, then copy "
+            f"{code.archive_files!r} of {which} {code.path}/{code.archive_dir} into "
+            f"{code.path}/{code.archive_to} (atomic, mode and owner kept; the directory chosen "
+            "is in the receipt and the --check --diff output)"
+        )
     else:
         restore = f"restore {', '.join(code.restore)} from their backups" if code.restore else ""
         remove = f"remove {', '.join(code.remove)}" if code.remove else ""
@@ -553,6 +605,13 @@ def _code_plan(host: str, app: AppSpec, request: Request, full: bool = False) ->
     if maint.configured:
         steps.append("maintenance off (left on if a step fails: apply --resume RUN_ID continues)")
     return steps
+
+
+def _procedure_steps(app: AppSpec) -> list[str]:
+    if not app.procedure:
+        return []
+    about = app.procedures.get(app.procedure, "")
+    return [f"procedure {app.procedure}" + (f": {about}" if about else "")]
 
 
 def _config_undo_steps(undo: list[dict[str, str]]) -> list[str]:

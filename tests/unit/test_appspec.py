@@ -55,7 +55,13 @@ def test_a_valid_app_gets_every_default_of_the_spec_file():
     options = spec["argument_specs"]["main"]["options"]["rollback_app"]["options"]
     assert app["health"]["retries"] == options["health"]["options"]["retries"]["default"] == 30
     assert app["drain_timeout"] == options["drain_timeout"]["default"] == 30
-    assert app["code"]["git"] == {"mode": "checkout", "release_tags": "*"}
+    assert app["code"]["git"] == {
+        "mode": "checkout",
+        "release_tags": "*",
+        "paths": [],
+        "remove_added": False,
+        "remove": [],
+    }
     assert app["code"]["deps"] == {"requirements": "", "venv": "", "pip_args": ""}
     assert "files" not in app["code"]  # no default, not set: absent
     assert app["databases"][0]["lock_wait_timeout"] == 60

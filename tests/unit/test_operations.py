@@ -32,6 +32,7 @@ CONTRACT = {
     "verify",
     "to",
     "backup_stamp",
+    "procedure",
     "force",
     "targets",
     "backup_id",

@@ -34,6 +34,7 @@ CONTRACT: dict[str, type | tuple[type, ...]] = {
     "verify": bool,
     "to": str,
     "backup_stamp": str,
+    "procedure": str,
     "force": bool,
     "targets": dict,
     "backup_id": str,
