@@ -109,10 +109,13 @@ class EnvLevel(Level):
             f"copy {app.env_file} to {app.env_file}.backup.<UTC stamp> if it changes",
             f"set {settings} in {app.env_file} (atomic write, other bytes kept)",
         ]
+        steps += [f"{s} (if the file changed)" for s in hook_steps(app, self.name, "after_change")]
         if app.units:
             steps.append(f"restart {', '.join(app.units)} if the file changed")
+        steps += [f"{s} (if the file changed)" for s in hook_steps(app, self.name, "after_start")]
         if request.verify:
             steps += verify_steps(app, values)
+            steps += hook_steps(app, self.name, "verify")
         return steps
 
 
@@ -191,7 +194,7 @@ class Code(Level):
         return _code_problems(app, request, full=self.full)
 
     def plan(self, host: str, app: AppSpec, request: Request) -> list[str]:
-        return _code_plan(host, app, request, full=self.full)
+        return _code_plan(host, app, request, full=self.full, level=self.name)
 
 
 class Full(Code):
@@ -236,7 +239,18 @@ def _code_problems(app: AppSpec, request: Request, full: bool = False) -> list[s
     return problems
 
 
-def _code_plan(host: str, app: AppSpec, request: Request, full: bool = False) -> list[str]:
+def hook_steps(app: AppSpec, level: str, step: str) -> list[str]:
+    """The plan's lines for the app's hooks at ``step`` of ``level`` (rollback_app.hooks)."""
+    return [
+        f"hook {step}: {hook.describe()}"
+        for hook in app.hooks
+        if hook.step == step and (not hook.levels or level in hook.levels)
+    ]
+
+
+def _code_plan(
+    host: str, app: AppSpec, request: Request, full: bool = False, level: str = "code"
+) -> list[str]:
     code, docker, maint = app.code, app.docker, app.maintenance
     checks = []
     backup_set = request.backup_id or "the newest verified predeploy backup set"
@@ -274,6 +288,7 @@ def _code_plan(host: str, app: AppSpec, request: Request, full: bool = False) ->
     ]
     if maint.configured:
         steps.append(f"maintenance on ({_maintenance_how(app)})")
+    steps += hook_steps(app, level, "before_stop")
     if app.units:
         drain = f", up to {app.drain_timeout} s to drain" if app.drain_timeout else ""
         steps.append(f"stop {', '.join(app.units)}{drain}")
@@ -325,6 +340,7 @@ def _code_plan(host: str, app: AppSpec, request: Request, full: bool = False) ->
     if code.requirements:
         venv = f" into {code.venv}" if code.venv else ""
         steps.append(f"pip install -r {code.path}/{code.requirements}{venv}")
+    steps += hook_steps(app, level, "after_revert")
     for image in docker.images:
         nocache = ", no cache" if image.nocache else ""
         steps.append(
@@ -342,8 +358,10 @@ def _code_plan(host: str, app: AppSpec, request: Request, full: bool = False) ->
         )
     if app.units:
         steps.append(f"start {', '.join(app.units)}")
+    steps += hook_steps(app, level, "after_start")
     if request.verify:
         steps += verify_steps(app, {})
+        steps += hook_steps(app, level, "verify")
     if maint.configured:
         steps.append("maintenance off (left on if a step fails: apply --resume RUN_ID continues)")
     return steps
@@ -368,6 +386,7 @@ def _config_plan(
     files = ", ".join(app.config.files)
     if undo:
         steps = _config_undo_steps(undo)
+        steps += hook_steps(app, "config", "before_change")
     else:
         steps = [
             f"preflight (every host, all or nothing): {backup_set} under {app.backup.root}/"
@@ -376,11 +395,15 @@ def _config_plan(
             f"copy each differing file to <file>.backup.<UTC stamp>, then put back the set's "
             f"copy (atomic, the recorded mode and owner): {files}",
         ]
+        steps[2:2] = hook_steps(app, "config", "before_change")
+    steps += hook_steps(app, "config", "after_change")
     steps += [f"clear the cache: {cache.description}" for cache in app.config.caches]
     if app.units:
         steps.append(f"restart {', '.join(app.units)}")
+    steps += hook_steps(app, "config", "after_start")
     if request.verify:
         steps += verify_steps(app, {})
+        steps += hook_steps(app, "config", "verify")
     return steps
 
 
