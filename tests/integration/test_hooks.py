@@ -42,7 +42,8 @@ def hooks(*extra: dict[str, Any]) -> list[dict[str, Any]]:
             "command": [
                 "sh",
                 "-c",
-                f'echo "after_revert $(id -un) $(pwd) $HOOK_MODE ${{#HOOK_TOKEN}}" >> {LOG}; '
+                'echo "after_revert $(id -un) $(pwd) $HOOK_MODE '
+                f'$(printf %s "$HOOK_TOKEN" | wc -c)" >> {LOG}; '
                 'echo "token is $HOOK_TOKEN"',
             ],
         },
@@ -63,7 +64,7 @@ def hooked(lab: LabHosts) -> Iterator[CodeLab]:
 
 
 def lines(c: CodeLab, host: str) -> list[str]:
-    return c.lab.sh(host, f"cat {LOG}").splitlines()
+    return [line.rstrip() for line in c.lab.sh(host, f"cat {LOG}").splitlines()]
 
 
 def apply(c: CodeLab, inventory: str, *extra: str) -> Any:
