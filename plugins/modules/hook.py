@@ -61,6 +61,7 @@ options:
     description: Where the passed hooks of each run are recorded.
     type: path
     default: /var/lib/rollback-ops/hooks
+author: rollback-ops developers
 """
 
 EXAMPLES = r"""
