@@ -148,6 +148,21 @@ def prepare(
     return Prepared(inv, apps, hosts, op, request, notify.config_from(inv), options)
 
 
+def _hook_secret_problems(operation: Operation, app: AppSpec) -> list[str]:
+    """The secret env values of the level's hooks (environment_from) must be in this
+    controller's environment."""
+    if not operation.is_level:
+        return []
+    return [
+        f"hook {hook.name} of app {app.name}: its secret variable {var} is not set in this "
+        "environment"
+        for hook in app.hooks
+        if not hook.levels or operation.name in hook.levels
+        for var in hook.secret_vars
+        if not os.environ.get(var)
+    ]
+
+
 def _password_problems(operation: Operation, app: AppSpec) -> list[str]:
     """Database passwords named by password_env must be in this controller's environment."""
     if not operation.needs_db_passwords:
@@ -318,7 +333,13 @@ def execute(
     """
     auth = auth or Authorization(operator=current_operator())
     op = prep.operation
-    missing = sorted({p for h in prep.hosts for p in _password_problems(op, prep.apps[h])})
+    missing = sorted(
+        {
+            p
+            for h in prep.hosts
+            for p in _password_problems(op, prep.apps[h]) + _hook_secret_problems(op, prep.apps[h])
+        }
+    )
     if missing:
         raise ConfigError("cannot start: " + "; ".join(missing))
     changes = not check and op.guarded  # guarded, locked, notified

@@ -174,6 +174,27 @@ class ConfigSpec:
 
 
 @dataclass(frozen=True)
+class HookSpec:
+    """One of the app's hooks (rollback_app.hooks; plugins/module_utils/hooks.py runs it)."""
+
+    name: str
+    step: str
+    command: tuple[str, ...]
+    user: str = ""
+    chdir: str = ""
+    secret_env: tuple[str, ...] = ()  # the keys of environment_from (values: controller env)
+    secret_vars: tuple[str, ...] = ()  # the controller's env variables environment_from names
+    levels: tuple[str, ...] = ()  # empty: every level that has its step
+
+    def describe(self) -> str:
+        where = [f"as {self.user}"] if self.user else []
+        where += [f"in {self.chdir}"] if self.chdir else []
+        where += [f"secret env {', '.join(self.secret_env)}"] if self.secret_env else []
+        text = f"{self.name}: {' '.join(self.command)}"
+        return text + (f" ({'; '.join(where)})" if where else "")
+
+
+@dataclass(frozen=True)
 class AppSpec:
     name: str
     env_file: str
@@ -194,6 +215,7 @@ class AppSpec:
     secret_keys: tuple[str, ...]
     # verify with nothing configured to check fails, unless the app says so (verify: none)
     verify_none_ok: bool
+    hooks: tuple[HookSpec, ...] = ()
     # the app as validated, every default of the spec filled in (what the playbooks see)
     normalized: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     # rollback_app.procedures: name -> description; the one this spec follows ("": none)
@@ -302,6 +324,19 @@ def build(app: dict[str, Any], procedure: str = "") -> AppSpec:
         config=ConfigSpec(tuple(config["files"]), tuple(map(_cache, config["caches"]))),
         secret_keys=tuple(validator.secret_keys(app)),
         verify_none_ok=app["verify"] == "none",
+        hooks=tuple(
+            HookSpec(
+                name=h["name"],
+                step=h["step"],
+                command=tuple(h["command"]),
+                user=h["user"],
+                chdir=h["chdir"],
+                secret_env=tuple(sorted(h["environment_from"])),
+                secret_vars=tuple(h["environment_from"][k] for k in sorted(h["environment_from"])),
+                levels=tuple(h["levels"]),
+            )
+            for h in app.get("hooks", [])
+        ),
         normalized=app,
         procedures={
             str(name): str(p.get("description", "")) if isinstance(p, dict) else ""

@@ -26,6 +26,8 @@ TaskStartSink = Callable[[str, str], None]  # (host, step name): a shown task be
 # bookkeeping tasks: recorded in the receipt, not shown as steps (unless they fail)
 HIDDEN_ACTIONS = ("validate_argument_spec", "include_role", "include_tasks")
 # what the backup modules return that goes into the receipt (HostResult.data)
+# what a receipt keeps of each hook run (data.hooks; the output tails stay in the events)
+HOOK_KEYS = ("name", "step", "rc", "duration", "ran", "passed_in", "would_run")
 DATA_KEYS = (
     "set_id",
     "live_differences",
@@ -155,6 +157,10 @@ class EventCollector:
                 for k in ("request", "problems", "approvers", "rejected", "used_by", "login")
                 if k in res
             }
+        if module == "hook" and isinstance(res.get("hooks"), list):  # the app's hooks, in order
+            host.data.setdefault("hooks", []).extend(
+                {k: h[k] for k in HOOK_KEYS if k in h} for h in res["hooks"] if isinstance(h, dict)
+            )
         if module == "configrestore" and status == "changed" and res.get("config_files"):
             host.data["config_files"] = res["config_files"]  # what rollback-ops undo reads
         if status == "changed":

@@ -143,6 +143,36 @@ def verification(receipt: dict[str, Any]) -> list[dict[str, Any]]:
     return list(checks.values())
 
 
+def hook_runs(receipt: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each of the app's hooks this run ran, listed or skipped, per host in order: host, name,
+    step, rc ("-" when it did not run), duration, and what happened."""
+    rows = []
+    for host, h in sorted(_dict(receipt.get("hosts")).items()):
+        for run in _dict(h.get("data")).get("hooks") or []:
+            if not isinstance(run, dict):
+                continue
+            how = (
+                f"passed in run {run['passed_in']}"
+                if run.get("passed_in")
+                else "listed (check mode)"
+                if run.get("would_run")
+                else "ran"
+                if run.get("ran")
+                else "did not run"
+            )
+            rows.append(
+                {
+                    "host": str(host),
+                    "name": str(run.get("name", "")),
+                    "step": str(run.get("step", "")),
+                    "rc": "-" if run.get("rc") is None else str(run.get("rc")),
+                    "duration": run.get("duration", 0),
+                    "how": how,
+                }
+            )
+    return rows
+
+
 def data_loss(receipt: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per host, what the full level's restore did to the data: the backup set restored, the
     forensic set keeping the live data, per database and table the rows missing since the
@@ -307,6 +337,7 @@ def context(state_dir: Path, run_id: str) -> dict[str, Any]:
         # the shape templates written before `checks` read: check name -> host -> step
         "verification": {c["name"].removeprefix("healthcheck: "): c["hosts"] for c in checks},
         "data_loss": data_loss(receipt),
+        "hooks": hook_runs(receipt),
         "failed": failed,
     }
 

@@ -538,6 +538,27 @@ def with_procedure(raw, name):
     return merged, problems
 
 
+def _hooks_utils():
+    """plugins/module_utils/hooks.py: by the collection's name, or beside this file when this
+    file was itself loaded by path (rollback_ops/appspec.py)."""
+    try:
+        from ansible_collections.rollback_ops.rollback.plugins.module_utils import hooks
+    except ImportError:
+        import importlib.util
+
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hooks.py")
+        spec = importlib.util.spec_from_file_location("rollback_ops_hooks_utils", path)
+        hooks = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(hooks)
+    return hooks
+
+
+def hook_rules(app, raw):
+    """Hooks: unique names, an argv, a known step, and levels that have that step."""
+    for i, key, message in _hooks_utils().problems(app.get("hooks") or []):
+        yield "hooks[%d].%s" % (i, key), message
+
+
 RULES = (
     env_keys,
     env_values,
@@ -550,6 +571,7 @@ RULES = (
     external_backups,
     cache_commands,
     procedures,
+    hook_rules,
 )
 
 

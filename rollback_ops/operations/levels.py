@@ -146,10 +146,13 @@ class EnvLevel(Level):
             f"copy {app.env_file} to {app.env_file}.backup.<UTC stamp> if it changes",
             f"set {settings} in {app.env_file} (atomic write, other bytes kept)",
         ]
+        steps += [f"{s} (if the file changed)" for s in hook_steps(app, self.name, "after_change")]
         if app.units:
             steps.append(f"restart {', '.join(app.units)} if the file changed")
+        steps += [f"{s} (if the file changed)" for s in hook_steps(app, self.name, "after_start")]
         if request.verify:
             steps += verify_steps(app, values)
+            steps += hook_steps(app, self.name, "verify")
         return steps
 
 
@@ -228,7 +231,7 @@ class Code(Level):
         return _code_problems(app, request, full=self.full)
 
     def plan(self, host: str, app: AppSpec, request: Request) -> list[str]:
-        return _code_plan(host, app, request, full=self.full)
+        return _code_plan(host, app, request, full=self.full, level=self.name)
 
 
 class Data(Level):
@@ -386,6 +389,7 @@ def _data_plan(app: AppSpec, request: Request) -> list[str]:
         source = "that set"
     if maint.configured:
         steps.append(f"maintenance on ({_maintenance_how(app)})")
+    steps += hook_steps(app, "data", "before_stop")
     if app.units:
         drain = f", up to {app.drain_timeout} s to drain" if app.drain_timeout else ""
         steps.append(f"stop {', '.join(app.units)}{drain}")
@@ -398,6 +402,7 @@ def _data_plan(app: AppSpec, request: Request) -> list[str]:
         f"in {app.backup.root}/{app.name}/<stamp>-forensic, with the data-loss tables' keys"
     )
     steps += _restore_steps(app, source)
+    steps += hook_steps(app, "data", "after_restore")
     if docker.project_dir:
         steps.append(
             f"compose up -d {', '.join(docker.services) or '(all)'} (no image rebuild); "
@@ -405,8 +410,10 @@ def _data_plan(app: AppSpec, request: Request) -> list[str]:
         )
     if app.units:
         steps.append(f"start {', '.join(app.units)}")
+    steps += hook_steps(app, "data", "after_start")
     if request.verify:
         steps += verify_steps(app, {})
+        steps += hook_steps(app, "data", "verify")
     if maint.configured:
         steps.append("maintenance off (left on if a step fails: apply --resume RUN_ID continues)")
     else:
@@ -444,7 +451,18 @@ def _code_problems(app: AppSpec, request: Request, full: bool = False) -> list[s
     return problems
 
 
-def _code_plan(host: str, app: AppSpec, request: Request, full: bool = False) -> list[str]:
+def hook_steps(app: AppSpec, level: str, step: str) -> list[str]:
+    """The plan's lines for the app's hooks at ``step`` of ``level`` (rollback_app.hooks)."""
+    return [
+        f"hook {step}: {hook.describe()}"
+        for hook in app.hooks
+        if hook.step == step and (not hook.levels or level in hook.levels)
+    ]
+
+
+def _code_plan(
+    host: str, app: AppSpec, request: Request, full: bool = False, level: str = "code"
+) -> list[str]:
     code, docker, maint = app.code, app.docker, app.maintenance
     checks = []
     backup_set = request.backup_id or "the newest verified predeploy backup set"
@@ -508,6 +526,7 @@ def _code_plan(host: str, app: AppSpec, request: Request, full: bool = False) ->
         backup_set = "that set"
     if maint.configured:
         steps.append(f"maintenance on ({_maintenance_how(app)})")
+    steps += hook_steps(app, level, "before_stop")
     if app.units:
         drain = f", up to {app.drain_timeout} s to drain" if app.drain_timeout else ""
         steps.append(f"stop {', '.join(app.units)}{drain}")
@@ -583,6 +602,7 @@ def _code_plan(host: str, app: AppSpec, request: Request, full: bool = False) ->
     if code.requirements:
         venv = f" into {code.venv}" if code.venv else ""
         steps.append(f"pip install -r {code.path}/{code.requirements}{venv}")
+    steps += hook_steps(app, level, "after_revert")
     for image in docker.images:
         nocache = ", no cache" if image.nocache else ""
         steps.append(
@@ -600,8 +620,10 @@ def _code_plan(host: str, app: AppSpec, request: Request, full: bool = False) ->
         )
     if app.units:
         steps.append(f"start {', '.join(app.units)}")
+    steps += hook_steps(app, level, "after_start")
     if request.verify:
         steps += verify_steps(app, {})
+        steps += hook_steps(app, level, "verify")
     if maint.configured:
         steps.append("maintenance off (left on if a step fails: apply --resume RUN_ID continues)")
     return steps
@@ -633,6 +655,7 @@ def _config_plan(
     files = ", ".join(app.config.files)
     if undo:
         steps = _config_undo_steps(undo)
+        steps += hook_steps(app, "config", "before_change")
     else:
         steps = [
             f"preflight (every host, all or nothing): {backup_set} under {app.backup.root}/"
@@ -641,11 +664,15 @@ def _config_plan(
             f"copy each differing file to <file>.backup.<UTC stamp>, then put back the set's "
             f"copy (atomic, the recorded mode and owner): {files}",
         ]
+        steps[2:2] = hook_steps(app, "config", "before_change")
+    steps += hook_steps(app, "config", "after_change")
     steps += [f"clear the cache: {cache.description}" for cache in app.config.caches]
     if app.units:
         steps.append(f"restart {', '.join(app.units)}")
+    steps += hook_steps(app, "config", "after_start")
     if request.verify:
         steps += verify_steps(app, {})
+        steps += hook_steps(app, "config", "verify")
     return steps
 
 
