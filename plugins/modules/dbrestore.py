@@ -66,6 +66,12 @@ options:
       newest its C(external_backups) glob matches).
     type: dict
     default: {}
+  backup_chosen:
+    description: source=external, database name to how its I(backup_files) entry was chosen
+      when an earlier check chose it (the later steps of a run restore the file the check
+      chose, and the receipt keeps the check's reason instead of C(given)).
+    type: dict
+    default: {}
   kinds:
     description: Without I(backup_id), choose only among sets of these kinds (e.g. predeploy).
     type: list
@@ -222,6 +228,7 @@ def main():
             ),
             source=dict(type="str", choices=["set", "external"], default="set"),
             backup_files=dict(type="dict", default={}),
+            backup_chosen=dict(type="dict", default={}),
             databases=dict(type="list", elements="dict", required=True),
             passwords=dict(type="dict", default={}, no_log=True),
             backup_id=dict(type="str", default="", aliases=["set_id"]),
@@ -360,7 +367,7 @@ def external_set(module, result, databases):
     there is none. None when the module is done (checked, or imported in check mode)."""
     params = module.params
     root, app, state = params["root"], params["app"], params["state"]
-    sources = external_sources(databases, params["backup_files"])
+    sources = external_sources(databases, params["backup_files"], params["backup_chosen"])
     found = find_adopted(root, app, sources)
     external = dict(sources=sources, checks=[], adopted=found[1]["set_id"] if found else "")
     result["external"] = external

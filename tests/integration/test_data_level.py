@@ -6,6 +6,7 @@ by `apply --level data --from external`; a corrupt backup refused before anythin
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,7 @@ def test_seed_000_sqlite_app_backups_restored_with_the_app_stopped(lab: LabHosts
     data = run.receipt["hosts"][HOST]["data"]
     (source,) = data["external"]["sources"]
     assert source["path"] == NEWEST  # chosen by the check; the later steps pinned to it
+    assert re.fullmatch(r"newest of \d+ by name", source["chosen"]), source  # kept
     assert data["set_id"] == adopted["set_id"] and data["integrity"]["ancestry"]["ok"]
     assert data["data_loss"]["ancestry"]["people"]["missing_count"] == 2
     forensic = data["forensic_set_id"]

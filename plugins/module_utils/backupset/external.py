@@ -423,12 +423,15 @@ def resolve_all(databases: list[Json], given: dict[str, str]) -> list[Json]:
     return chosen
 
 
-def external_sources(databases: list[Json], given: dict[str, str]) -> list[Json]:
-    """Every database's external backup, resolved and hashed (source_of)."""
+def external_sources(
+    databases: list[Json], given: dict[str, str], reasons: dict[str, str] | None = None
+) -> list[Json]:
+    """Every database's external backup, resolved and hashed (source_of). REASONS: how an
+    earlier check chose a file of GIVEN (kept instead of "given")."""
     sources = []
     for chosen in resolve_all(databases, given):
         source = source_of(chosen)
-        source["chosen"] = chosen["chosen"]
+        source["chosen"] = (reasons or {}).get(chosen["name"]) or chosen["chosen"]
         sources.append(source)
     return sources
 
