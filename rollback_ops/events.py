@@ -34,6 +34,7 @@ DATA_KEYS = (
     "forensic_set_id",
     "restored",
     "migrations",
+    "migrations_first",  # why the migration rollback ran before the restore (foreign keys)
     "integrity",
     "data_loss",
     "manifest",

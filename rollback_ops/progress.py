@@ -411,9 +411,12 @@ def _restore(host: HostResult) -> list[str]:
     if "restored" not in data:
         return []
     lines = [f"databases restored from backup set {data.get('set_id')}"]
+    first = data.get("migrations_first") or {}
     for name, files in (data.get("migrations") or {}).items():
         if files:
-            lines.append(f"  {name}: migration rollback ran: {', '.join(map(str, files))}")
+            when = f" before the restore ({'; '.join(first[name])})" if name in first else ""
+            names = ", ".join(str(f["file"]) if isinstance(f, dict) else str(f) for f in files)
+            lines.append(f"  {name}: migration rollback ran{when}: {names}")
     for name, check in (data.get("integrity") or {}).items():
         state = "ok" if check.get("ok") else "FAILED"
         lines.append(f"  {name}: integrity checks {state}")

@@ -209,6 +209,9 @@ def data_loss(receipt: dict[str, Any]) -> dict[str, dict[str, Any]]:
                 "database": str(database),
                 "file": str(_dict(m).get("file", m) if isinstance(m, dict) else m),
                 "sha256": str(_dict(m).get("sha256", "")),
+                "before_restore": "; ".join(
+                    map(str, _list(_dict(data.get("migrations_first")).get(database)))
+                ),
             }
             for database, files in _dict(data.get("migrations")).items()
             for m in _list(files)

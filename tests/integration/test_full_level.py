@@ -231,3 +231,51 @@ def test_an_in_place_update_after_the_set_is_restored_by_the_full_level(
     for host in full.names:  # every table, sequence and the schema as the set holds them
         assert after[host]["postgresql"] == taken[host]["postgresql"], host
         assert after[host]["sqlite"] == taken[host]["sqlite"], host
+
+
+FK = "order_scores_order_fk"
+ADD_FK = (
+    "runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -d analyticbot -c "
+    f'"ALTER TABLE order_scores ADD CONSTRAINT {FK} FOREIGN KEY (order_id) REFERENCES orders(id)"'
+)
+
+
+def test_a_foreign_key_from_a_table_the_bad_release_added_is_dropped_by_its_rollback_first(
+    full: FullLab, tmp_path: Path
+):
+    """The bad release's order_scores references orders (which the set replaces):
+    pg_restore --clean cannot drop orders while that foreign key exists, so the migration
+    rollback (which drops order_scores) runs before the restore. Without a migration rollback
+    the preflight refuses, before anything stops."""
+    host = "web1"
+    full.backup("--limit", host)
+    before = full.data(host)
+    full.lab.sh(host, f"lab-db-traffic 10 && lab-release deploy-bad && {ADD_FK}")
+    assert full.psql(host, f"SELECT count(*) FROM pg_constraint WHERE conname = '{FK}'") == "1"
+
+    app = yaml.safe_load(Path(full.lab.inventory).read_text())["all"]["vars"]["rollback_app"]
+    databases = [
+        {k: v for k, v in d.items() if k != "migrations_rollback"} for d in app["databases"]
+    ]
+    bare = full.variant(tmp_path, databases=databases)
+    untouched = full.lab.fingerprint(host)
+    argv = ["apply", "--level", "full", "--inventory", bare, "--limit", host, "--yes", "--json"]
+    refused = full.lab.cli(*argv)
+    assert refused.code != 0
+    assert f"foreign key {FK} of public.order_scores references public.orders" in refused.stderr
+    assert "add a migrations_rollback file" in refused.stderr, refused.stderr
+    assert full.lab.fingerprint(host) == untouched  # refused before anything stopped
+
+    run = full.full("--limit", host)
+    assert run.code == 0, run.stderr
+    assert full.data(host) == before  # orders restored, order_scores and risk_score gone
+    assert full.psql(host, "SELECT to_regclass('order_scores') IS NULL") == "t"
+    data = run.receipt["hosts"][host]["data"]
+    assert data["migrations_first"]["main"] == [
+        f"foreign key {FK} of public.order_scores references public.orders"
+    ]
+    assert [m["file"] for m in data["migrations"]["main"]] == [
+        "/opt/analyticbot/migrations-rollback/004_rollback.sql"
+    ]
+    assert "before the restore" in run.stderr, run.stderr
+    full.assert_good(host)

@@ -182,3 +182,18 @@ def test_mysql_columns_row_keys_values_and_offending_rows(mariadb: dict):
         2,
         [["39"], ["40"]],
     )
+
+
+def test_dumped_tables_reads_the_table_entries_of_a_pg_restore_listing():
+    dumped_tables = load_module(
+        "plugins/module_utils/backupset/engines/postgresql.py"
+    ).dumped_tables
+    listing = (
+        ";\n; Archive created at 2026-12-03 07:00:00 UTC\n;\n"
+        "215; 1259 16386 TABLE public orders analyticbot\n"
+        "216; 1259 16390 TABLE billing invoices analyticbot\n"
+        "3340; 0 16386 TABLE DATA public orders analyticbot\n"
+        "3190; 2606 16400 CONSTRAINT public orders orders_pkey analyticbot\n"
+        "3195; 2606 16410 FK CONSTRAINT public lines lines_order_fk analyticbot\n"
+    )
+    assert dumped_tables(listing) == {"public.orders", "billing.invoices"}

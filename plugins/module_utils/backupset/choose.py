@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from .common import BackupError, Json, natural
-from .engines import engine_for
+from .engines import Engine, engine_for
 from .layout import manifests, read_manifest, set_path
 from .specs import normalize_all
 from .verify import check_dumps, check_files
@@ -79,6 +79,11 @@ def check_restorable(set_dir: str | Path, app: str, databases: list[Json]) -> Js
             lacking = engine.space_problem(entry)
             if lacking:
                 problems.append(f"database {name}: {lacking}")
+            blocked = restore_order(engine, set_dir / entry["file"], spec)
+            if blocked:
+                (checks if spec["migrations_rollback"] else problems).append(
+                    f"database {name}: {blocked}"
+                )
     check_files(set_dir, manifest, checks, problems)
     check_dumps(set_dir, manifest, checks, problems)
     return {
@@ -93,6 +98,23 @@ def check_restorable(set_dir: str | Path, app: str, databases: list[Json]) -> Js
             d["name"]: d.get("schema_version", "") for d in manifest.get("databases", [])
         },
     }
+
+
+def restore_order(engine: Engine, path: Path, spec: Json) -> str:
+    """What the live database holds that would make the restore fail ("" for nothing),
+    and what the run does about it: the migration rollback files run first."""
+    try:
+        blockers = engine.restore_blockers(path)
+    except BackupError:
+        return ""  # the dump or the database cannot be read: said by the other checks
+    if not blockers:
+        return ""
+    if spec["migrations_rollback"]:
+        return f"{'; '.join(blockers)}: its migration rollback files run before the restore"
+    return (
+        f"the restore would fail: {'; '.join(blockers)}; add a migrations_rollback file that "
+        "drops them (it runs before the restore when they exist)"
+    )
 
 
 def live_differences(manifest: Json, databases: list[Json] | tuple[Json, ...]) -> Json:

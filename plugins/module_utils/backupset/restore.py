@@ -57,6 +57,26 @@ def run_migrations(spec: Json, files: list[str] | None = None) -> list[Json]:
     return done
 
 
+def migrate_first(spec: Json, dump: Path, blockers: list[str]) -> list[Json]:
+    """Run the migration rollback files before the restore, because of BLOCKERS (live
+    objects that make the restore fail); BackupError when there are none to run, or when
+    the objects are still there after them (nothing restored yet either way)."""
+    if not spec["migrations_rollback"]:
+        raise BackupError(
+            f"the restore would fail: {'; '.join(blockers)}; no migrations_rollback file drops "
+            "them (nothing was restored)"
+        )
+    done = run_migrations(spec)
+    left = engine_for(spec).restore_blockers(dump)
+    if left:
+        raise BackupError(
+            f"after the migration rollback files the restore would still fail: "
+            f"{'; '.join(left)} (they ran; nothing was restored)",
+            {"migrations": done},
+        )
+    return done
+
+
 def integrity(spec: Json) -> Json:
     """Run each integrity check (a query that must return no rows). Returns ok, the checks
     passed, and the failures with their row count and up to 5 offending rows."""
@@ -105,8 +125,16 @@ def restore_set(
         if name not in by_name:
             raise BackupError(f"database {name}: not in the set {manifest['set_id']}", result)
         try:
+            dump = set_dir / by_name[name]["file"]
+            blockers = engine_for(spec).restore_blockers(dump)
+            if blockers:
+                # a table the bad release added references one the restore replaces: its
+                # migration rollback (which drops it) runs first, or the restore cannot
+                result["migrations"][name] = migrate_first(spec, dump, blockers)
+                result.setdefault("migrations_first", {})[name] = blockers
             result["restored"].append(restore_database(set_dir, by_name[name], spec))
-            result["migrations"][name] = run_migrations(spec)
+            if not blockers:
+                result["migrations"][name] = run_migrations(spec)
         except BackupError as exc:
             if "migrations" in exc.result:
                 result["migrations"][name] = exc.result["migrations"]

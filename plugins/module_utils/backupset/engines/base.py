@@ -75,6 +75,12 @@ class Engine(abc.ABC):
         """Why the live database's place lacks room for the restore, or None."""
         return None
 
+    def restore_blockers(self, path: Path) -> list[str]:
+        """Live objects the copy does not hold that would make its restore fail (e.g. a
+        foreign key from a table the bad release added to a table the copy replaces), as
+        one line each; [] when the restore can proceed (a replaced file has none)."""
+        return []
+
     # ------------------------------------------------------------------------- the live database
 
     def unavailable(self) -> str | None:

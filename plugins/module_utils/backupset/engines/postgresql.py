@@ -6,6 +6,7 @@ import contextlib
 import csv
 import io
 import os
+import re
 import subprocess
 import tempfile
 import threading
@@ -24,6 +25,24 @@ USER_TABLES = (
     "SELECT schemaname, tablename FROM pg_tables WHERE schemaname NOT IN "
     "('pg_catalog', 'information_schema') AND schemaname NOT LIKE 'pg_toast%' ORDER BY 1, 2"
 )
+
+
+# every foreign key: its name, its table and the table it references (schema-qualified)
+FOREIGN_KEYS = """
+SELECT c.conname, sn.nspname || '.' || s.relname, tn.nspname || '.' || t.relname
+FROM pg_constraint c
+JOIN pg_class s ON s.oid = c.conrelid JOIN pg_namespace sn ON sn.oid = s.relnamespace
+JOIN pg_class t ON t.oid = c.confrelid JOIN pg_namespace tn ON tn.oid = t.relnamespace
+WHERE c.contype = 'f' ORDER BY 1
+"""
+# a table entry of pg_restore --list: "215; 1259 16386 TABLE public people owner"
+LISTED_TABLE = re.compile(r"^\d+; \d+ \d+ TABLE (?!DATA )(\S+) (\S+) ")
+
+
+def dumped_tables(listing: str) -> set[str]:
+    """The tables (schema.name) a dump's pg_restore --list holds."""
+    found = (LISTED_TABLE.match(line) for line in listing.splitlines())
+    return {f"{m.group(1)}.{m.group(2)}" for m in found if m}
 
 
 def ident(name: str) -> str:
@@ -238,6 +257,19 @@ class PostgreSQL(ServerEngine):
                 except BackupError:
                     return False
         return True
+
+    def restore_blockers(self, path: Path) -> list[str]:
+        """Foreign keys of live tables the dump does not hold that reference a table it
+        replaces: pg_restore --clean cannot drop that table while they exist (it does not
+        cascade into objects that are not its own), so the restore would fail."""
+        dumped = dumped_tables(self.restore_list(path))
+        with self.session() as session:
+            rows = session.query(FOREIGN_KEYS)
+        return sorted(
+            f"foreign key {name} of {referencing} references {referenced}"
+            for name, referencing, referenced in rows
+            if referenced in dumped and referencing not in dumped
+        )
 
     def restore_into(self, path: Path, keep_owners: bool) -> None:
         argv = ["pg_restore", "-w", "--single-transaction", "--exit-on-error"]
