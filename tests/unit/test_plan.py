@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
@@ -224,16 +223,13 @@ def test_no_host_is_contacted(tmp_path: Path) -> None:
     (source / "hosts.yml").write_text(hosts)
     inv = inventory.load(str(source), tmp_path / "state")
     try:
-        started = time.monotonic()
         for level in ("flag", "code", "config", "full"):
             for host in inv.hosts:
                 assert plan.steps(paths.playbook(level), inv, host, request(level))
-        elapsed = time.monotonic() - started
         with pytest.raises(BlockingIOError):
             listener.accept()
     finally:
         listener.close()
-    assert elapsed < 20, f"planning 4 levels on 3 hosts took {elapsed:.1f}s"
 
 
 def test_bad_host_or_playbook_is_a_one_line_error(
