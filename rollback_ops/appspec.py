@@ -45,6 +45,7 @@ validator = _load_validator()
 SPEC_FILE = validator.SPEC_FILE
 ENVIRONMENTS = ("production", "staging", "lab", "local")
 ENV_KEY = validator.ENV_KEY
+FLAG_KEY = validator.FLAG_KEY  # a command flag backend's key (an env key, or tenant:key ...)
 BAD_VALUE_CHARS = validator.BAD_VALUE_CHARS
 # a key matching one of these is a secret: its values are shown as mask(value) everywhere
 DEFAULT_SECRET_KEYS: tuple[str, ...] = validator.DEFAULT_SECRET_KEYS
@@ -174,6 +175,27 @@ class ConfigSpec:
 
 
 @dataclass(frozen=True)
+class FlagBackendSpec:
+    """Where the flag level's flags live (rollback_app.flag_backend): the env file, or the
+    app's own get and set commands (plugins/modules/flagcmd.py runs them)."""
+
+    kind: str = "env"  # env | command
+    get: tuple[str, ...] = ()
+    set: tuple[str, ...] = ()
+    user: str = ""
+    chdir: str = ""
+
+    @property
+    def is_command(self) -> bool:
+        return self.kind == "command"
+
+    def describe(self, argv: tuple[str, ...]) -> str:
+        where = [f"as {self.user}"] if self.user else []
+        where += [f"in {self.chdir}"] if self.chdir else []
+        return " ".join(argv) + (f" ({'; '.join(where)})" if where else "")
+
+
+@dataclass(frozen=True)
 class HookSpec:
     """One of the app's hooks (rollback_app.hooks; plugins/module_utils/hooks.py runs it)."""
 
@@ -216,6 +238,7 @@ class AppSpec:
     # verify with nothing configured to check fails, unless the app says so (verify: none)
     verify_none_ok: bool
     hooks: tuple[HookSpec, ...] = ()
+    flag_backend: FlagBackendSpec = field(default_factory=FlagBackendSpec)
     # the app as validated, every default of the spec filled in (what the playbooks see)
     normalized: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     # rollback_app.procedures: name -> description; the one this spec follows ("": none)
@@ -336,6 +359,13 @@ def build(app: dict[str, Any], procedure: str = "") -> AppSpec:
                 levels=tuple(h["levels"]),
             )
             for h in app.get("hooks", [])
+        ),
+        flag_backend=FlagBackendSpec(
+            kind=app["flag_backend"]["type"],
+            get=tuple(app["flag_backend"]["get"]),
+            set=tuple(app["flag_backend"]["set"]),
+            user=app["flag_backend"]["user"],
+            chdir=app["flag_backend"]["chdir"],
         ),
         normalized=app,
         procedures={

@@ -106,7 +106,9 @@ class EventCollector:
         host.started = host.started or start
         host.ended = now
         host.steps.append(step)
-        if module == "envfile" and status in ("ok", "changed"):
+        # the flags set, and their values before: the env file's, or the app's commands'
+        # (rollback_app.flag_backend: command); the flagcmd check before any change has none
+        if module in ("envfile", "flagcmd") and status in ("ok", "changed") and "after" in res:
             changed = set(res.get("changed_keys") or [])
             for key, after in (res.get("after") or {}).items():
                 before = (res.get("before") or {}).get(key)

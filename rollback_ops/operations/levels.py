@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from rollback_ops.appspec import AppSpec, mask
+from rollback_ops.appspec import ENV_KEY, AppSpec, mask
 from rollback_ops.operations.base import (
     Argument,
     Operation,
@@ -170,7 +170,22 @@ class Flag(EnvLevel):
         return {app.master_switch: app.master_switch_off}
 
     def check(self, app: AppSpec, request: Request) -> list[str]:
-        problems = super().check(app, request)
+        backend = app.flag_backend
+        problems = [] if backend.is_command else super().check(app, request)
+        if backend.is_command:
+            secret = [k for k in request.flags if app.is_secret(k)]
+            if secret:
+                problems.append(
+                    f"flag {', '.join(secret)} of app {app.name} is secret: its command flag "
+                    "backend would put the value in argv"
+                )
+        else:
+            bad = [k for k in request.flags if not ENV_KEY.match(k)]
+            if bad:
+                problems.append(
+                    f"--flag {', '.join(bad)}: not an env key (letters, digits, _); app "
+                    f"{app.name} keeps its flags in {app.env_file or 'an env file'}"
+                )
         if not request.flags and not app.master_switch and not request.undo:
             problems.append(f"no --flag given and app {app.name} has no master_switch to turn off")
         undeclared = [k for k in request.flags if k not in app.declared_keys]
@@ -181,6 +196,32 @@ class Flag(EnvLevel):
                 "--allow-new-flag to add it anyway)"
             )
         return problems
+
+    def plan(self, host: str, app: AppSpec, request: Request) -> list[str]:
+        backend = app.flag_backend
+        if not backend.is_command:
+            return super().plan(host, app, request)
+        undo = request.undo.get(host, {})  # rollback-ops undo: this host's own values
+        values = dict(undo["env"]) if "env" in undo else self.values(app, request)
+        settings = ", ".join(f"{k}={v}" for k, v in values.items())
+        units = f"; systemd knows {', '.join(app.units)}" if app.units else ""
+        steps = [
+            f"preflight (every host before any change): {', '.join(values)} declared "
+            f"for {app.name}{units}; take the host's lock; then read each flag on every host with "
+            f"{backend.describe(backend.get)}"
+            + ("; each still as the undone run left it" if undo.get("env_expect") else ""),
+            "record each flag's value before (the receipt's before/after, what undo puts back)",
+            f"set {settings}: only the flags that differ, with {backend.describe(backend.set)} "
+            "({key} and {value} replaced literally, no shell), then read each back with get",
+        ]
+        steps += [f"{s} (if a flag changed)" for s in hook_steps(app, self.name, "after_change")]
+        if app.units:
+            steps.append(f"restart {', '.join(app.units)} if a flag changed")
+        steps += [f"{s} (if a flag changed)" for s in hook_steps(app, self.name, "after_start")]
+        if request.verify:
+            steps += verify_steps(app, values)
+            steps += hook_steps(app, self.name, "verify")
+        return steps
 
 
 class Emergency(EnvLevel):

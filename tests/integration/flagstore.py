@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""A tiny feature-flag program like seed 002's ``manage.py configure_ux_features``: flags in
+a SQLite database, per tenant. The lab test copies it to a host and declares it as the app's
+command flag backend (rollback_app.flag_backend).
+
+    flagstore.py DB get TENANT:FLAG          print the value (exit 3: no such flag)
+    flagstore.py DB set TENANT:FLAG VALUE    VALUE must be true or false (exit 2 otherwise)
+"""
+
+import sqlite3
+import sys
+
+VALUES = ("true", "false")
+
+
+def main(argv):
+    if len(argv) < 3 or argv[1] not in ("get", "set"):
+        sys.stderr.write("usage: flagstore.py DB get|set TENANT:FLAG [VALUE]\n")
+        return 2
+    db, action, key = argv[0], argv[1], argv[2]
+    tenant, sep, flag = key.partition(":")
+    if not sep or not tenant or not flag:
+        sys.stderr.write(f"flagstore: {key!r} is not TENANT:FLAG\n")
+        return 2
+    con = sqlite3.connect(db)
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS flags (tenant TEXT, flag TEXT, value TEXT, "
+        "PRIMARY KEY (tenant, flag))"
+    )
+    if action == "get":
+        row = con.execute(
+            "SELECT value FROM flags WHERE tenant = ? AND flag = ?", (tenant, flag)
+        ).fetchone()
+        if row is None:
+            sys.stderr.write(f"flagstore: no flag {flag} for tenant {tenant}\n")
+            return 3
+        sys.stdout.write(row[0] + "\n")
+        return 0
+    if len(argv) != 4:
+        sys.stderr.write("usage: flagstore.py DB set TENANT:FLAG VALUE\n")
+        return 2
+    value = argv[3]
+    if value not in VALUES:
+        sys.stderr.write(f"flagstore: invalid value {value!r} for {flag} (true or false)\n")
+        return 2
+    with con:
+        con.execute(
+            "INSERT INTO flags (tenant, flag, value) VALUES (?, ?, ?) "
+            "ON CONFLICT (tenant, flag) DO UPDATE SET value = excluded.value",
+            (tenant, flag, value),
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
