@@ -169,9 +169,21 @@ class CacheSpec:
 
 
 @dataclass(frozen=True)
+class RowsSpec:
+    """Config rows in the app's database (rollback_app.config.rows): dumped into each set,
+    loaded back by the config level (plugins/module_utils/configrows.py)."""
+
+    name: str
+    dump: tuple[str, ...]
+    load: tuple[str, ...]
+    user: str = ""
+
+
+@dataclass(frozen=True)
 class ConfigSpec:
     files: tuple[str, ...]
     caches: tuple[CacheSpec, ...]
+    rows: tuple[RowsSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -344,7 +356,14 @@ def build(app: dict[str, Any], procedure: str = "") -> AppSpec:
             for db in app["databases"]
         ),
         backup=BackupSpec(backup["root"], tuple(backup["files"]), backup["keep"]),
-        config=ConfigSpec(tuple(config["files"]), tuple(map(_cache, config["caches"]))),
+        config=ConfigSpec(
+            tuple(config["files"]),
+            tuple(map(_cache, config["caches"])),
+            tuple(
+                RowsSpec(r["name"], tuple(r["dump"]), tuple(r["load"]), r["user"])
+                for r in config["rows"]
+            ),
+        ),
         secret_keys=tuple(validator.secret_keys(app)),
         verify_none_ok=app["verify"] == "none",
         hooks=tuple(

@@ -165,6 +165,8 @@ class EventCollector:
             )
         if module == "configrestore" and status == "changed" and res.get("config_files"):
             host.data["config_files"] = res["config_files"]  # what rollback-ops undo reads
+        if module == "configrows" and status == "changed" and res.get("config_rows"):
+            host.data["config_rows"] = res["config_rows"]  # the rows loaded, their dumps before
         if status == "changed":
             host.backups += [str(b) for b in res.get("backup_files") or [] if isinstance(b, str)]
         backup = res.get("backup_file")

@@ -196,6 +196,14 @@ def _config_entry(run_id: str, host: str, result: dict[str, Any], force: bool) -
     made (empty: it replaced none)."""
     recorded = _dict(result.get("data")).get("config_files")
     host = one_line(host, 80)
+    rows = [_dict(r) for r in _list(_dict(result.get("data")).get("config_rows"))]
+    if rows:  # the app's load command is no undo: say where the rows as they were are
+        dumps = ", ".join(f"{_text(r.get('name'))}: {_text(r.get('copy'))}" for r in rows)
+        raise ConfigError(
+            f"run {run_id} loaded config rows on {host}: undo does not load rows back; the "
+            f"rows as they were before are in {one_line(dumps, 600)} (load them with the "
+            "app's config.rows load command)"
+        )
     if recorded is None:
         copies = [one_line(b, 300) for b in _list(result.get("backups"))]
         if not copies:

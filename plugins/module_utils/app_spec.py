@@ -494,6 +494,25 @@ def flag_backend(app, raw):
             )
 
 
+def config_rows(app, raw):
+    """Config rows: unique simple names, a dump argv, a load argv holding {file}."""
+    seen = set()
+    for i, row in enumerate(_get(app, "config.rows") or []):
+        where = "config.rows[%d]" % i
+        name = row.get("name", "")
+        if not DB_NAME.match(name) or name in (".", "..") or name in seen:
+            yield where + ".name", "%s must be unique and a simple file name" % show(name)
+        seen.add(name)
+        for key in ("dump", "load"):
+            argv = row.get(key) or []
+            if not argv or not str(argv[0]).strip():
+                yield "%s.%s" % (where, key), "must be a non-empty argv list (the program first)"
+        if row.get("load") and not any("{file}" in str(a) for a in row["load"]):
+            yield where + ".load", "must hold {file} where the file's path goes"
+        if row.get("timeout", 1) <= 0:
+            yield where + ".timeout", "must be at least 1 second"
+
+
 def cache_commands(app, raw):
     """A cache command is an argv with at least the program."""
     for i, cache in enumerate(_get(app, "config.caches") or []):
@@ -611,6 +630,7 @@ RULES = (
     database_names,
     external_backups,
     flag_backend,
+    config_rows,
     cache_commands,
     procedures,
     hook_rules,

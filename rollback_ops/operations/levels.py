@@ -249,8 +249,8 @@ class Config(Level):
     arguments: ClassVar[tuple[Argument, ...]] = (NO_VERIFY, BACKUP_ID)
 
     def check(self, app: AppSpec, request: Request) -> list[str]:
-        if not app.config.files:
-            return [f"app {app.name} has no rollback_app.config.files to restore"]
+        if not app.config.files and not app.config.rows:
+            return [f"app {app.name} has no rollback_app.config.files or config.rows to restore"]
         return []
 
     def plan(self, host: str, app: AppSpec, request: Request) -> list[str]:
@@ -694,18 +694,41 @@ def _config_plan(
 ) -> list[str]:
     backup_set = request.backup_id or "the newest verified backup set holding them"
     files = ", ".join(app.config.files)
+    rows = ", ".join(r.name for r in app.config.rows)
+    held = " and ".join(x for x in (files, f"the config rows {rows}" if rows else "") if x)
     if undo:
         steps = _config_undo_steps(undo)
         steps += hook_steps(app, "config", "before_change")
     else:
         steps = [
             f"preflight (every host, all or nothing): {backup_set} under {app.backup.root}/"
-            f"{app.name} holds {files} with matching sha256; take the host's lock",
-            "if the files already equal the set's: nothing to do",
-            f"copy each differing file to <file>.backup.<UTC stamp>, then put back the set's "
-            f"copy (atomic, the recorded mode and owner): {files}",
+            f"{app.name} holds {held} with matching sha256"
+            + (
+                "; dump the current rows ("
+                + "; ".join(
+                    f"{r.name}: {' '.join(r.dump)}" + (f" as {r.user}" if r.user else "")
+                    for r in app.config.rows
+                )
+                + ") into temp files to compare"
+                if rows
+                else ""
+            )
+            + "; take the host's lock",
+            "if the files and rows already equal the set's: nothing to do",
         ]
-        steps[2:2] = hook_steps(app, "config", "before_change")
+        steps += hook_steps(app, "config", "before_change")
+        if files:
+            steps.append(
+                f"copy each differing file to <file>.backup.<UTC stamp>, then put back the "
+                f"set's copy (atomic, the recorded mode and owner): {files}"
+            )
+        for r in app.config.rows:
+            steps.append(
+                f"rows {r.name}, if they differ: dump the current rows to "
+                f"/var/lib/rollback-ops/config-rows/{r.name}.<UTC stamp>, then "
+                f"{' '.join(r.load)} with a private copy of the set's rows/{r.name} as {{file}}, "
+                "then dump again to compare"
+            )
     steps += hook_steps(app, "config", "after_change")
     steps += [f"clear the cache: {cache.description}" for cache in app.config.caches]
     if app.units:

@@ -5,17 +5,46 @@ command flag backend (rollback_app.flag_backend).
 
     flagstore.py DB get TENANT:FLAG          print the value (exit 3: no such flag)
     flagstore.py DB set TENANT:FLAG VALUE    VALUE must be true or false (exit 2 otherwise)
+    flagstore.py DB dump                     print every flag as JSON (like dumpdata)
+    flagstore.py DB load FILE                replace every flag by FILE's (like loaddata)
+
+dump and load make it the app's config rows too (rollback_app.config.rows).
 """
 
+import json
 import sqlite3
 import sys
 
 VALUES = ("true", "false")
 
 
+def rows(db, action, argv):
+    con = sqlite3.connect(db)
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS flags (tenant TEXT, flag TEXT, value TEXT, "
+        "PRIMARY KEY (tenant, flag))"
+    )
+    if action == "dump":
+        found = con.execute("SELECT tenant, flag, value FROM flags ORDER BY tenant, flag")
+        data = [{"tenant": t, "flag": f, "value": v} for t, f, v in found]
+        sys.stdout.write(json.dumps(data, indent=1) + "\n")
+        return 0
+    with open(argv[2]) as handle:
+        data = json.load(handle)
+    with con:
+        con.execute("DELETE FROM flags")
+        con.executemany(
+            "INSERT INTO flags (tenant, flag, value) VALUES (?, ?, ?)",
+            [(r["tenant"], r["flag"], r["value"]) for r in data],
+        )
+    return 0
+
+
 def main(argv):
+    if (len(argv) == 2 and argv[1] == "dump") or (len(argv) == 3 and argv[1] == "load"):
+        return rows(argv[0], argv[1], argv)
     if len(argv) < 3 or argv[1] not in ("get", "set"):
-        sys.stderr.write("usage: flagstore.py DB get|set TENANT:FLAG [VALUE]\n")
+        sys.stderr.write("usage: flagstore.py DB get|set TENANT:FLAG [VALUE] | dump | load FILE\n")
         return 2
     db, action, key = argv[0], argv[1], argv[2]
     tenant, sep, flag = key.partition(":")
