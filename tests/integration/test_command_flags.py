@@ -2,7 +2,9 @@
 002's ``manage.py configure_ux_features``, flags in a database, per tenant), end to end on
 the lab hosts. tests/integration/flagstore.py, a small flag program keeping flags per tenant
 in SQLite, is copied to each host and declared as the backend; every assertion reads the
-flags back from the host's database with that program.
+flags back from the host's database with that program. The same program's dump and load
+are the app's config rows (rollback_app.config.rows; seed 002 strategy 2, dumpdata and
+loaddata): `backup create` puts them in the set, `apply --level config` loads them back.
 """
 
 from __future__ import annotations
@@ -48,9 +50,22 @@ def flags(lab: LabHosts) -> Iterator[LabHosts]:
     lab.reset()
 
 
-def inventory(lab: LabHosts, directory: Path) -> str:
+def inventory(lab: LabHosts, directory: Path, rows: bool = False) -> str:
     data = yaml.safe_load(Path(lab.inventory).read_text())
     app: dict[str, Any] = dict(data["all"]["vars"]["rollback_app"])
+    if rows:
+        app["config"] = {
+            **app["config"],
+            "rows": [
+                {
+                    "name": "flags.json",
+                    "dump": ["python3", TOOL, DB, "dump"],
+                    "load": ["python3", TOOL, DB, "load", "{file}"],
+                    "user": "analyticbot",
+                    "chdir": DIR,
+                }
+            ],
+        }
     app.update(
         master_switch="acme:enable_harmonization",
         master_switch_off="false",
@@ -164,3 +179,62 @@ def test_env_flags_keep_env_keys(flags: LabHosts):
     assert run.code == 2
     assert "--flag acme:x: not an env key" in run.stderr
     assert ENV_FILE in run.stderr
+
+
+SETS = "/var/backups/rollback-ops/analyticbot"
+KEEP = "/var/lib/rollback-ops/config-rows"
+
+
+@pytest.fixture
+def rows(flags: LabHosts) -> Iterator[LabHosts]:
+    for host in flags.names:
+        flags.sh(host, f"rm -rf {SETS} {KEEP}")
+    yield flags
+    for host in flags.names:
+        flags.sh(host, f"rm -rf {SETS} {KEEP}")
+
+
+def test_config_rows_go_into_the_set_and_come_back_with_the_config_level(
+    rows: LabHosts, tmp_path: Path
+):
+    inv = inventory(rows, tmp_path, rows=True)
+    made = rows.cli("backup", "create", "--inventory", inv, "--json")
+    assert made.code == 0, made.stderr
+    for host in rows.names:
+        manifest = json.loads(rows.sh(host, f"cat {SETS}/*/manifest.json"))
+        (entry,) = manifest["rows"]
+        assert entry["file"] == "rows/flags.json"
+        assert manifest["verification"]["ok"]
+        assert "rows/flags.json: sha256 ok" in manifest["verification"]["checks"]
+        set_rows = json.loads(rows.sh(host, f"cat {SETS}/*/rows/flags.json"))
+        assert {"tenant": "acme", "flag": "enable_harmonization", "value": "true"} in set_rows
+        # the bad deployment turns features off in the database
+        rows.sh(
+            host,
+            f"runuser -u analyticbot -- python3 {TOOL} {DB} set beta:enable_harmonization false",
+        )
+
+    before = rows.fingerprint()
+    check = rows.cli(
+        "apply", "--level", "config", "-i", inv, "--yes", "--json", "--check", "--diff"
+    )
+    assert check.code == 0, check.stderr
+    assert check.receipt["changed"] > 0
+    rows.assert_unchanged(before)
+
+    run = rows.cli("apply", "--level", "config", "-i", inv, "--yes", "--json")
+    assert run.code == 0, run.stderr
+    for host in rows.names:
+        assert read(rows, host, "beta:enable_harmonization") == "true"
+        result = run.receipt["hosts"][host]
+        (loaded,) = result["data"]["config_rows"]
+        assert loaded["name"] == "flags.json" and loaded["copy"].startswith(f"{KEEP}/flags.json.")
+        assert loaded["copy"] in result["backups"]
+        # nothing lost: the rows as they were before the load are kept
+        kept = json.loads(rows.sh(host, f"cat {loaded['copy']}"))
+        assert {"tenant": "beta", "flag": "enable_harmonization", "value": "false"} in kept
+        assert rows.sh(host, f"stat -c '%a %U' {loaded['copy']}") == "600 root\n"
+
+    again = rows.cli("apply", "--level", "config", "-i", inv, "--yes", "--json")
+    assert again.code == 0, again.stderr
+    assert again.receipt["changed"] == 0, json.dumps(again.receipt["hosts"], indent=1)
