@@ -10,8 +10,8 @@ DOCUMENTATION = r"""
 module: configrows
 short_description: Restore an app's config rows from a backup set with its own load command
 description:
-  - Config rows are configuration an app keeps in its database (seed 002 strategy 2:
-    C(manage.py dumpdata bot.AgentConfiguration) / C(loaddata)). C(backup create) (the
+  - Config rows are configuration an app keeps in its database (seed 002 strategy 2,
+    C(manage.py dumpdata bot.AgentConfiguration) and C(loaddata)). C(backup create) (the
     M(rollback_ops.rollback.backup) module's I(rows)) puts each C(dump)'s output in the set
     as C(rows/<name>), with its sha256 in the manifest.
   - The set is I(backup_id), or the newest set whose verification passed, which is not
@@ -22,8 +22,8 @@ description:
   - C(state=restored), for each row that differs, first dumps the current rows to
     I(keep_dir)C(/<name>.<UTC stamp>) (0600; nothing is lost), then runs C(load) with a
     private copy of the set's file its user can read (C({file}) in the argv is replaced by
-    its path, literally; no shell), then dumps again and compares: rows that still differ
-    (a load that keeps rows the set lacks) are reported in C(warnings) and C(still_differs).
+    its path, literally; no shell), then dumps again and compares (rows that still differ
+    because the load keeps rows the set lacks are reported in C(warnings) and C(still_differs)).
   - A failing dump or load fails with one line naming the rows, the program, its exit code
     and the last line of its error output. Check mode runs only the dumps.
 extends_documentation_fragment:
