@@ -196,7 +196,8 @@ def _config_entry(run_id: str, host: str, result: dict[str, Any], force: bool) -
     made (empty: it replaced none)."""
     recorded = _dict(result.get("data")).get("config_files")
     host = one_line(host, 80)
-    rows = [_dict(r) for r in _list(_dict(result.get("data")).get("config_rows"))]
+    loaded = _dict(result.get("data")).get("config_rows")
+    rows = [_dict(r) for r in loaded] if isinstance(loaded, list) else []
     if rows:  # the app's load command is no undo: say where the rows as they were are
         dumps = ", ".join(f"{_text(r.get('name'))}: {_text(r.get('copy'))}" for r in rows)
         raise ConfigError(

@@ -141,3 +141,15 @@ def test_no_set_holding_the_rows_is_named(rows: dict[str, Any]):
     found = run_module(CONFIGROWS, args)
     assert found["failed"] and "no verified backup set of bot" in found["msg"]
     assert "holds the config rows flags.json" in found["msg"]
+
+
+def test_undo_of_a_run_that_loaded_rows_names_the_dumps():
+    from rollback_ops import undo
+    from rollback_ops.exceptions import ConfigError
+
+    result = {
+        "data": {"config_rows": [{"name": "flags.json", "copy": "/var/lib/x/flags.json.1"}]},
+        "backups": ["/var/lib/x/flags.json.1"],
+    }
+    with pytest.raises(ConfigError, match=r"flags.json: /var/lib/x/flags.json.1 \(load them"):
+        undo._config_entry("R1", "web1", result, False)
