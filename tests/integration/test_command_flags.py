@@ -145,13 +145,15 @@ def test_a_value_the_command_refuses_fails_in_one_line_naming_the_flag(
     flags: LabHosts, tmp_path: Path
 ):
     inv = inventory(flags, tmp_path)
-    run = apply(flags, inv, "--flag", "acme:enable_references=maybe", "--limit", "web1")
+    # a template and a shell substitution: they reach the program as typed, one argv element
+    value = "{{ 7 * 7 }}$(id -u);x"
+    run = apply(flags, inv, "--flag", f"acme:enable_references={value}", "--limit", "web1")
     assert run.code == 1, run.stderr
     web1 = run.receipt["hosts"]["web1"]
     assert web1["status"] == "failed"
     assert "\n" not in web1["message"]
     assert "flag backend set acme:enable_references: python3 exited 2" in web1["message"]
-    assert "invalid value 'maybe' for enable_references" in web1["message"]
+    assert f"invalid value {value!r} for enable_references" in web1["message"]
     assert read(flags, "web1", "acme:enable_references") == "true"
     assert "Traceback" not in run.stderr
 
