@@ -45,6 +45,7 @@ validator = _load_validator()
 SPEC_FILE = validator.SPEC_FILE
 ENVIRONMENTS = ("production", "staging", "lab", "local")
 ENV_KEY = validator.ENV_KEY
+FLAG_KEY = validator.FLAG_KEY  # a command flag backend's key (an env key, or tenant:key ...)
 BAD_VALUE_CHARS = validator.BAD_VALUE_CHARS
 # a key matching one of these is a secret: its values are shown as mask(value) everywhere
 DEFAULT_SECRET_KEYS: tuple[str, ...] = validator.DEFAULT_SECRET_KEYS
@@ -168,9 +169,42 @@ class CacheSpec:
 
 
 @dataclass(frozen=True)
+class RowsSpec:
+    """Config rows in the app's database (rollback_app.config.rows): dumped into each set,
+    loaded back by the config level (plugins/module_utils/configrows.py)."""
+
+    name: str
+    dump: tuple[str, ...]
+    load: tuple[str, ...]
+    user: str = ""
+
+
+@dataclass(frozen=True)
 class ConfigSpec:
     files: tuple[str, ...]
     caches: tuple[CacheSpec, ...]
+    rows: tuple[RowsSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class FlagBackendSpec:
+    """Where the flag level's flags live (rollback_app.flag_backend): the env file, or the
+    app's own get and set commands (plugins/modules/flagcmd.py runs them)."""
+
+    kind: str = "env"  # env | command
+    get: tuple[str, ...] = ()
+    set: tuple[str, ...] = ()
+    user: str = ""
+    chdir: str = ""
+
+    @property
+    def is_command(self) -> bool:
+        return self.kind == "command"
+
+    def describe(self, argv: tuple[str, ...]) -> str:
+        where = [f"as {self.user}"] if self.user else []
+        where += [f"in {self.chdir}"] if self.chdir else []
+        return " ".join(argv) + (f" ({'; '.join(where)})" if where else "")
 
 
 @dataclass(frozen=True)
@@ -216,6 +250,7 @@ class AppSpec:
     # verify with nothing configured to check fails, unless the app says so (verify: none)
     verify_none_ok: bool
     hooks: tuple[HookSpec, ...] = ()
+    flag_backend: FlagBackendSpec = field(default_factory=FlagBackendSpec)
     # the app as validated, every default of the spec filled in (what the playbooks see)
     normalized: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     # rollback_app.procedures: name -> description; the one this spec follows ("": none)
@@ -321,7 +356,14 @@ def build(app: dict[str, Any], procedure: str = "") -> AppSpec:
             for db in app["databases"]
         ),
         backup=BackupSpec(backup["root"], tuple(backup["files"]), backup["keep"]),
-        config=ConfigSpec(tuple(config["files"]), tuple(map(_cache, config["caches"]))),
+        config=ConfigSpec(
+            tuple(config["files"]),
+            tuple(map(_cache, config["caches"])),
+            tuple(
+                RowsSpec(r["name"], tuple(r["dump"]), tuple(r["load"]), r["user"])
+                for r in config["rows"]
+            ),
+        ),
         secret_keys=tuple(validator.secret_keys(app)),
         verify_none_ok=app["verify"] == "none",
         hooks=tuple(
@@ -336,6 +378,13 @@ def build(app: dict[str, Any], procedure: str = "") -> AppSpec:
                 levels=tuple(h["levels"]),
             )
             for h in app.get("hooks", [])
+        ),
+        flag_backend=FlagBackendSpec(
+            kind=app["flag_backend"]["type"],
+            get=tuple(app["flag_backend"]["get"]),
+            set=tuple(app["flag_backend"]["set"]),
+            user=app["flag_backend"]["user"],
+            chdir=app["flag_backend"]["chdir"],
         ),
         normalized=app,
         procedures={

@@ -107,7 +107,9 @@ class EventCollector:
         host.started = host.started or start
         host.ended = now
         host.steps.append(step)
-        if module == "envfile" and status in ("ok", "changed"):
+        # the flags set, and their values before: the env file's, or the app's commands'
+        # (rollback_app.flag_backend: command); the flagcmd check before any change has none
+        if module in ("envfile", "flagcmd") and status in ("ok", "changed") and "after" in res:
             changed = set(res.get("changed_keys") or [])
             for key, after in (res.get("after") or {}).items():
                 before = (res.get("before") or {}).get(key)
@@ -164,6 +166,8 @@ class EventCollector:
             )
         if module == "configrestore" and status == "changed" and res.get("config_files"):
             host.data["config_files"] = res["config_files"]  # what rollback-ops undo reads
+        if module == "configrows" and status == "changed" and res.get("config_rows"):
+            host.data["config_rows"] = res["config_rows"]  # the rows loaded, their dumps before
         if status == "changed":
             host.backups += [str(b) for b in res.get("backup_files") or [] if isinstance(b, str)]
         backup = res.get("backup_file")

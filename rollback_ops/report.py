@@ -20,6 +20,8 @@ from rollback_ops import events, history, receipts
 from rollback_ops.exceptions import ConfigError
 from rollback_ops.text import one_line
 
+# the steps that set flags: the report lists their flags, not the step
+FLAG_ACTIONS = ("rollback_ops.rollback.envfile", "rollback_ops.rollback.flagcmd")
 BUILTIN_TEMPLATES = Path(__file__).resolve().parent / "templates"
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # all but tab and newline
 LEVEL_NAMES = {
@@ -319,7 +321,7 @@ def context(state_dir: Path, run_id: str) -> dict[str, Any]:
                 what = f"set {f['key']} from {f['before']} to {f['after']}"
                 actions.setdefault(what, []).append(host)
         for s in h.get("steps") or []:
-            if s["status"] == "changed" and s["action"] != "rollback_ops.rollback.envfile":
+            if s["status"] == "changed" and s["action"] not in FLAG_ACTIONS:
                 done = actions.setdefault(s["step"], [])
                 if host not in done:  # a step that ran twice (a restart before and after)
                     done.append(host)

@@ -65,7 +65,7 @@ from pathlib import Path
 from typing import Any
 
 from rollback_ops import api, paths, receipts, runner
-from rollback_ops.appspec import ENV_KEY, env_value_problem
+from rollback_ops.appspec import FLAG_KEY, env_value_problem
 from rollback_ops.exceptions import ConfigError
 from rollback_ops.operations import Request
 from rollback_ops.operations.base import GIT_REF, SHA
@@ -174,7 +174,7 @@ def _env_entry(run_id: str, host: str, result: dict[str, Any], force: bool) -> d
     host = one_line(host, 80)
     for change in changed:
         key, before, after = change["key"], change["before"], change["after"]
-        if not ENV_KEY.match(key) or (before is not None and env_value_problem(before)):
+        if not FLAG_KEY.match(key) or (before is not None and env_value_problem(before)):
             raise ConfigError(f"run {run_id}: the receipt's {host} {short(key)} cannot be set")
         if before is None:
             remove.append(key)
@@ -196,6 +196,15 @@ def _config_entry(run_id: str, host: str, result: dict[str, Any], force: bool) -
     made (empty: it replaced none)."""
     recorded = _dict(result.get("data")).get("config_files")
     host = one_line(host, 80)
+    loaded = _dict(result.get("data")).get("config_rows")
+    rows = [_dict(r) for r in loaded] if isinstance(loaded, list) else []
+    if rows:  # the app's load command is no undo: say where the rows as they were are
+        dumps = ", ".join(f"{_text(r.get('name'))}: {_text(r.get('copy'))}" for r in rows)
+        raise ConfigError(
+            f"run {run_id} loaded config rows on {host}: undo does not load rows back; the "
+            f"rows as they were before are in {one_line(dumps, 600)} (load them with the "
+            "app's config.rows load command)"
+        )
     if recorded is None:
         copies = [one_line(b, 300) for b in _list(result.get("backups"))]
         if not copies:

@@ -12,6 +12,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import copy
+import fnmatch
 import os
 import re
 import reprlib
@@ -37,6 +38,9 @@ BAD_VALUE_CHARS = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
 # a key matching one of these is a secret: its values are shown masked everywhere
 DEFAULT_SECRET_KEYS = ("*_KEY", "*_TOKEN", "*PASSWORD*", "*SECRET*")
 DB_NAME = re.compile(r"[A-Za-z0-9_.-]+\Z")
+# a flag key of a command flag backend (rollback_app.flag_backend): an env key, or one that
+# also names a tenant or a scope (acme:enable_harmonization, bot.agent/max_products)
+FLAG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:/-]*\Z")
 
 
 def env_value_problem(value):
@@ -301,9 +305,16 @@ def _absolute(value):
 def env_keys(app, raw):
     """Keys written to the env file are env keys: letters, digits and _."""
     keys = []
+    flag_keys = []
     if app.get("master_switch"):
-        keys.append(("master_switch", app["master_switch"]))
-    keys += [("flags[%d]" % i, key) for i, key in enumerate(app.get("flags", []))]
+        flag_keys.append(("master_switch", app["master_switch"]))
+    flag_keys += [("flags[%d]" % i, key) for i, key in enumerate(app.get("flags", []))]
+    if _get(app, "flag_backend.type") == "command":
+        for path, key in flag_keys:
+            if not isinstance(key, str) or not FLAG_KEY.match(key):
+                yield path, "%s is not a valid flag key (letters, digits, _ . : / -)" % show(key)
+    else:
+        keys += flag_keys
     for section in ("emergency", "maintenance.env", "maintenance.env_off"):
         keys += [("%s.%s" % (section, key), key) for key in _get(app, section)]
     for path, key in keys:
@@ -453,6 +464,55 @@ def external_backups(app, raw):
             )
 
 
+def flag_backend(app, raw):
+    """A command flag backend: a get argv with {key}, a set argv with {key} and {value}, no
+    secret flag (its value would be in argv); an env backend has no commands."""
+    backend = app.get("flag_backend") or {}
+    where = "flag_backend"
+    if backend.get("type", "env") != "command":
+        for key in ("get", "set"):
+            if backend.get(key):
+                yield "%s.%s" % (where, key), "is for type command (type is env)"
+        return
+    for key, needed in (("get", ("{key}",)), ("set", ("{key}", "{value}"))):
+        argv = backend.get(key) or []
+        if not argv or not str(argv[0]).strip():
+            yield "%s.%s" % (where, key), "must be a non-empty argv list (the program first)"
+            continue
+        for placeholder in needed:
+            if not any(placeholder in str(a) for a in argv):
+                yield "%s.%s" % (where, key), "must hold %s where it goes" % placeholder
+    if backend.get("timeout", 1) <= 0:
+        yield where + ".timeout", "must be at least 1 second"
+    patterns = secret_keys(app)
+    keys = ([app["master_switch"]] if app.get("master_switch") else []) + list(app.get("flags", []))
+    for key in keys:
+        if isinstance(key, str) and any(fnmatch.fnmatchcase(key, p) for p in patterns):
+            yield (
+                where,
+                "flag %s is secret: a command backend would put its value in argv" % show(key),
+            )
+
+
+def config_rows(app, raw):
+    """Config rows: unique simple names, a dump argv, a load argv holding {file}."""
+    seen = set()
+    for i, row in enumerate(_get(app, "config.rows") or []):
+        where = "config.rows[%d]" % i
+        name = row.get("name", "")
+        if not DB_NAME.match(name) or name in (".", "..") or name in seen:
+            yield where + ".name", "%s must be unique and a simple file name" % show(name)
+        seen.add(name)
+        for key in ("dump", "load"):
+            argv = row.get(key) or []
+            if not argv or not str(argv[0]).strip():
+                yield "%s.%s" % (where, key), "must be a non-empty argv list (the program first)"
+        if row.get("load") and not any("{file}" in str(a) for a in row["load"]):
+            yield where + ".load", "must hold {file} where the file's path goes"
+        if row.get("timeout", 1) <= 0:
+            yield where + ".timeout", "must be at least 1 second"
+
+
 def cache_commands(app, raw):
     """A cache command is an argv with at least the program."""
     for i, cache in enumerate(_get(app, "config.caches") or []):
@@ -569,6 +629,8 @@ RULES = (
     config_files_backed_up,
     database_names,
     external_backups,
+    flag_backend,
+    config_rows,
     cache_commands,
     procedures,
     hook_rules,

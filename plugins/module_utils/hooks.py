@@ -107,9 +107,11 @@ def _tail(data):
     return text[-TAIL_CHARS:]
 
 
-def run(hook, env_values):
+def run(hook, env_values, stdout_file=None):
     """Run one hook; a dict with rc, duration, stdout_tail, stderr_tail, timed_out and an
-    error message ("" when rc is expected). ``env_values`` is its whole extra environment."""
+    error message ("" when rc is expected). ``env_values`` is its whole extra environment.
+    With ``stdout_file`` (an open binary file) its whole stdout goes there instead (a dump
+    of the app's config rows), and stdout_tail is empty."""
     argv = [str(a) for a in hook["command"]]
     user = hook.get("user") or ""
     home = None
@@ -137,7 +139,7 @@ def run(hook, env_values):
             cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
+            stdout=subprocess.PIPE if stdout_file is None else stdout_file,
             stderr=subprocess.PIPE,
             start_new_session=True,
         )

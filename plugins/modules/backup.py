@@ -60,6 +60,14 @@ options:
     type: list
     elements: path
     default: []
+  rows:
+    description:
+      - created, the app's config rows (C(rollback_app.config.rows)), each C(name), C(dump)
+        (an argv printing them), C(user), C(chdir), C(environment), C(timeout); each dump's
+        output is in the set as C(rows/<name>), checksummed and verified like its files.
+    type: list
+    elements: dict
+    default: []
   code_path:
     description: created, the app's code directory; its git HEAD and describe are recorded.
     type: path
@@ -186,9 +194,21 @@ from ansible_collections.rollback_ops.rollback.plugins.module_utils.backupset im
     verify_set,
     with_passwords,
 )
+from ansible_collections.rollback_ops.rollback.plugins.module_utils.configrows import (
+    RowsError,
+    dump,
+)
 from ansible_collections.rollback_ops.rollback.plugins.module_utils.options import (
     backupset_argument_spec,
 )
+
+
+def dump_rows(row, path):
+    """The app's config rows dumped into the set (a failed dump fails the set)."""
+    try:
+        dump(row, path)
+    except RowsError as exc:
+        raise BackupError(str(exc)) from None
 
 
 def main():
@@ -205,6 +225,7 @@ def main():
             databases=dict(type="list", elements="dict", default=[]),
             passwords=dict(type="dict", default={}, no_log=True),
             files=dict(type="list", elements="path", default=[]),
+            rows=dict(type="list", elements="dict", default=[]),
             code_path=dict(type="path", default=""),
             run_id=dict(type="str", default=""),
             backup_id=dict(type="str", default="", aliases=["set_id"]),
@@ -235,6 +256,8 @@ def main():
                 params["code_path"] or "",
                 params["run_id"],
                 params["restore_test"],
+                rows=params["rows"],
+                dumper=dump_rows,
             )
             result.update(
                 manifest=manifest,

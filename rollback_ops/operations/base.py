@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from rollback_ops.appspec import ENV_KEY, AppSpec, env_value_problem
+from rollback_ops.appspec import FLAG_KEY, AppSpec, env_value_problem
 from rollback_ops.exceptions import ConfigError
 from rollback_ops.runner import AnsibleOptions
 from rollback_ops.text import short
@@ -260,10 +260,11 @@ def parse_flags(items: list[str]) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--flag {short(item)}: expected KEY=VALUE")
-        if not ENV_KEY.match(key):
+        if not FLAG_KEY.match(key):  # an env key, or a command backend's (tenant:key)
             raise ConfigError(
-                f"--flag {short(item)}: {short(key)} is not a valid env key "
-                "(letters, digits and _, not starting with a digit; no blanks around it)"
+                f"--flag {short(item)}: {short(key)} is not a valid flag key "
+                "(letters, digits and _, a command backend's also . : / -; not starting with a "
+                "digit; no blanks around it)"
             )
         problem = env_value_problem(value)
         if problem:

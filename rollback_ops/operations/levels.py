@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from rollback_ops.appspec import AppSpec, mask
+from rollback_ops.appspec import ENV_KEY, AppSpec, mask
 from rollback_ops.operations.base import (
     Argument,
     Operation,
@@ -170,7 +170,22 @@ class Flag(EnvLevel):
         return {app.master_switch: app.master_switch_off}
 
     def check(self, app: AppSpec, request: Request) -> list[str]:
-        problems = super().check(app, request)
+        backend = app.flag_backend
+        problems = [] if backend.is_command else super().check(app, request)
+        if backend.is_command:
+            secret = [k for k in request.flags if app.is_secret(k)]
+            if secret:
+                problems.append(
+                    f"flag {', '.join(secret)} of app {app.name} is secret: its command flag "
+                    "backend would put the value in argv"
+                )
+        else:
+            bad = [k for k in request.flags if not ENV_KEY.match(k)]
+            if bad:
+                problems.append(
+                    f"--flag {', '.join(bad)}: not an env key (letters, digits, _); app "
+                    f"{app.name} keeps its flags in {app.env_file or 'an env file'}"
+                )
         if not request.flags and not app.master_switch and not request.undo:
             problems.append(f"no --flag given and app {app.name} has no master_switch to turn off")
         undeclared = [k for k in request.flags if k not in app.declared_keys]
@@ -181,6 +196,32 @@ class Flag(EnvLevel):
                 "--allow-new-flag to add it anyway)"
             )
         return problems
+
+    def plan(self, host: str, app: AppSpec, request: Request) -> list[str]:
+        backend = app.flag_backend
+        if not backend.is_command:
+            return super().plan(host, app, request)
+        undo = request.undo.get(host, {})  # rollback-ops undo: this host's own values
+        values = dict(undo["env"]) if "env" in undo else self.values(app, request)
+        settings = ", ".join(f"{k}={v}" for k, v in values.items())
+        units = f"; systemd knows {', '.join(app.units)}" if app.units else ""
+        steps = [
+            f"preflight (every host before any change): {', '.join(values)} declared "
+            f"for {app.name}{units}; take the host's lock; then read each flag on every host with "
+            f"{backend.describe(backend.get)}"
+            + ("; each still as the undone run left it" if undo.get("env_expect") else ""),
+            "record each flag's value before (the receipt's before/after, what undo puts back)",
+            f"set {settings}: only the flags that differ, with {backend.describe(backend.set)} "
+            "({key} and {value} replaced literally, no shell), then read each back with get",
+        ]
+        steps += [f"{s} (if a flag changed)" for s in hook_steps(app, self.name, "after_change")]
+        if app.units:
+            steps.append(f"restart {', '.join(app.units)} if a flag changed")
+        steps += [f"{s} (if a flag changed)" for s in hook_steps(app, self.name, "after_start")]
+        if request.verify:
+            steps += verify_steps(app, values)
+            steps += hook_steps(app, self.name, "verify")
+        return steps
 
 
 class Emergency(EnvLevel):
@@ -208,8 +249,8 @@ class Config(Level):
     arguments: ClassVar[tuple[Argument, ...]] = (NO_VERIFY, BACKUP_ID)
 
     def check(self, app: AppSpec, request: Request) -> list[str]:
-        if not app.config.files:
-            return [f"app {app.name} has no rollback_app.config.files to restore"]
+        if not app.config.files and not app.config.rows:
+            return [f"app {app.name} has no rollback_app.config.files or config.rows to restore"]
         return []
 
     def plan(self, host: str, app: AppSpec, request: Request) -> list[str]:
@@ -653,18 +694,41 @@ def _config_plan(
 ) -> list[str]:
     backup_set = request.backup_id or "the newest verified backup set holding them"
     files = ", ".join(app.config.files)
+    rows = ", ".join(r.name for r in app.config.rows)
+    held = " and ".join(x for x in (files, f"the config rows {rows}" if rows else "") if x)
     if undo:
         steps = _config_undo_steps(undo)
         steps += hook_steps(app, "config", "before_change")
     else:
         steps = [
             f"preflight (every host, all or nothing): {backup_set} under {app.backup.root}/"
-            f"{app.name} holds {files} with matching sha256; take the host's lock",
-            "if the files already equal the set's: nothing to do",
-            f"copy each differing file to <file>.backup.<UTC stamp>, then put back the set's "
-            f"copy (atomic, the recorded mode and owner): {files}",
+            f"{app.name} holds {held} with matching sha256"
+            + (
+                "; dump the current rows ("
+                + "; ".join(
+                    f"{r.name}: {' '.join(r.dump)}" + (f" as {r.user}" if r.user else "")
+                    for r in app.config.rows
+                )
+                + ") into temp files to compare"
+                if rows
+                else ""
+            )
+            + "; take the host's lock",
+            "if the files and rows already equal the set's: nothing to do",
         ]
-        steps[2:2] = hook_steps(app, "config", "before_change")
+        steps += hook_steps(app, "config", "before_change")
+        if files:
+            steps.append(
+                f"copy each differing file to <file>.backup.<UTC stamp>, then put back the "
+                f"set's copy (atomic, the recorded mode and owner): {files}"
+            )
+        for r in app.config.rows:
+            steps.append(
+                f"rows {r.name}, if they differ: dump the current rows to "
+                f"/var/lib/rollback-ops/config-rows/{r.name}.<UTC stamp>, then "
+                f"{' '.join(r.load)} with a private copy of the set's rows/{r.name} as {{file}}, "
+                "then dump again to compare"
+            )
     steps += hook_steps(app, "config", "after_change")
     steps += [f"clear the cache: {cache.description}" for cache in app.config.caches]
     if app.units:

@@ -8,9 +8,19 @@ import socket
 import stat
 import subprocess
 from pathlib import Path
+from typing import Callable
 
 from . import common
-from .common import CHUNK, BackupError, HashingWriter, Json, check_name, new_file, private_dir
+from .common import (
+    CHUNK,
+    BackupError,
+    HashingWriter,
+    Json,
+    check_name,
+    new_file,
+    private_dir,
+    size_and_sha256,
+)
 from .engines import engine_for
 from .layout import FORMAT, KINDS, claim_set_dir, write_manifest
 from .specs import normalize_all
@@ -81,6 +91,17 @@ def dump(spec: Json, set_dir: Path) -> Json:
     return entry
 
 
+def dump_rows(row: Json, set_dir: Path, dumper: Callable[[Json, str], None]) -> Json:
+    """The manifest's entry of one of the app's config rows (rollback_app.config.rows), its
+    dump written to rows/<name> by DUMPER (module_utils/configrows.py: the app's command)."""
+    check_name("config rows", row["name"])
+    rel = f"rows/{row['name']}"
+    private_dir(set_dir / "rows")
+    dumper(row, str(set_dir / rel))
+    size, digest = size_and_sha256(set_dir / rel)
+    return {"name": row["name"], "file": rel, "size": size, "sha256": digest}
+
+
 def create_set(
     root: str,
     app: str,
@@ -90,6 +111,8 @@ def create_set(
     code_path: str = "",
     run_id: str = "",
     restore_test: bool = False,
+    rows: list[Json] | None = None,
+    dumper: Callable[[Json, str], None] | None = None,
 ) -> Json:
     """Dump every database, copy every file, record the code, verify, write the manifest.
 
@@ -120,6 +143,7 @@ def create_set(
             "code": code_ref(code_path),
             "databases": [dump(spec, set_dir) for spec in specs],
             "files": [copy_file(f, set_dir) for f in files],
+            "rows": [dump_rows(r, set_dir, dumper) for r in rows or [] if dumper],
             "verification": {},
             "restore_test": {},
         }
