@@ -158,6 +158,8 @@ class BackupSpec:
     root: str
     files: tuple[str, ...]
     keep: int
+    crontab_users: tuple[str, ...] = ()  # backup.crontabs.users
+    crontab_files: tuple[str, ...] = ()  # backup.crontabs.files (/etc/cron.d/...)
 
 
 @dataclass(frozen=True)
@@ -320,7 +322,13 @@ def build(app: dict[str, Any], procedure: str = "") -> AppSpec:
             )
             for db in app["databases"]
         ),
-        backup=BackupSpec(backup["root"], tuple(backup["files"]), backup["keep"]),
+        backup=BackupSpec(
+            backup["root"],
+            tuple(backup["files"]),
+            backup["keep"],
+            tuple(backup["crontabs"]["users"]),
+            tuple(backup["crontabs"]["files"]),
+        ),
         config=ConfigSpec(tuple(config["files"]), tuple(map(_cache, config["caches"]))),
         secret_keys=tuple(validator.secret_keys(app)),
         verify_none_ok=app["verify"] == "none",

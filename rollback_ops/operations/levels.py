@@ -203,13 +203,18 @@ class Emergency(EnvLevel):
 class Config(Level):
     name = "config"
     playbook = "config"
-    summary = "restore the previous config files from a backup set, clear caches, restart, verify"
+    summary = (
+        "restore the previous config files and cron jobs from a backup set, clear caches, "
+        "restart, verify"
+    )
     use_when = "a configuration change broke the app; the code is fine"
     arguments: ClassVar[tuple[Argument, ...]] = (NO_VERIFY, BACKUP_ID)
 
     def check(self, app: AppSpec, request: Request) -> list[str]:
-        if not app.config.files:
-            return [f"app {app.name} has no rollback_app.config.files to restore"]
+        if not (app.config.files or app.backup.crontab_users or app.backup.crontab_files):
+            return [
+                f"app {app.name} has no rollback_app.config.files nor backup.crontabs to restore"
+            ]
         return []
 
     def plan(self, host: str, app: AppSpec, request: Request) -> list[str]:
@@ -652,7 +657,7 @@ def _config_plan(
     app: AppSpec, request: Request, undo: list[dict[str, str]] | None = None
 ) -> list[str]:
     backup_set = request.backup_id or "the newest verified backup set holding them"
-    files = ", ".join(app.config.files)
+    files = ", ".join(dict.fromkeys(app.config.files + app.backup.crontab_files))
     if undo:
         steps = _config_undo_steps(undo)
         steps += hook_steps(app, "config", "before_change")
@@ -664,6 +669,16 @@ def _config_plan(
             f"copy each differing file to <file>.backup.<UTC stamp>, then put back the set's "
             f"copy (atomic, the recorded mode and owner): {files}",
         ]
+        if app.backup.crontab_users:
+            users = ", ".join(app.backup.crontab_users)
+            steps[0] = steps[0].replace(
+                " with matching sha256", f" and the crontabs of {users} with matching sha256"
+            )
+            steps.append(
+                f"copy each differing crontab (crontab -l -u USER) to {app.backup.root}/"
+                f"{app.name}/.crontab-copies/<user>.backup.<UTC stamp>, then install the set's "
+                f"with crontab -u USER FILE: {users}"
+            )
         steps[2:2] = hook_steps(app, "config", "before_change")
     steps += hook_steps(app, "config", "after_change")
     steps += [f"clear the cache: {cache.description}" for cache in app.config.caches]

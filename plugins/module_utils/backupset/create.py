@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import common
 from .common import CHUNK, BackupError, HashingWriter, Json, check_name, new_file, private_dir
+from .crontab import save_crontab
 from .engines import engine_for
 from .layout import FORMAT, KINDS, claim_set_dir, write_manifest
 from .specs import normalize_all
@@ -90,8 +91,10 @@ def create_set(
     code_path: str = "",
     run_id: str = "",
     restore_test: bool = False,
+    crontabs: list[str] | tuple[str, ...] = (),
 ) -> Json:
-    """Dump every database, copy every file, record the code, verify, write the manifest.
+    """Dump every database, copy every file and every user's crontab, record the code,
+    verify, write the manifest.
 
     Returns the manifest. A set whose verification fails is kept (its manifest says so); a
     set whose creation fails is removed and BackupError raised."""
@@ -120,6 +123,7 @@ def create_set(
             "code": code_ref(code_path),
             "databases": [dump(spec, set_dir) for spec in specs],
             "files": [copy_file(f, set_dir) for f in files],
+            "crontabs": [save_crontab(user, set_dir) for user in crontabs],
             "verification": {},
             "restore_test": {},
         }
