@@ -27,7 +27,10 @@ COPIES = "/var/backups/rollback-ops/analyticbot/.crontab-copies"
 GOOD_CRONTAB = "# analyticbot's jobs\n*/5 * * * * /usr/bin/true nightly-report\n"
 BAD_CRONTAB = GOOD_CRONTAB + "* * * * * /usr/bin/true every-minute-experiment\n"
 GOOD_CRON_D = "SHELL=/bin/sh\n15 3 * * * analyticbot /usr/bin/true cleanup\n"
-CRON_STATE = f"crontab -l -u {USER}; sha256sum {CRON_D}; stat -c '%a %U' {CRON_D}; ls -R {COPIES} 2>/dev/null || true"
+CRON_STATE = (
+    f"crontab -l -u {USER}; sha256sum {CRON_D}; stat -c '%a %U' {CRON_D}; "
+    f"ls -R {COPIES} 2>/dev/null || true"
+)
 
 
 def lab_app(lab: LabHosts, **extra: Any) -> dict[str, Any]:
