@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ def lab_app(lab: LabHosts, **extra: Any) -> dict[str, Any]:
 
 
 def put_crontab(lab: LabHosts, text: str) -> None:
-    lab.sh(HOST, f"printf '%s' '{text}' | crontab -u {USER} -")
+    lab.sh(HOST, f"printf '%s' {shlex.quote(text)} | crontab -u {USER} -")
 
 
 @pytest.fixture
@@ -65,7 +66,7 @@ def test_a_changed_crontab_and_cron_d_file_are_restored_by_the_config_level(
     app["backup"] = {**app["backup"], "crontabs": {"users": [USER], "files": [CRON_D]}}
     inventory = cron.inventory_with(tmp_path, rollback_app=app)
     put_crontab(cron, GOOD_CRONTAB)
-    cron.sh(HOST, f"printf '%s' '{GOOD_CRON_D}' > {CRON_D} && chmod 0644 {CRON_D}")
+    cron.sh(HOST, f"printf '%s' {shlex.quote(GOOD_CRON_D)} > {CRON_D} && chmod 0644 {CRON_D}")
     made = cron.cli("backup", "create", "--inventory", inventory, "--limit", HOST, "--json")
     assert made.code == 0, made.stderr
     manifest = made.receipt["hosts"][HOST]["data"]["manifest"]

@@ -103,6 +103,7 @@ def test_every_command_is_a_registered_class_with_its_playbook_and_policy():
         "backup-import",
         "backup-verify",
         "backup-schedule",
+        "backup-export-loss",
     }
     guarded = {n for n, op in OPERATIONS.items() if op.guarded}
     # backup prune removes sets: production needs an approval for it, as for a level
