@@ -33,7 +33,7 @@ description:
     the one recorded, a file not in I(files), and a file whose sha256 is no longer the one
     the run wrote (I(expect_sha256), a later change) unless it already equals the copy. A
     file already equal to its copy (bytes, mode, owner) is left alone.
-  - With I(crontabs) the users' crontabs go back too (seed 001 restores cron jobs): each
+  - With I(crontabs) the users' crontabs go back too (seed 001 restores cron jobs); each
     must be in the set (C(backup) with I(crontabs)), its copy matching its sha256. A crontab
     that differs from the set's (C(crontab -l -u USER)) is copied to
     C(<root>/<app>/.crontab-copies/<user>.backup.<UTC stamp>) (mode 0600) when the user has
