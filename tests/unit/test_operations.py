@@ -171,7 +171,9 @@ def test_checks_against_an_app(apps: dict[str, appspec.AppSpec]):
         "app bare has no rollback_app.env_file",
         "no --flag given and app bare has no master_switch to turn off",
     ]
-    assert config.check(bare, Request()) == ["app bare has no rollback_app.config.files nor backup.crontabs to restore"]
+    assert config.check(bare, Request()) == [
+        "app bare has no rollback_app.config.files nor backup.crontabs to restore"
+    ]
     assert operations.get("emergency").check(bare, Request())[-1] == (
         "app bare has no rollback_app.emergency setting"
     )
