@@ -159,6 +159,8 @@ class BackupSpec:
     root: str
     files: tuple[str, ...]
     keep: int
+    crontab_users: tuple[str, ...] = ()  # backup.crontabs.users
+    crontab_files: tuple[str, ...] = ()  # backup.crontabs.files (/etc/cron.d/...)
 
 
 @dataclass(frozen=True)
@@ -355,7 +357,13 @@ def build(app: dict[str, Any], procedure: str = "") -> AppSpec:
             )
             for db in app["databases"]
         ),
-        backup=BackupSpec(backup["root"], tuple(backup["files"]), backup["keep"]),
+        backup=BackupSpec(
+            backup["root"],
+            tuple(backup["files"]),
+            backup["keep"],
+            tuple(backup["crontabs"]["users"]),
+            tuple(backup["crontabs"]["files"]),
+        ),
         config=ConfigSpec(
             tuple(config["files"]),
             tuple(map(_cache, config["caches"])),

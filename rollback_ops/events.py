@@ -168,6 +168,8 @@ class EventCollector:
             host.data["config_files"] = res["config_files"]  # what rollback-ops undo reads
         if module == "configrows" and status == "changed" and res.get("config_rows"):
             host.data["config_rows"] = res["config_rows"]  # the rows loaded, their dumps before
+        if module == "configrestore" and status == "changed" and res.get("crontabs"):
+            host.data["crontabs"] = res["crontabs"]  # each user's crontab copied and installed
         if status == "changed":
             host.backups += [str(b) for b in res.get("backup_files") or [] if isinstance(b, str)]
         backup = res.get("backup_file")

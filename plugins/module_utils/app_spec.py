@@ -425,6 +425,23 @@ def config_files_backed_up(app, raw):
             yield "config.files[%d]" % i, "%s is not in backup.files, so no set holds it" % path
 
 
+CRON_USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+
+
+def crontabs(app, raw):
+    """backup.crontabs: user names, and files directly under /etc/cron.d/ (cron reads no
+    other; a name with a dot is ignored by cron)."""
+    for i, user in enumerate(_get(app, "backup.crontabs.users") or []):
+        if not CRON_USER.match(user):
+            yield "backup.crontabs.users[%d]" % i, "%r is not a user name" % user
+    for i, path in enumerate(_get(app, "backup.crontabs.files") or []):
+        if os.path.dirname(path) != "/etc/cron.d" or not os.path.basename(path):
+            yield (
+                "backup.crontabs.files[%d]" % i,
+                "%s is not a file directly under /etc/cron.d/" % path,
+            )
+
+
 def database_names(app, raw):
     """Databases have unique simple names (they name the dumps in a set)."""
     seen = set()
@@ -627,6 +644,7 @@ RULES = (
     code_files,
     maintenance_env,
     config_files_backed_up,
+    crontabs,
     database_names,
     external_backups,
     flag_backend,

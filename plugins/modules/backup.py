@@ -12,7 +12,8 @@ short_description: Create, list, verify and prune backup sets of an app's databa
 description:
   - A backup set is C(<root>/<app>/<set_id>/) (directories 0700, files 0600) holding
     C(manifest.json), C(db/<name>.dump) (PostgreSQL custom format), C(db/<name>.sqlite3) or
-    C(db/<name>.sql.gz) (MySQL), and C(files/<absolute path>) copies of the app's files.
+    C(db/<name>.sql.gz) (MySQL), C(files/<absolute path>) copies of the app's files and
+    C(crontabs/<user>) copies of its users' crontabs.
     I(backup_id) is C(<UTC %Y%m%dT%H%M%SZ>-<kind>).
   - C(state=created) dumps each database with its engine's own tool (PostgreSQL, pg_dump in
     the snapshot of a REPEATABLE READ session that takes each table's row count and checksum
@@ -67,6 +68,12 @@ options:
         output is in the set as C(rows/<name>), checksummed and verified like its files.
     type: list
     elements: dict
+  crontabs:
+    description:
+      - created, the users whose crontab (C(crontab -l -u USER)) the set holds, as
+        C(crontabs/<user>) with its sha256 (a user without one is recorded as absent).
+    type: list
+    elements: str
     default: []
   code_path:
     description: created, the app's code directory; its git HEAD and describe are recorded.
@@ -111,7 +118,8 @@ EXAMPLES = r"""
     databases:
       - {name: main, engine: postgresql, database: shop, host: 127.0.0.1, user: shop}
     passwords: {main: "{{ vault_shop_db_password }}"}
-    files: [/srv/shop/.env]
+    files: [/srv/shop/.env, /etc/cron.d/shop]
+    crontabs: [shop]
     code_path: /srv/shop/current
     run_id: "{{ rollback_run_id }}"
   register: __set
@@ -226,6 +234,7 @@ def main():
             passwords=dict(type="dict", default={}, no_log=True),
             files=dict(type="list", elements="path", default=[]),
             rows=dict(type="list", elements="dict", default=[]),
+            crontabs=dict(type="list", elements="str", default=[]),
             code_path=dict(type="path", default=""),
             run_id=dict(type="str", default=""),
             backup_id=dict(type="str", default="", aliases=["set_id"]),
@@ -256,6 +265,7 @@ def main():
                 params["code_path"] or "",
                 params["run_id"],
                 params["restore_test"],
+                crontabs=params["crontabs"],
                 rows=params["rows"],
                 dumper=dump_rows,
             )

@@ -33,6 +33,13 @@ description:
     the one recorded, a file not in I(files), and a file whose sha256 is no longer the one
     the run wrote (I(expect_sha256), a later change) unless it already equals the copy. A
     file already equal to its copy (bytes, mode, owner) is left alone.
+  - With I(crontabs) the users' crontabs go back too (seed 001 restores cron jobs); each
+    must be in the set (C(backup) with I(crontabs)), its copy matching its sha256. A crontab
+    that differs from the set's (C(crontab -l -u USER)) is copied to
+    C(<root>/<app>/.crontab-copies/<user>.backup.<UTC stamp>) (mode 0600) when the user has
+    one, then the set's is installed with C(crontab -u USER FILE) (C(crontab -r) where the set
+    recorded none). Returned in C(crontabs), the copies in C(backup_files) too. An undo
+    (I(undo)) does not touch crontabs.
   - The diff holds the changed lines only; on a line setting a key that looks secret (the
     M(rollback_ops.rollback.envfile) patterns C(*_KEY), C(*_TOKEN), C(*PASSWORD*),
     C(*SECRET*), in any case; set with C(=) or a colon) the value shows as
@@ -61,6 +68,11 @@ options:
       - What to put back from a run's copies (from its receipt's C(config_files)), each
         C(path), C(copy) (empty for a file the run created), C(copy_sha256) and, unless the
         undo is forced, C(expect_sha256) (the sha256 the run wrote). I(backup_id) is not used.
+  crontabs:
+    type: list
+    elements: str
+    default: []
+    description: Users whose crontab to put back from the set (each must be in it).
   min_free_mb:
     type: int
     default: 10
@@ -75,7 +87,8 @@ EXAMPLES = r"""
   rollback_ops.rollback.configrestore:
     state: checked
     app: shop
-    files: [/etc/shop/app.toml, /srv/shop/.env]
+    files: [/etc/shop/app.toml, /srv/shop/.env, /etc/cron.d/shop]
+    crontabs: [shop]
   register: __config
 
 - name: Put them back, keeping a copy of the current ones
@@ -83,7 +96,8 @@ EXAMPLES = r"""
     state: restored
     app: shop
     set_id: "{{ __config.set_id }}"
-    files: [/etc/shop/app.toml, /srv/shop/.env]
+    files: [/etc/shop/app.toml, /srv/shop/.env, /etc/cron.d/shop]
+    crontabs: [shop]
   when: __config.needed
 """
 
@@ -111,9 +125,17 @@ config_files:
   type: list
   elements: dict
   returned: when state is restored and something changed
+crontabs:
+  description:
+    - Per crontab put back, C(user), C(copy) (the copy of the one replaced, empty where the
+      user had none), C(copy_sha256) and C(sha256) (of the one installed, empty when removed).
+  type: list
+  elements: dict
+  returned: when state is restored and a crontab changed
 """
 
 import difflib
+import hashlib
 import os
 import re
 import stat
@@ -124,6 +146,11 @@ from ansible_collections.rollback_ops.rollback.plugins.module_utils.backupset im
     list_sets,
     read_manifest,
     set_path,
+)
+from ansible_collections.rollback_ops.rollback.plugins.module_utils.backupset.crontab import (
+    copy_crontab,
+    install_crontab,
+    read_crontab,
 )
 from ansible_collections.rollback_ops.rollback.plugins.module_utils.envfile import (
     DEFAULT_SECRET_KEYS,
@@ -143,8 +170,9 @@ from ansible_collections.rollback_ops.rollback.plugins.module_utils.options impo
 )
 
 
-def choose(root, app, set_id, files):
-    """(set_dir, manifest) of the given set, or of the newest usable one holding every file."""
+def choose(root, app, set_id, files, crontabs=()):
+    """(set_dir, manifest) of the given set, or of the newest usable one holding every file
+    and every user's crontab."""
     if set_id:
         set_dir = set_path(root, app, set_id)
         return set_dir, read_manifest(set_dir)
@@ -154,11 +182,13 @@ def choose(root, app, set_id, files):
         set_dir = set_path(root, app, summary["set_id"])
         manifest = read_manifest(set_dir)
         held = set(entry["path"] for entry in manifest.get("files", []))
-        if all(f in held for f in files):
+        users = set(entry["user"] for entry in manifest.get("crontabs", []))
+        if all(f in held for f in files) and all(u in users for u in crontabs):
             return set_dir, manifest
+    wanted = list(files) + ["the crontab of %s" % u for u in crontabs]
     raise BackupError(
         "no verified backup set of %s under %s holds %s (`rollback-ops backup list`)"
-        % (app, root, ", ".join(files))
+        % (app, root, ", ".join(wanted))
     )
 
 
@@ -189,7 +219,11 @@ def shown(line):
 def changed_lines(path, source):
     """Only the lines that differ, numbered (the rest of a config file may hold secrets),
     the values of secret-looking keys masked."""
-    old, new = lines_of(path), lines_of(source)
+    return changed_between(lines_of(path), lines_of(source))
+
+
+def changed_between(old, new):
+    """changed_lines of two lists of lines (None: binary or unreadable)."""
     if old is None or new is None:
         return "(binary or unreadable)\n", "(binary or unreadable)\n"
     before, after = [], []
@@ -307,16 +341,79 @@ def put_back(path, copy):
     return dict(path=path, copy=made, copy_sha256=sha256(made) if made else "", sha256=sha256(path))
 
 
+def crontab_plan(params, set_dir, manifest, result):
+    """[(user, current, wanted)] of the crontabs that differ from the set's (None: the user
+    has none / the set recorded none); problems go to result."""
+    entries = dict((e["user"], e) for e in manifest.get("crontabs", []))
+    plan = []
+    for user in params["crontabs"]:
+        entry = entries.get(user)
+        if entry is None:
+            result["problems"].append(
+                "the crontab of %s is not in backup set %s" % (user, manifest["set_id"])
+            )
+            continue
+        wanted = None
+        if entry.get("present"):
+            source = os.path.join(str(set_dir), entry["file"])
+            if not os.path.isfile(source) or sha256(source) != entry.get("sha256"):
+                result["problems"].append(
+                    "the copy of %s's crontab in set %s does not match its sha256"
+                    % (user, manifest["set_id"])
+                )
+                continue
+            with open(source, "rb") as handle:
+                wanted = handle.read()
+        try:
+            current = read_crontab(user)
+        except BackupError as exc:
+            result["problems"].append(str(exc))
+            continue
+        if current != wanted:
+            plan.append((user, current, wanted))
+    return plan
+
+
+def crontab_lines(data):
+    if data is None:
+        return []
+    try:
+        return data.decode("utf-8").splitlines(True)
+    except UnicodeDecodeError:
+        return None
+
+
+def put_crontab(params, user, current, wanted):
+    """Copy the user's current crontab, install the set's; the entry of crontabs."""
+    copy = ""
+    if current is not None:
+        copy = copy_crontab(user, current, params["root"], params["app"])
+    install_crontab(user, wanted)
+    if read_crontab(user) != wanted:
+        raise BackupError(
+            "the crontab of %s is not the set's after crontab -u %s (its copy: %s)"
+            % (user, user, copy or "none, it had none")
+        )
+    return dict(
+        user=user,
+        copy=copy,
+        copy_sha256=sha256(copy) if copy else "",
+        sha256=hashlib.sha256(wanted).hexdigest() if wanted is not None else "",
+    )
+
+
 def set_plan(params, result):
-    """[(entry, source)] to put back from the backup set; its id goes to result."""
+    """([(entry, source)], [(user, current, wanted)]) to put back from the backup set; its id
+    goes to result."""
     try:
         set_dir, manifest = choose(
-            params["root"], params["app"], params["backup_id"], params["files"]
+            params["root"], params["app"], params["backup_id"], params["files"], params["crontabs"]
         )
     except BackupError as exc:
         result["problems"].append(str(exc))
-        return []
+        return [], []
     result["set_id"] = manifest["set_id"]
+    crontabs = crontab_plan(params, set_dir, manifest, result)
     entries = dict((e["path"], e) for e in manifest.get("files", []))
     plan = []
     for path in params["files"]:
@@ -342,7 +439,7 @@ def set_plan(params, result):
                 result["problems"].append(problem)
                 continue
             plan.append((entry, source))
-    return plan
+    return plan, crontabs
 
 
 def main():
@@ -352,6 +449,7 @@ def main():
             backup_id=dict(type="str", default="", aliases=["set_id"]),
             files=dict(type="list", elements="path", required=True),
             undo=dict(type="list", elements="dict", default=[]),
+            crontabs=dict(type="list", elements="str", default=[]),
             min_free_mb=dict(type="int", default=10),
             **backupset_argument_spec(),
         ),
@@ -360,7 +458,7 @@ def main():
     params = module.params
     result = dict(changed=False, set_id="", needed=False, differs=[], problems=[])
     undo = bool(params["undo"])
-    plan = undo_plan(params, result) if undo else set_plan(params, result)
+    plan, crontabs = (undo_plan(params, result), []) if undo else set_plan(params, result)
     writes = [
         (
             entry["path"],
@@ -373,8 +471,9 @@ def main():
     if result["problems"]:
         module.fail_json(msg="config: " + "; ".join(result["problems"]), **result)
     result["differs"] = [entry["path"] for entry, _ in plan]
-    result["needed"] = bool(plan)
-    if params["state"] == "checked" or not plan:
+    result["differs"] += ["crontab of %s" % user for user, _, _ in crontabs]
+    result["needed"] = bool(plan or crontabs)
+    if params["state"] == "checked" or not result["needed"]:
         module.exit_json(**result)
     result["changed"] = True
     result["diff"] = []
@@ -386,6 +485,16 @@ def main():
             header = "%s (set %s)" % (entry["path"], result["set_id"])
         result["diff"].append(
             dict(before=before, after=after, before_header=entry["path"], after_header=header)
+        )
+    for user, current, wanted in crontabs:
+        before, after = changed_between(crontab_lines(current), crontab_lines(wanted))
+        result["diff"].append(
+            dict(
+                before=before,
+                after=after,
+                before_header="crontab of %s" % user,
+                after_header="crontab of %s (set %s)" % (user, result["set_id"]),
+            )
         )
     if module.check_mode:
         module.exit_json(**result)
@@ -406,6 +515,16 @@ def main():
         except FileError as exc:
             module.fail_json(msg="config: %s" % exc, **result)
         result["config_files"].append(done)
+        if done["copy"]:
+            result["backup_files"].append(done["copy"])
+    if crontabs:
+        result["crontabs"] = []
+    for user, current, wanted in crontabs:
+        try:
+            done = put_crontab(params, user, current, wanted)
+        except BackupError as exc:
+            module.fail_json(msg="config: %s" % exc, **result)
+        result["crontabs"].append(done)
         if done["copy"]:
             result["backup_files"].append(done["copy"])
     module.exit_json(**result)

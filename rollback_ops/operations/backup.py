@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from typing import ClassVar
+from pathlib import Path
+from typing import Any, ClassVar
 
+from rollback_ops import paths, receipts
 from rollback_ops.appspec import AppSpec
 from rollback_ops.durations import duration
+from rollback_ops.exceptions import ConfigError
 from rollback_ops.operations.base import (
     Argument,
     Operation,
@@ -235,3 +238,80 @@ class Unschedule(Job):
     playbook = "backup_unschedule"
     summary = "remove the backup timer"
     examples = ("rollback-ops backup unschedule -i prod --app shop",)
+
+
+def _out_dir(text: str) -> str:
+    """--out DIR as an absolute path on the controller."""
+    return str(Path(text).expanduser().resolve()) if text else ""
+
+
+class ExportLoss(Backup):
+    """The rows a data or full run's restore lost, for the app team to replay (seed 002
+    strategy 4): each host restores the run's forensic set into a scratch database and
+    exports the data_loss_tables rows the live database lacks or holds differently."""
+
+    name = "backup-export-loss"
+    playbook = "backup_export_loss"
+    summary = (
+        "write the rows a data or full run's restore lost (in its forensic set, missing or "
+        "changed after it) as SQL (INSERT ... ON CONFLICT DO NOTHING / INSERT OR IGNORE) or CSV"
+    )
+    needs_db_passwords = True
+    examples = (
+        f"{B}export-loss 20261203T071500Z-a1b2c3 -i prod --out ./lost",
+        f"{B}export-loss 20261203T071500Z-a1b2c3 -i prod --format csv --out ./lost",
+    )
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        argument(
+            "run_id",
+            metavar="RUN_ID",
+            help="the data or full run (see `history`); its receipt names each host's forensic set",
+            request_field="loss_run",
+        ),
+        APP,
+        argument(
+            "--format",
+            dest="loss_format",
+            choices=["sql", "csv"],
+            default="sql",
+            help="sql (default): one INSERT per row that skips a taken key; csv: a header row",
+            request_field="loss_format",
+        ),
+        argument(
+            "--out",
+            metavar="DIR",
+            default="",
+            help="the controller's directory the files go to, <host>-<database>-<table>.<format> "
+            "(default: only counted)",
+            request_field="loss_out",
+            convert=_out_dir,
+        ),
+    )
+
+    def request(self, args: argparse.Namespace, **over: Any) -> Request:
+        """The receipt of RUN_ID names each host's forensic set (a bad RUN_ID: one line)."""
+        run_id = str(args.run_id)
+        receipt, _ = receipts.load(paths.state_dir(getattr(args, "state_dir", None)), run_id)
+        level = str(receipt.get("level", ""))
+        if level not in ("data", "full"):
+            raise ConfigError(
+                f"run {run_id} is a {level or '?'} run: only the data and full levels take a "
+                "forensic set and report lost rows"
+            )
+        raw = receipt.get("hosts")
+        hosts: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        sets = {
+            str(host): str(result["data"]["forensic_set_id"])
+            for host, result in hosts.items()
+            if isinstance(result, dict)
+            and isinstance(result.get("data"), dict)
+            and result["data"].get("forensic_set_id")
+        }
+        if not sets:
+            raise ConfigError(f"run {run_id}'s receipt names no forensic set on any host")
+        return super().request(args, loss_sets=sets, **over)
+
+    def check(self, app: AppSpec, request: Request) -> list[str]:
+        if not any(db.data_loss_tables for db in app.databases):
+            return [f"app {app.name} has no databases[].data_loss_tables to export"]
+        return []

@@ -48,6 +48,10 @@ class Request:
     max_age_seconds: int | None = None  # backup verify: a verified set this young must exist
     unlock_runs: dict[str, str] = field(default_factory=dict)  # unlock: per host, the run
     unlock_inspect: bool = False  # unlock's first phase: read the locks only
+    loss_run: str = ""  # backup export-loss: the data or full run whose lost rows to export
+    loss_format: str = "sql"  # backup export-loss: sql or csv
+    loss_out: str = ""  # backup export-loss: the controller's directory the files go to
+    loss_sets: dict[str, str] = field(default_factory=dict)  # export-loss: host -> forensic set
     # undo: per host, what goes back (rollback_ops.undo): env values, keys to remove, the
     # values the keys may hold now; for code the HEAD and branch to put back exactly
     undo: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -88,6 +92,10 @@ REQUEST_KEYS: dict[str, tuple[type, ...]] = {
     "max_age_seconds": (int, type(None)),
     "unlock_runs": (dict,),
     "unlock_inspect": (bool,),
+    "loss_run": (str,),
+    "loss_format": (str,),
+    "loss_out": (str,),
+    "loss_sets": (dict,),
     "undo": (dict,),
     "controller": (dict,),
     "authorized_environments": (list,),
@@ -137,6 +145,10 @@ def rollback_request(
         "max_age_seconds": request.max_age_seconds,
         "unlock_runs": dict(request.unlock_runs),
         "unlock_inspect": request.unlock_inspect,
+        "loss_run": request.loss_run,
+        "loss_format": request.loss_format,
+        "loss_out": request.loss_out,
+        "loss_sets": dict(request.loss_sets),
         "undo": {host: dict(entry) for host, entry in request.undo.items()},
         "controller": {
             "name": str(controller["controller"]),

@@ -244,13 +244,20 @@ class Emergency(EnvLevel):
 class Config(Level):
     name = "config"
     playbook = "config"
-    summary = "restore the previous config files from a backup set, clear caches, restart, verify"
+    summary = (
+        "restore the previous config files and cron jobs from a backup set, clear caches, "
+        "restart, verify"
+    )
     use_when = "a configuration change broke the app; the code is fine"
     arguments: ClassVar[tuple[Argument, ...]] = (NO_VERIFY, BACKUP_ID)
 
     def check(self, app: AppSpec, request: Request) -> list[str]:
-        if not app.config.files and not app.config.rows:
-            return [f"app {app.name} has no rollback_app.config.files or config.rows to restore"]
+        config, backup = app.config, app.backup
+        if not (config.files or config.rows or backup.crontab_users or backup.crontab_files):
+            return [
+                f"app {app.name} has no rollback_app.config.files, config.rows nor "
+                "backup.crontabs to restore"
+            ]
         return []
 
     def plan(self, host: str, app: AppSpec, request: Request) -> list[str]:
@@ -693,9 +700,18 @@ def _config_plan(
     app: AppSpec, request: Request, undo: list[dict[str, str]] | None = None
 ) -> list[str]:
     backup_set = request.backup_id or "the newest verified backup set holding them"
-    files = ", ".join(app.config.files)
+    files = ", ".join(dict.fromkeys(app.config.files + app.backup.crontab_files))
     rows = ", ".join(r.name for r in app.config.rows)
-    held = " and ".join(x for x in (files, f"the config rows {rows}" if rows else "") if x)
+    users = ", ".join(app.backup.crontab_users)
+    held = " and ".join(
+        x
+        for x in (
+            files,
+            f"the config rows {rows}" if rows else "",
+            f"the crontabs of {users}" if users else "",
+        )
+        if x
+    )
     if undo:
         steps = _config_undo_steps(undo)
         steps += hook_steps(app, "config", "before_change")
@@ -714,7 +730,7 @@ def _config_plan(
                 else ""
             )
             + "; take the host's lock",
-            "if the files and rows already equal the set's: nothing to do",
+            "if the files, rows and crontabs already equal the set's: nothing to do",
         ]
         steps += hook_steps(app, "config", "before_change")
         if files:
@@ -728,6 +744,12 @@ def _config_plan(
                 f"/var/lib/rollback-ops/config-rows/{r.name}.<UTC stamp>, then "
                 f"{' '.join(r.load)} with a private copy of the set's rows/{r.name} as {{file}}, "
                 "then dump again to compare"
+            )
+        if users:
+            steps.append(
+                f"copy each differing crontab (crontab -l -u USER) to {app.backup.root}/"
+                f"{app.name}/.crontab-copies/<user>.backup.<UTC stamp>, then install the set's "
+                f"with crontab -u USER FILE: {users}"
             )
     steps += hook_steps(app, "config", "after_change")
     steps += [f"clear the cache: {cache.description}" for cache in app.config.caches]

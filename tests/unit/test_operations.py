@@ -46,6 +46,10 @@ CONTRACT = {
     "max_age_seconds",
     "unlock_runs",
     "unlock_inspect",
+    "loss_run",
+    "loss_format",
+    "loss_out",
+    "loss_sets",
     "undo",
     "controller",
     "authorized_environments",
@@ -103,6 +107,7 @@ def test_every_command_is_a_registered_class_with_its_playbook_and_policy():
         "backup-import",
         "backup-verify",
         "backup-schedule",
+        "backup-export-loss",
     }
     guarded = {n for n, op in OPERATIONS.items() if op.guarded}
     # backup prune removes sets: production needs an approval for it, as for a level
@@ -122,6 +127,7 @@ def test_every_command_is_a_registered_class_with_its_playbook_and_policy():
         "unlock-inspect",
         "backup-list",
         "backup-verify",
+        "backup-export-loss",  # a scratch database it drops; the files go to the controller
         "status",
         # they write approval records as the person's own login, never app state
         "request",
@@ -166,7 +172,7 @@ def test_checks_against_an_app(apps: dict[str, appspec.AppSpec]):
         "no --flag given and app bare has no master_switch to turn off",
     ]
     assert config.check(bare, Request()) == [
-        "app bare has no rollback_app.config.files or config.rows to restore"
+        "app bare has no rollback_app.config.files, config.rows nor backup.crontabs to restore"
     ]
     assert operations.get("emergency").check(bare, Request())[-1] == (
         "app bare has no rollback_app.emergency setting"
@@ -244,8 +250,9 @@ def test_the_cli_is_built_from_the_operations():
         parser = subparser(*path)
         assert parser.description == op.summary[:1].upper() + op.summary[1:] + "."  # as a sentence
         assert {"--inventory", "--limit", "--json"} <= options_of(parser)
+        positionals = {a.dest for a in parser._actions if not a.option_strings}
         for arg in op.arguments:
-            assert set(arg.names) <= options_of(parser), (path, arg.names)
+            assert set(arg.names) <= options_of(parser) | positionals, (path, arg.names)
     backup = subparser("backup")
     (actions,) = [a for a in backup._actions if isinstance(a, argparse._SubParsersAction)]
     assert set(actions.choices) == {

@@ -21,6 +21,7 @@ from .common import (
     private_dir,
     size_and_sha256,
 )
+from .crontab import save_crontab
 from .engines import engine_for
 from .layout import FORMAT, KINDS, claim_set_dir, write_manifest
 from .specs import normalize_all
@@ -113,8 +114,10 @@ def create_set(
     restore_test: bool = False,
     rows: list[Json] | None = None,
     dumper: Callable[[Json, str], None] | None = None,
+    crontabs: list[str] | tuple[str, ...] = (),
 ) -> Json:
-    """Dump every database, copy every file, record the code, verify, write the manifest.
+    """Dump every database, copy every file and every user's crontab, record the code,
+    verify, write the manifest.
 
     Returns the manifest. A set whose verification fails is kept (its manifest says so); a
     set whose creation fails is removed and BackupError raised."""
@@ -144,6 +147,7 @@ def create_set(
             "databases": [dump(spec, set_dir) for spec in specs],
             "files": [copy_file(f, set_dir) for f in files],
             "rows": [dump_rows(r, set_dir, dumper) for r in rows or [] if dumper],
+            "crontabs": [save_crontab(user, set_dir) for user in crontabs],
             "verification": {},
             "restore_test": {},
         }

@@ -51,7 +51,7 @@ def parser() -> argparse.ArgumentParser:
     out.add_argument(
         "--config",
         required=True,
-        help="JSON: app, root, kind, databases, files, code_path, keep, max_age_days",
+        help="JSON: app, root, kind, databases, files, crontabs, code_path, keep, max_age_days",
     )
     out.add_argument("--kind", help="create: overrides the config's kind (default scheduled)")
     out.add_argument("--run-id", default="", help="create: recorded in the manifest")
@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> tuple[Any, int]:
             config.get("code_path") or "",
             args.run_id or config.get("run_id") or "",
             restore_test,
+            config.get("crontabs") or [],
         )
         return manifest, 0 if manifest["verification"]["ok"] else 1
     if args.command == "list":

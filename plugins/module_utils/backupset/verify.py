@@ -15,6 +15,7 @@ from .specs import normalize_all
 def check_files(set_dir: Path, manifest: Json, checks: list[str], problems: list[str]) -> None:
     entries = list(manifest.get("databases", [])) + list(manifest.get("files", []))
     entries += list(manifest.get("rows", []))  # the app's config rows (config.rows)
+    entries += [c for c in manifest.get("crontabs", []) if c.get("present")]
     if manifest.get("keys"):
         entries.append(manifest["keys"])
     for entry in entries:

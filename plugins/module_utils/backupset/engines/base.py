@@ -13,11 +13,13 @@ environment variable only (``password_var``) and redacted from whatever the tool
 from __future__ import annotations
 
 import abc
+import contextlib
 import gzip
 import os
 import pwd
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
@@ -110,6 +112,26 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def migrate(self, script: bytes) -> None:
         """Run one SQL script in one transaction: all of it applied, or nothing."""
+
+    # ------------------------------------------------------------------------- lost rows
+
+    @contextlib.contextmanager
+    def scratch(self, path: Path) -> Iterator[Engine]:
+        """An engine bound to a throwaway database restored from the set's copy at path,
+        dropped afterwards (backup export-loss reads the forensic set there)."""
+        raise BackupError(f"database {self.spec.get('name')}: {self.name} has no export-loss")
+        yield self  # pragma: no cover
+
+    def rows(
+        self, table: str, columns: list[str], key: str, keys: list[str], literal: bool
+    ) -> list[list[str | None]]:
+        """The rows whose key (as text) is one of keys, each its columns' values as text
+        (None for NULL), or as SQL literals with literal."""
+        raise BackupError(f"database {self.spec.get('name')}: {self.name} has no export-loss")
+
+    def insert(self, table: str, columns: list[str], literals: list[str | None]) -> str:
+        """One statement inserting a row unless its key is taken (replayable twice)."""
+        raise BackupError(f"database {self.spec.get('name')}: {self.name} has no export-loss")
 
     def schema_version(self) -> str:
         """The live database's schema version (its schema_version_query), or ""."""

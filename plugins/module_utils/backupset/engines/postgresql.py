@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,9 @@ def ident(name: str) -> str:
 
 def literal(text: str) -> str:
     return quote(text, "'")
+
+
+literal_of = literal
 
 
 class Session:
@@ -301,6 +305,49 @@ class PostgreSQL(ServerEngine):
                 return session.stats(tables)
         finally:
             self.run(["dropdb", "-w", "--if-exists", *conn, scratch], check=False)
+
+    @contextlib.contextmanager
+    def scratch(self, path: Path) -> Iterator[PostgreSQL]:
+        self.connection_needed()
+        scratch = f"{self.spec['database']}_rbo_loss_{os.getpid()}"[:63]
+        conn = self.conn()
+        self.run(["dropdb", "-w", "--if-exists", *conn, scratch])
+        self.run(["createdb", "-w", *conn, scratch])
+        try:
+            argv = ["pg_restore", "-w", "--single-transaction", "--exit-on-error", "--no-owner"]
+            argv += ["--no-privileges", *conn, "-d", scratch]
+            with path.open("rb") as handle:
+                self.run(argv, stdin=handle)
+            yield PostgreSQL({**self.spec, "database": scratch})
+        finally:
+            self.run(["dropdb", "-w", "--if-exists", *conn, scratch], check=False)
+
+    def rows(
+        self, table: str, columns: list[str], key: str, keys: list[str], literal: bool
+    ) -> list[list[str | None]]:
+        if not keys:
+            return []
+        wrap = "quote_nullable({})" if literal else "({})::text"
+        cols = ", ".join(wrap.format(ident(c)) for c in columns)
+        nulls = ", ".join(f"{ident(c)} IS NULL" for c in columns)
+        wanted = ", ".join(literal_of(k) for k in keys)
+        sql = (
+            f"SELECT {nulls}, {cols} FROM {ident(table)} "  # noqa: S608
+            f"WHERE ({ident(key)})::text IN ({wanted}) ORDER BY {ident(key)}"
+        )
+        n = len(columns)
+        with self.session() as session:
+            return [
+                [None if row[i] == "t" else row[n + i] for i in range(n)]
+                for row in session.query(sql)
+            ]
+
+    def insert(self, table: str, columns: list[str], literals: list[str | None]) -> str:
+        values = ", ".join("NULL" if v is None else v for v in literals)
+        cols = ", ".join(ident(c) for c in columns)
+        # the values are literals quote_nullable made
+        sql = f"INSERT INTO {ident(table)} ({cols}) VALUES ({values})"  # noqa: S608
+        return sql + " ON CONFLICT DO NOTHING;"
 
     # ------------------------------------------------------------------------- the live database
 

@@ -33,6 +33,13 @@ def row_text(row: Any) -> bytes:
     return json.dumps(values, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
 
+def sql_text(value: Any) -> str:
+    """A value as CSV text (a blob as hex)."""
+    if isinstance(value, (bytes, memoryview)):
+        return "\\x" + bytes(value).hex()
+    return str(value)
+
+
 def read_only(path: Path) -> sqlite3.Connection:
     if not path.is_file():
         raise BackupError(f"sqlite database {path} does not exist")
@@ -216,6 +223,40 @@ class SQLite(Engine):
             shutil.copyfile(path, copy)
             with opened(copy) as con:
                 return stats(con, tables)
+
+    @contextlib.contextmanager
+    def scratch(self, path: Path) -> Iterator[SQLite]:
+        with tempfile.TemporaryDirectory(prefix="rbo-loss-") as tmp:
+            copy = Path(tmp) / "forensic.sqlite3"
+            shutil.copyfile(path, copy)
+            yield SQLite({**self.spec, "path": str(copy)})
+
+    def rows(
+        self, table: str, columns: list[str], key: str, keys: list[str], literal: bool
+    ) -> list[list[str | None]]:
+        wanted = set(keys)
+        cols = ", ".join(ident(c) for c in columns)
+        sql = f"SELECT {ident(key)}, {cols} FROM {ident(table)} ORDER BY {ident(key)}"  # noqa: S608
+        found: list[list[str | None]] = []
+        with opened(self.path) as con:
+            for row in con.execute(sql):
+                if str(row[0]) not in wanted:
+                    continue
+                values = list(row[1:])
+                if literal:
+                    quoted = con.execute(
+                        "SELECT " + ", ".join("quote(?)" for _ in values), values
+                    ).fetchone()
+                    found.append([str(v) for v in quoted])
+                else:
+                    found.append([None if v is None else sql_text(v) for v in values])
+        return found
+
+    def insert(self, table: str, columns: list[str], literals: list[str | None]) -> str:
+        values = ", ".join("NULL" if v is None else v for v in literals)
+        cols = ", ".join(ident(c) for c in columns)
+        # the values are literals quote() made
+        return f"INSERT OR IGNORE INTO {ident(table)} ({cols}) VALUES ({values});"  # noqa: S608
 
     # ------------------------------------------------------------------------- the live database
 
