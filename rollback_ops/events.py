@@ -28,6 +28,8 @@ HIDDEN_ACTIONS = ("validate_argument_spec", "include_role", "include_tasks")
 # what the backup modules return that goes into the receipt (HostResult.data)
 # what a receipt keeps of each hook run (data.hooks; the output tails stay in the events)
 HOOK_KEYS = ("name", "step", "rc", "duration", "ran", "passed_in", "would_run")
+# what a receipt keeps of backup export-loss per table (data.loss_export; not the rows)
+LOSS_EXPORT_KEYS = ("database", "table", "key", "rows", "missing_count", "changed_count")
 DATA_KEYS = (
     "set_id",
     "live_differences",
@@ -170,6 +172,16 @@ class EventCollector:
             host.data["config_rows"] = res["config_rows"]  # the rows loaded, their dumps before
         if module == "configrestore" and status == "changed" and res.get("crontabs"):
             host.data["crontabs"] = res["crontabs"]  # each user's crontab copied and installed
+        if module == "lossexport_info" and isinstance(res.get("tables"), list):
+            # what was exported, counted (the rows themselves only in the files)
+            host.data["loss_export"] = {
+                "forensic_set_id": res.get("forensic_set_id", ""),
+                "tables": [
+                    {k: t[k] for k in LOSS_EXPORT_KEYS if k in t}
+                    for t in res["tables"]
+                    if isinstance(t, dict)
+                ],
+            }
         if status == "changed":
             host.backups += [str(b) for b in res.get("backup_files") or [] if isinstance(b, str)]
         backup = res.get("backup_file")

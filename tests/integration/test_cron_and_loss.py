@@ -142,6 +142,9 @@ def test_rows_written_after_the_backup_are_exported_and_replaying_them_brings_th
         "--out", str(out), "--json",
     )  # fmt: skip
     assert exported.code == 0, exported.stderr
+    (counted,) = exported.receipt["hosts"][host]["data"]["loss_export"]["tables"]
+    assert (counted["table"], counted["rows"]) == ("orders", 15)
+    assert "content" not in counted  # counts in the receipt, the rows only in the files
     sql_file = out / f"{host}-main-orders.sql"
     statements = sql_file.read_text().splitlines()
     assert len(statements) == 15
