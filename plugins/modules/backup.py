@@ -68,6 +68,7 @@ options:
         output is in the set as C(rows/<name>), checksummed and verified like its files.
     type: list
     elements: dict
+    default: []
   crontabs:
     description:
       - created, the users whose crontab (C(crontab -l -u USER)) the set holds, as
