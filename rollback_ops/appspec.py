@@ -158,6 +158,7 @@ class BackupSpec:
     root: str
     files: tuple[str, ...]
     keep: int
+    offhost_host: str = ""  # backup.offhost.host: the backup host keeping copies ("": none)
 
 
 @dataclass(frozen=True)
@@ -320,7 +321,12 @@ def build(app: dict[str, Any], procedure: str = "") -> AppSpec:
             )
             for db in app["databases"]
         ),
-        backup=BackupSpec(backup["root"], tuple(backup["files"]), backup["keep"]),
+        backup=BackupSpec(
+            backup["root"],
+            tuple(backup["files"]),
+            backup["keep"],
+            (backup.get("offhost") or {}).get("host", ""),
+        ),
         config=ConfigSpec(tuple(config["files"]), tuple(map(_cache, config["caches"]))),
         secret_keys=tuple(validator.secret_keys(app)),
         verify_none_ok=app["verify"] == "none",
