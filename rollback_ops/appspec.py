@@ -161,6 +161,7 @@ class BackupSpec:
     keep: int
     crontab_users: tuple[str, ...] = ()  # backup.crontabs.users
     crontab_files: tuple[str, ...] = ()  # backup.crontabs.files (/etc/cron.d/...)
+    offhost_host: str = ""  # backup.offhost.host: the backup host keeping copies ("": none)
 
 
 @dataclass(frozen=True)
@@ -363,6 +364,7 @@ def build(app: dict[str, Any], procedure: str = "") -> AppSpec:
             backup["keep"],
             tuple(backup["crontabs"]["users"]),
             tuple(backup["crontabs"]["files"]),
+            (backup.get("offhost") or {}).get("host", ""),
         ),
         config=ConfigSpec(
             tuple(config["files"]),
@@ -442,13 +444,27 @@ def parse_app(host: Host) -> tuple[AppSpec | None, list[str]]:
     return build(app), errors
 
 
+def offhost_problems(host: Host, inventory: Inventory) -> list[str]:
+    """backup.offhost.host must name a host of the inventory."""
+    app = host.vars.get("rollback_app")
+    backup = app.get("backup") if isinstance(app, dict) else None
+    offhost = backup.get("offhost") if isinstance(backup, dict) else None
+    name = offhost.get("host") if isinstance(offhost, dict) else None
+    if not isinstance(name, str) or not name:
+        return []  # absent, or a problem the schema reports
+    where = f"{host.origin('rollback_app')}: rollback_app.backup.offhost.host"
+    if name not in inventory.hosts:
+        return [f"{where}: {short(name)} is not a host of the inventory (host {host.name})"]
+    return []
+
+
 def parse_inventory(inventory: Inventory) -> dict[str, AppSpec]:
     """Every host's AppSpec, or ConfigError listing every problem with file and key."""
     specs: dict[str, AppSpec] = {}
     errors: list[str] = []
     for host in inventory.hosts.values():
         spec, problems = parse_app(host)
-        errors += problems
+        errors += problems + offhost_problems(host, inventory)
         if spec is not None:
             specs[host.name] = spec
     if errors:

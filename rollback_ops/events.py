@@ -156,6 +156,8 @@ class EventCollector:
             for key in DATA_KEYS:
                 if key in res:
                     host.data[key] = res[key]
+        if module == "offhost_info" and status == "ok" and isinstance(res.get("offhost"), dict):
+            host.data["offhost"] = res["offhost"]  # a set's copy on the backup host
         if module in ("approval", "approval_info"):  # what the host judged (approvals.read)
             host.data["approval"] = {
                 k: res[k]

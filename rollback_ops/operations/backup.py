@@ -71,6 +71,34 @@ class Create(Job):
     )
 
 
+class Copy(Job):
+    name = "backup-copy"
+    playbook = "backup_copy"
+    summary = (
+        "copy a verified set (default: the newest) to the app's backup.offhost host and "
+        "verify it there; a copy already whole there is not copied again"
+    )
+    examples = (
+        "rollback-ops backup copy -i prod",
+        "rollback-ops backup copy -i prod --backup-id 20261203T070000Z-predeploy --json",
+    )
+    arguments: ClassVar[tuple[Argument, ...]] = (
+        APP,
+        argument(
+            "--backup-id",
+            metavar="SET_ID",
+            default="",
+            help="default: the newest verified set",
+            request_field="backup_id",
+        ),
+    )
+
+    def check(self, app: AppSpec, request: Request) -> list[str]:
+        if not app.backup.offhost_host:
+            return [f"app {app.name} has no rollback_app.backup.offhost (the backup host)"]
+        return []
+
+
 class List(Backup):
     name = "backup-list"
     playbook = "backup_list"

@@ -10,7 +10,8 @@ import it as ``ansible_collections.rollback_ops.rollback.plugins.module_utils.ba
   SQLite, MySQL/MariaDB), chosen by name from one registry (``engine_for``).
 - ``layout``: set paths, ids and the manifest; ``specs``: database specs and passwords.
 - ``create``, ``verify``, ``prune``, ``choose`` (what to restore, checked before anything
-  stops), ``restore``, ``forensic``: the operations on sets; ``job``: the scheduled job.
+  stops), ``restore``, ``forensic``: the operations on sets; ``offhost``: a set's copy on
+  a backup host; ``job``: the scheduled job.
 - ``external``: the backups a team already makes, picked, checked and adopted into a set.
 
 Passwords never go into argv, results, manifests or error messages: they reach the client
@@ -26,6 +27,7 @@ from .engines import ENGINES, Engine, engine_for
 from .external import adopt, check_external, external_sources, find_adopted, newest_first
 from .forensic import create_forensic, data_loss, find_forensic, save_keys
 from .layout import list_sets, read_manifest, set_path
+from .offhost import describe, set_files
 from .prune import prune
 from .restore import integrity, restore_database, restore_set, run_migrations
 from .specs import normalize_database, with_passwords
@@ -42,6 +44,7 @@ __all__ = [
     "create_forensic",
     "create_set",
     "data_loss",
+    "describe",
     "engine_for",
     "external_sources",
     "find_adopted",
@@ -59,6 +62,7 @@ __all__ = [
     "run_migrations",
     "save_keys",
     "schema_check",
+    "set_files",
     "set_path",
     "span",
     "verify_set",
