@@ -37,6 +37,9 @@ DATA_KEYS = (
     "migrations_first",  # why the migration rollback ran before the restore (foreign keys)
     "integrity",
     "data_loss",
+    "planned",  # dbmigrate: what the schema level's files would drop (the preview)
+    "dropped",  # dbmigrate: what they dropped (tables, columns, non-null values)
+    "values_lost",
     "manifest",
     "sets",
     "verification",
