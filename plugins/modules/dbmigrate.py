@@ -14,7 +14,7 @@ description:
   - Runs each database's C(migrations_rollback) files against the live database, each file
     in one transaction, in order. Nothing is restored; the rows written since the release
     stay, only what the files drop goes (seed 003 step 4, C(004_rollback.sql)).
-  - First a preview, always: the files run in one transaction that is rolled back
+  - First a preview, always; the files run in one transaction that is rolled back
     (PostgreSQL, SQLite), counting what they would drop, the tables (rows and non-null
     values) and the columns of the kept tables (non-null values). C(state=previewed) stops
     there and changes nothing.
@@ -23,8 +23,13 @@ description:
     counts what they dropped from the live databases before and after, and runs the
     integrity_checks (fails, after the change, when one fails). When the preview finds no
     change (the schema is already rolled back) nothing is done and C(changed) is false.
+  - A file that cannot run twice (SQLite has no C(DROP COLUMN IF EXISTS)) fails its preview
+    once applied; when this module recorded exactly these files as applied to the database
+    (in I(root)/I(app)/.schema-rollback.json), that database counts as rolled back
+    (C(already_applied) in its cost) instead of failing. Any other failing preview fails
+    before anything changes, naming the database and the error.
   - A file with its own C(BEGIN;) or C(COMMIT;) is refused before anything runs. MySQL is
-    refused: its DDL commits by itself, so it can be neither previewed nor undone.
+    refused; its DDL commits by itself, so it can be neither previewed nor undone.
   - Passwords go in I(passwords) (name to password, never logged), never in I(databases).
   - Supports check mode (the preview, as C(state=previewed)).
 author: rollback-ops developers
@@ -132,7 +137,7 @@ def main():
     try:
         databases = with_passwords(params["databases"], params["passwords"])
         if params["state"] == "previewed" or module.check_mode:
-            planned = preview_schema_rollback(databases)
+            planned = preview_schema_rollback(databases, params["root"], params["app"])
             result.update(planned=planned, values_lost=total(planned))
             result["changed"] = params["state"] == "applied" and any(
                 c["changes"] for c in planned.values()

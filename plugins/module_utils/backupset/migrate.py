@@ -4,10 +4,12 @@ set before anything changes, integrity checks after."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from pathlib import Path
 
-from .common import BackupError, Json
+from .common import BackupError, Json, check_name, private_dir, write_json_atomic
 from .engines import engine_for
 from .forensic import create_forensic, find_forensic
 from .restore import integrity, run_migrations
@@ -38,6 +40,34 @@ def read_scripts(spec: Json) -> list[bytes]:
             )
         scripts.append(script)
     return scripts
+
+
+# per app, what each database last had applied by the schema level: {db: [sha256, ...]}
+APPLIED = ".schema-rollback.json"
+
+
+def applied_path(root: str, app: str) -> Path:
+    check_name("app", app)
+    return Path(root) / app / APPLIED
+
+
+def recorded(root: str, app: str) -> Json:
+    """The files the schema level applied, per database ({} when none or unreadable)."""
+    if not root or not app:
+        return {}
+    try:
+        data = json.loads(applied_path(root, app).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def record(root: str, app: str, name: str, scripts: list[bytes]) -> None:
+    """Remember that database NAME has had exactly these files applied."""
+    data = recorded(root, app)
+    data[name] = [hashlib.sha256(s).hexdigest() for s in scripts]
+    private_dir(Path(root) / app)
+    write_json_atomic(applied_path(root, app), data)
 
 
 def cost(before: Json, after: Json) -> Json:
@@ -71,10 +101,14 @@ def cost(before: Json, after: Json) -> Json:
     }
 
 
-def preview(databases: list[Json]) -> Json:
+def preview(databases: list[Json], root: str = "", app: str = "") -> Json:
     """Each database's cost of its migration rollback files, run in a transaction that is
-    rolled back (nothing changes). A database without files costs nothing."""
+    rolled back (nothing changes). A database without files costs nothing. A file that
+    cannot run again (ALTER TABLE ... DROP COLUMN without IF EXISTS, as SQLite has no other)
+    fails its preview once applied: when this level recorded exactly these files as applied
+    to the database (ROOT/APP/.schema-rollback.json), it costs nothing (already_applied)."""
     result: Json = {}
+    done = recorded(root, app)
     for spec in normalize_all(databases):
         scripts = read_scripts(spec)
         if not scripts:
@@ -83,6 +117,10 @@ def preview(databases: list[Json]) -> Json:
         try:
             before, after = engine_for(spec).preview_migrations(scripts)
         except BackupError as exc:
+            sums = [hashlib.sha256(s).hexdigest() for s in scripts]
+            if done.get(spec["name"]) == sums:
+                result[spec["name"]] = dict(cost({}, {}), already_applied=str(exc))
+                continue
             raise BackupError(
                 f"database {spec['name']}: preview of the migration rollback: {exc}"
             ) from exc
@@ -99,7 +137,7 @@ def apply(
     databases before and after, then the integrity checks. Raises BackupError (what was done
     in .result) when a file fails; integrity failures come back with ok False."""
     specs = normalize_all(databases)
-    planned = preview(specs)
+    planned = preview(specs, root, app)
     result: Json = {
         "changed": False,
         "planned": planned,
@@ -133,6 +171,7 @@ def apply(
         except BackupError as exc:
             result["migrations"][name] = exc.result.get("migrations", [])
             raise BackupError(f"database {name}: {exc}", result) from exc
+        record(root, app, name, read_scripts(spec))
         result["dropped"][name] = cost(before, engine.schema_snapshot())
     for spec in specs:
         result["integrity"][spec["name"]] = integrity(spec)
