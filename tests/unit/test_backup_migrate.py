@@ -11,7 +11,10 @@ from typing import Any
 
 import pytest
 
+from rollback_ops.appspec import AppSpec
+from rollback_ops.operations import Request, levels
 from tests.conftest import load_module
+from tests.unit.test_backup_external import build
 from tests.unit.test_backupset import pg, pgdb, shop_sql  # noqa: F401 (fixtures)
 
 rbs = load_module("plugins/module_utils/backupset")
@@ -204,3 +207,27 @@ def test_postgresql_preview_apply_and_a_second_apply(
     assert rbs.find_forensic(root, "shop", "r1") is not None
     again = rbs.apply_schema_rollback(root, "shop", [spec], run_id="r2")
     assert not again["changed"] and again["migrations"] == {}
+
+
+def _app(**db: Any) -> AppSpec:
+    raw = {
+        "name": "vidapp",
+        "units": ["vidapp"],
+        "databases": [{"name": "main", "engine": "sqlite", "path": "/srv/v/app.db", **db}],
+    }
+    return build(raw)
+
+
+def test_the_schema_level_plan_and_its_refusals():
+    schema = levels.Schema()
+    request = Request(level="schema")
+    app = _app(migrations_rollback=["/srv/v/004_rollback.sql"])
+    assert schema.check(app, request) == []
+    steps = schema.plan("web1", app, request)
+    order = ["preview", "forensic set", "run main: /srv/v/004_rollback.sql"]
+    positions = [next(i for i, s in enumerate(steps) if s.startswith(o)) for o in order]
+    assert positions == sorted(positions)
+    assert "rolled back" in steps[0] and not any(s.startswith("stop") for s in steps)
+    assert schema.check(_app(), request) == [
+        "app vidapp has no rollback_app.databases[].migrations_rollback to run"
+    ]
