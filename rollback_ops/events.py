@@ -148,7 +148,7 @@ class EventCollector:
                 host.code["images"] = res["images"]
             if res.get("containers"):
                 host.code["containers"] = res["containers"]
-        if module in ("dbrestore", "backup", "status_info") and status in (
+        if module in ("dbrestore", "dbmigrate", "backup", "status_info") and status in (
             "ok",
             "changed",
         ):

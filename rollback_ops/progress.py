@@ -415,7 +415,7 @@ def _schema(host: HostResult) -> list[str]:
     lines = []
     for name, cost in costs.items():
         if not cost.get("changes"):
-            lines.append(f"  {name}: schema already rolled back, nothing to drop")
+            lines.append(f"{name}: schema already rolled back, nothing to drop")
             continue
         what = [
             f"column {c['table']}.{c['column']} ({c['non_null']} value(s))"
@@ -426,11 +426,11 @@ def _schema(host: HostResult) -> list[str]:
             for t in cost.get("tables", [])
         ]
         lines.append(
-            f"  {name}: migration rollback {verb} {'; '.join(what) or 'nothing'} "
+            f"{name}: migration rollback {verb} {'; '.join(what) or 'nothing'} "
             f"- {cost.get('values_lost', 0)} non-null value(s) lost"
         )
     if data.get("forensic_set_id"):
-        lines.append(f"  live data from before kept in forensic set {data['forensic_set_id']}")
+        lines.append(f"live data from before kept in forensic set {data['forensic_set_id']}")
     return lines
 
 
