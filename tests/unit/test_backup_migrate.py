@@ -5,6 +5,7 @@ and on the throwaway PostgreSQL server of test_backupset (skipped there without 
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -231,3 +232,42 @@ def test_the_schema_level_plan_and_its_refusals():
     assert schema.check(_app(), request) == [
         "app vidapp has no rollback_app.databases[].migrations_rollback to run"
     ]
+
+
+def test_the_level_end_to_end_through_the_cli_on_a_local_sqlite_app(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], app: dict
+):
+    """The real CLI and playbook (the demo's sandbox, local connection): check mode shows the
+    cost and changes nothing; the apply drops the columns after a forensic set, the recap and
+    the Rollback Log list them; a second apply changes nothing."""
+    from rollback_ops import report
+    from tests.unit.ci_sandbox import run, sandbox
+
+    backups = str(tmp_path / "backups")
+    sandbox(tmp_path, databases=[app["spec"]], backup={"root": backups})
+    argv = ("apply", "--level", "schema", "-i", "local", "--yes")
+    before = app["db"].read_bytes()
+    code, _out, err = run(capsys, tmp_path, *argv, "--check", "--diff")
+    assert code == 0, err
+    assert app["db"].read_bytes() == before and not Path(backups).exists()
+    assert (
+        "main: migration rollback would drop column orders.has_video (3 value(s)); column "
+        "orders.has_media (2 value(s)); table videos (2 row(s), 3 value(s)) - "
+        "8 non-null value(s) lost" in err
+    ), err
+
+    code, out, err = run(capsys, tmp_path, *argv, "--json")
+    assert code == 0, err
+    receipt = json.loads(out)
+    data = receipt["hosts"]["localhost"]["data"]
+    assert data["dropped"]["main"]["values_lost"] == 8 and data["forensic_set_id"]
+    assert [r[1] for r in sql(app["db"], "PRAGMA table_info(orders)")] == ["id", "customer"]
+    assert sql(app["db"], "SELECT count(*) FROM orders") == [(5,)]
+    log = report.render(tmp_path, receipt["run_id"])
+    assert "| main | column orders.has_video | - | 3 |" in log
+    assert f"kept in forensic set `{data['forensic_set_id']}`" in log
+
+    code, out, err = run(capsys, tmp_path, *argv, "--json")
+    assert code == 0, err
+    assert json.loads(out)["changed"] == 0
+    assert "main: schema already rolled back, nothing to drop" in err
