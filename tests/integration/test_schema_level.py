@@ -87,7 +87,8 @@ def test_the_schema_level_drops_the_two_columns_and_keeps_every_other_write(
     orders = int(psql(lab, "SELECT count(*) FROM orders"))
     assert orders >= 17  # 10 from the baseline, 7 since the release
     videos = int(psql(lab, "SELECT count(has_video) FROM orders"))
-    assert videos == orders and psql(lab, "SELECT count(has_media) FROM orders") == "4"
+    assert videos == orders - 7  # the rows written after the release have none
+    assert psql(lab, "SELECT count(has_media) FROM orders") == "4"
     assert psql(lab, COLUMNS) == "amount,created_at,customer,has_media,has_video,id"
     before = kept(lab)
     assert before["version"] == "4"
