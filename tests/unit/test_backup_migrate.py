@@ -232,6 +232,21 @@ def test_the_schema_level_plan_and_its_refusals():
     assert schema.check(_app(), request) == [
         "app vidapp has no rollback_app.databases[].migrations_rollback to run"
     ]
+    mysql = build(
+        {
+            "name": "vidapp",
+            "databases": [
+                {
+                    "name": "my",
+                    "engine": "mysql",
+                    "database": "v",
+                    "migrations_rollback": ["/r.sql"],
+                }
+            ],
+        }
+    )
+    (problem,) = schema.check(mysql, request)
+    assert problem.startswith("database my: the schema level runs on postgresql and sqlite")
 
 
 def test_the_level_end_to_end_through_the_cli_on_a_local_sqlite_app(
