@@ -39,6 +39,9 @@ DATA_KEYS = (
     "migrations_first",  # why the migration rollback ran before the restore (foreign keys)
     "integrity",
     "data_loss",
+    "planned",  # dbmigrate: what the schema level's files would drop (the preview)
+    "dropped",  # dbmigrate: what they dropped (tables, columns, non-null values)
+    "values_lost",
     "manifest",
     "sets",
     "verification",
@@ -149,7 +152,7 @@ class EventCollector:
                 host.code["images"] = res["images"]
             if res.get("containers"):
                 host.code["containers"] = res["containers"]
-        if module in ("dbrestore", "backup", "status_info") and status in (
+        if module in ("dbrestore", "dbmigrate", "backup", "status_info") and status in (
             "ok",
             "changed",
         ):

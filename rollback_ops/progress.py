@@ -405,11 +405,40 @@ def _code(host: HostResult) -> str:
     return "restored from " + ", ".join(str(b) for b in backups.values())
 
 
+def _schema(host: HostResult) -> list[str]:
+    """The schema level on a host: what its migration rollback dropped (or would)."""
+    data = host.data
+    costs = data.get("dropped") or data.get("planned") or {}
+    if "restored" in data or not costs:
+        return []
+    verb = "dropped" if data.get("dropped") else "would drop"
+    lines = []
+    for name, cost in costs.items():
+        if not cost.get("changes"):
+            lines.append(f"{name}: schema already rolled back, nothing to drop")
+            continue
+        what = [
+            f"column {c['table']}.{c['column']} ({c['non_null']} value(s))"
+            for c in cost.get("columns", [])
+        ]
+        what += [
+            f"table {t['table']} ({t['rows']} row(s), {t['non_null']} value(s))"
+            for t in cost.get("tables", [])
+        ]
+        lines.append(
+            f"{name}: migration rollback {verb} {'; '.join(what) or 'nothing'} "
+            f"- {cost.get('values_lost', 0)} non-null value(s) lost"
+        )
+    if data.get("forensic_set_id"):
+        lines.append(f"live data from before kept in forensic set {data['forensic_set_id']}")
+    return lines
+
+
 def _restore(host: HostResult) -> list[str]:
     """The full level's database restore on a host: set, migrations, integrity, data loss."""
     data = host.data
     if "restored" not in data:
-        return []
+        return _schema(host)
     lines = [f"databases restored from backup set {data.get('set_id')}"]
     first = data.get("migrations_first") or {}
     for name, files in (data.get("migrations") or {}).items():

@@ -238,6 +238,65 @@ def data_loss(receipt: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def schema_changes(receipt: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per host, what the schema level's migration rollback dropped (``dropped``) or, in
+    check mode or when nothing ran, would drop (``planned``): per database the columns and
+    tables, with the non-null values (and rows) they held, the forensic set, the files run
+    and the integrity checks. Empty for a run of another level."""
+    out: dict[str, dict[str, Any]] = {}
+    for host, h in receipt["hosts"].items():
+        data = _dict(h.get("data"))
+        if "restored" in data or ("dropped" not in data and "planned" not in data):
+            continue
+        done = bool(_dict(data.get("dropped")))
+        costs = _dict(data.get("dropped")) if done else _dict(data.get("planned"))
+        databases = []
+        for database, cost in costs.items():
+            cost = _dict(cost)
+            dropped = [
+                {
+                    "what": f"column {_dict(c).get('table', '?')}.{_dict(c).get('column', '?')}",
+                    "rows": "",
+                    "non_null": _number(_dict(c).get("non_null")),
+                }
+                for c in _list(cost.get("columns"))
+            ] + [
+                {
+                    "what": f"table {_dict(t).get('table', '?')}",
+                    "rows": _number(_dict(t).get("rows")),
+                    "non_null": _number(_dict(t).get("non_null")),
+                }
+                for t in _list(cost.get("tables"))
+            ]
+            databases.append(
+                {
+                    "database": str(database),
+                    "changes": cost.get("changes") is True,
+                    "dropped": dropped,
+                    "values_lost": _number(cost.get("values_lost")),
+                }
+            )
+        out[host] = {
+            "done": done,
+            "forensic_set_id": str(data.get("forensic_set_id") or ""),
+            "databases": databases,
+            "migrations": [
+                f"{database}: {_dict(m).get('file', '?')}"
+                for database, files in _dict(data.get("migrations")).items()
+                for m in _list(files)
+            ],
+            "integrity": [
+                f"{database}: {'ok' if _dict(check).get('ok') is True else 'FAILED'}"
+                for database, check in _dict(data.get("integrity")).items()
+            ],
+        }
+    return out
+
+
+def _number(value: Any) -> int | str:
+    return value if isinstance(value, int) and not isinstance(value, bool) else "?"
+
+
 def _dict(value: Any) -> dict[Any, Any]:
     return value if isinstance(value, dict) else {}
 
@@ -342,6 +401,7 @@ def context(state_dir: Path, run_id: str) -> dict[str, Any]:
         # the shape templates written before `checks` read: check name -> host -> step
         "verification": {c["name"].removeprefix("healthcheck: "): c["hosts"] for c in checks},
         "data_loss": data_loss(receipt),
+        "schema": schema_changes(receipt),
         "hooks": hook_runs(receipt),
         "failed": failed,
     }

@@ -21,6 +21,8 @@ STEPS = {
     "code": ("before_stop", "after_revert", "after_start", "verify"),
     "full": ("before_stop", "after_revert", "after_start", "verify"),
     "data": ("before_stop", "after_restore", "after_start", "verify"),
+    # the app keeps running (seed 003 step 4): no stop, so no before_stop/after_start
+    "schema": ("before_change", "after_change", "verify"),
     "config": ("before_change", "after_change", "after_start", "verify"),
     "flag": ("after_change", "after_start", "verify"),
     "emergency": ("after_change", "after_start", "verify"),

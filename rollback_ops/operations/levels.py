@@ -304,6 +304,62 @@ class Data(Level):
         return _data_plan(app, request)
 
 
+class Schema(Level):
+    name = "schema"
+    playbook = "schema"
+    summary = (
+        "the migration rollback files on the live databases (no restore, no code): previewed "
+        "and counted, forensic set, each file in one transaction, integrity checks"
+    )
+    use_when = (
+        "the code is already back and the release's migration must go; every other write stays"
+    )
+    needs_db_passwords = True
+    arguments: ClassVar[tuple[Argument, ...]] = (NO_VERIFY,)
+
+    def check(self, app: AppSpec, request: Request) -> list[str]:
+        problems = []
+        if not any(d.migrations_rollback for d in app.databases):
+            problems.append(
+                f"app {app.name} has no rollback_app.databases[].migrations_rollback to run"
+            )
+        for db in app.databases:
+            if db.migrations_rollback and db.engine not in ("postgresql", "sqlite"):
+                problems.append(
+                    f"database {db.name}: the schema level runs on postgresql and sqlite, not "
+                    f"{db.engine} (its DDL commits by itself: no preview, no undo)"
+                )
+        return problems
+
+    def plan(self, host: str, app: AppSpec, request: Request) -> list[str]:
+        dbs = [d for d in app.databases if d.migrations_rollback]
+        files = "; ".join(f"{d.name}: {', '.join(d.migrations_rollback)}" for d in dbs)
+        steps = [
+            f"preview (every host, before anything changes): run {files} in a transaction "
+            "that is rolled back, counting the tables and columns they drop and the non-null "
+            "values those held",
+            "preflight: free disk; take the host's lock",
+            "if the files change nothing (already rolled back): nothing to do",
+        ]
+        steps += hook_steps(app, "schema", "before_change")
+        steps += [
+            f"forensic set of the live databases ({', '.join(d.name for d in app.databases)}) "
+            f"in {app.backup.root}/{app.name}/<stamp>-forensic",
+            f"run {files}, each file in one transaction, on the live database (no restore, "
+            "no stop: the app keeps running); count what they dropped",
+        ]
+        steps += [
+            f"integrity checks of {d.name}: {', '.join(d.integrity_checks)}"
+            for d in app.databases
+            if d.integrity_checks
+        ]
+        steps += hook_steps(app, "schema", "after_change")
+        if request.verify:
+            steps += verify_steps(app, {})
+            steps += hook_steps(app, "schema", "verify")
+        return steps
+
+
 class Full(Code):
     name = "full"
     playbook = "full"

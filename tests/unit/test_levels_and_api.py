@@ -23,7 +23,9 @@ def test_parse_flags():
 def test_unknown_levels_are_refused_naming_the_levels():
     with pytest.raises(
         ConfigError,
-        match="unknown level 'nope'; choose one of flag, emergency, config, code, data, full",
+        match=(
+            "unknown level 'nope'; choose one of flag, emergency, config, code, data, schema, full"
+        ),
     ):
         operations.get("nope")
 

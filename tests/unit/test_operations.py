@@ -88,6 +88,7 @@ def test_every_command_is_a_registered_class_with_its_playbook_and_policy():
         "config",
         "code",
         "data",
+        "schema",
         "full",
     ]
     for op in RUNNABLE:
@@ -102,6 +103,7 @@ def test_every_command_is_a_registered_class_with_its_playbook_and_policy():
     assert [n for n, op in OPERATIONS.items() if op.resumable] == ["code", "data", "full"]
     assert {n for n, op in OPERATIONS.items() if op.needs_db_passwords} == {
         "data",
+        "schema",
         "full",
         "backup-create",
         "backup-import",
@@ -117,6 +119,7 @@ def test_every_command_is_a_registered_class_with_its_playbook_and_policy():
         "config",
         "code",
         "data",
+        "schema",
         "full",
         "unlock",
         "backup-prune",

@@ -262,3 +262,59 @@ def test_without_a_history_row_the_link_comes_from_the_receipt(
     put(state_dir, {**full_receipt, key: "20261202T120000Z-abcdef"})
     text = report.render(state_dir, FULL_ID)
     assert f"**Linked Runs**: {words} `20261202T120000Z-abcdef`\n" in text
+
+
+def _schema_receipt(full_receipt: dict[str, Any], check: bool) -> dict[str, Any]:
+    """The real receipt's shape, its hosts' data replaced by the schema level's (dbmigrate)."""
+    receipt = copy.deepcopy(full_receipt)
+    receipt.update(level="schema", check=check)
+    cost = {
+        "columns": [
+            {"table": "orders", "column": "has_video", "non_null": 17},
+            {"table": "orders", "column": "has_media", "non_null": 4},
+        ],
+        "tables": [{"table": "videos", "rows": 2, "non_null": 3}],
+        "added": [],
+        "rows_changed": {},
+        "values_lost": 24,
+        "changes": True,
+    }
+    for host, h in receipt["hosts"].items():
+        h["data"] = {"planned": {"main": cost, "analytics": {**cost, "changes": False}}}
+        if not check:
+            h["data"].update(
+                dropped={"main": cost},
+                forensic_set_id=f"20261203T074000Z-forensic-{host}",
+                migrations={"main": [{"file": "/srv/a/004_rollback.sql", "sha256": "ab"}]},
+                integrity={"main": {"ok": True, "passed": [], "failures": []}},
+            )
+    return receipt
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_the_schema_section_lists_what_was_dropped_with_its_values(
+    state_dir: Path, full_receipt: dict[str, Any], check: bool
+):
+    put(state_dir, _schema_receipt(full_receipt, check))
+    text = report.render(state_dir, FULL_ID)
+    part = section(text, "Schema Rolled Back").split("### web2\n", 1)[1].split("### ", 1)[0]
+    assert table_rows(part) == [
+        ["Database", "Dropped", "Rows", "Non-null values"],
+        ["main", "column orders.has_video", "-", "17"],
+        ["main", "column orders.has_media", "-", "4"],
+        ["main", "table videos", "2", "3"],
+    ]
+    if check:
+        assert "Nothing ran (check mode)" in part and "24 non-null value(s) would be lost" in part
+        assert "analytics: the schema is already rolled back" in part
+    else:
+        assert "kept in forensic set `20261203T074000Z-forensic-web2`" in part
+        assert "24 non-null value(s) lost in main" in part
+        assert "**Files run**: main: /srv/a/004_rollback.sql" in part
+        assert "**Integrity**: main: ok" in part
+    assert "does not restore databases" in section(text, "Data Loss")
+
+
+def test_no_schema_section_for_other_levels(state_dir: Path, full_receipt: dict[str, Any]):
+    put(state_dir, full_receipt)
+    assert "## Schema Rolled Back" not in report.render(state_dir, FULL_ID)

@@ -10,8 +10,9 @@ import it as ``ansible_collections.rollback_ops.rollback.plugins.module_utils.ba
   SQLite, MySQL/MariaDB), chosen by name from one registry (``engine_for``).
 - ``layout``: set paths, ids and the manifest; ``specs``: database specs and passwords.
 - ``create``, ``verify``, ``prune``, ``choose`` (what to restore, checked before anything
-  stops), ``restore``, ``forensic``: the operations on sets; ``offhost``: a set's copy on
-  a backup host; ``job``: the scheduled job.
+  stops), ``restore``, ``forensic``: the operations on sets; ``migrate``: the schema level's
+  migration rollback on the live databases (previewed, then applied); ``offhost``: a set's
+  copy on a backup host; ``job``: the scheduled job.
 - ``external``: the backups a team already makes, picked, checked and adopted into a set.
 
 Passwords never go into argv, results, manifests or error messages: they reach the client
@@ -27,6 +28,9 @@ from .engines import ENGINES, Engine, engine_for
 from .external import adopt, check_external, external_sources, find_adopted, newest_first
 from .forensic import create_forensic, data_loss, find_forensic, save_keys
 from .layout import list_sets, read_manifest, set_path
+from .migrate import apply as apply_schema_rollback
+from .migrate import cost as schema_cost
+from .migrate import preview as preview_schema_rollback
 from .offhost import describe, set_files
 from .prune import prune
 from .restore import integrity, restore_database, restore_set, run_migrations
@@ -38,6 +42,7 @@ __all__ = [
     "BackupError",
     "Engine",
     "adopt",
+    "apply_schema_rollback",
     "check_external",
     "check_restorable",
     "choose_set",
@@ -55,6 +60,7 @@ __all__ = [
     "live_differences",
     "newest_first",
     "normalize_database",
+    "preview_schema_rollback",
     "prune",
     "read_manifest",
     "restore_database",
@@ -62,6 +68,7 @@ __all__ = [
     "run_migrations",
     "save_keys",
     "schema_check",
+    "schema_cost",
     "set_files",
     "set_path",
     "span",

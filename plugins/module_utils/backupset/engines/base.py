@@ -133,10 +133,29 @@ class Engine(abc.ABC):
         """One statement inserting a row unless its key is taken (replayable twice)."""
         raise BackupError(f"database {self.spec.get('name')}: {self.name} has no export-loss")
 
+    def schema_snapshot(self) -> Json:
+        """Each live table: its row count and, per column, its non-null values
+        ({table: {"rows": n, "columns": {column: n}}})."""
+        raise BackupError(f"the {self.name} engine cannot count the live schema's values")
+
+    def preview_migrations(self, scripts: list[bytes]) -> tuple[Json, Json]:
+        """schema_snapshot before and after the scripts, run in one transaction that is
+        then rolled back: nothing of them stays."""
+        raise BackupError(
+            f"the {self.name} engine cannot preview a migration rollback (its DDL commits "
+            "by itself); the schema level supports postgresql and sqlite"
+        )
+
     def schema_version(self) -> str:
         """The live database's schema version (its schema_version_query), or ""."""
         query = self.spec["schema_version_query"]
         return self.value(query) if query else ""
+
+
+def counting_values(table_sql: str, columns: list[str], ident_of: Any) -> str:
+    """One query counting a table's rows and each column's non-null values."""
+    counts = ", ".join(["count(*)"] + [f"count({ident_of(c)})" for c in columns])
+    return f"SELECT {counts} FROM {table_sql}"  # noqa: S608
 
 
 def wrapped(sql: str, shown: int) -> tuple[str, str]:

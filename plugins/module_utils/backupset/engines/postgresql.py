@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..common import BackupError, Json, quote, tail
-from .base import ServerEngine, wrapped
+from .base import ServerEngine, counting_values, wrapped
 
 # Order-independent table checksum: the sum of a 64-bit hash of each row's text.
 # hashtextextended (PG 11+) is about 3x cheaper than md5 here, and the pass runs beside
@@ -151,6 +151,18 @@ class Session:
             "AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
         )
         return [row[0] for row in self.query(sql)]
+
+    def snapshot(self) -> Json:
+        """Each table's rows and its columns' non-null values (Engine.schema_snapshot)."""
+        shot: Json = {}
+        for table in self.tables():
+            cols = self.columns(table)
+            counts = self.query(counting_values(ident(table), cols, ident))[0]
+            shot[table] = {
+                "rows": int(counts[0]),
+                "columns": {c: int(n) for c, n in zip(cols, counts[1:])},
+            }
+        return shot
 
     def stats(self, tables: list[str]) -> Json:
         stats = {}
@@ -381,3 +393,19 @@ class PostgreSQL(ServerEngine):
         argv = ["psql", "-X", "-q", "-w", "-v", "ON_ERROR_STOP=1", "--single-transaction"]
         argv += [*self.conn(), "-d", self.spec["database"], "-f", "-"]
         self.run(argv, data=script, extra_env=self.lock_timeout_env())
+
+    def schema_snapshot(self) -> Json:
+        with self.session() as session:
+            return session.snapshot()
+
+    def preview_migrations(self, scripts: list[bytes]) -> tuple[Json, Json]:
+        timeout = int(self.spec.get("lock_wait_timeout", 60))
+        with self.session() as session:
+            before = session.snapshot()
+            session.query("BEGIN")
+            session.query(f"SET LOCAL lock_timeout = '{timeout}s'")
+            for script in scripts:
+                session.query(script.decode())
+            after = session.snapshot()
+            session.query("ROLLBACK")
+        return before, after

@@ -16,7 +16,7 @@ from urllib.parse import quote as url_quote
 
 from ...files import FileError, free_bytes, safe_write
 from ..common import BackupError, Json, md5, new_file, quote, size_and_sha256
-from .base import Engine
+from .base import Engine, counting_values
 
 
 def ident(name: str) -> str:
@@ -82,6 +82,19 @@ def stats(con: sqlite3.Connection, names: list[str]) -> Json:
             total += signed64(md5(row_text(row))[:16])
         out[table] = {"rows": rows, "checksum": str(total), "columns": columns(con, table)}
     return out
+
+
+def snapshot(con: sqlite3.Connection) -> Json:
+    """Each table's rows and its columns' non-null values (Engine.schema_snapshot)."""
+    shot: Json = {}
+    for table in tables(con):
+        cols = columns(con, table)
+        counts = con.execute(counting_values(ident(table), cols, ident)).fetchone()
+        shot[table] = {
+            "rows": int(counts[0]),
+            "columns": {c: int(n) for c, n in zip(cols, counts[1:])},
+        }
+    return shot
 
 
 def value(con: sqlite3.Connection, sql: str) -> str:
@@ -309,3 +322,27 @@ class SQLite(Engine):
                 con.close()
         except (sqlite3.Error, UnicodeDecodeError) as exc:
             raise BackupError(str(exc)) from exc
+
+    def schema_snapshot(self) -> Json:
+        with opened(self.path) as con:
+            return snapshot(con)
+
+    def preview_migrations(self, scripts: list[bytes]) -> tuple[Json, Json]:
+        if not self.path.is_file():
+            raise BackupError(f"sqlite database {self.path} does not exist")
+        try:
+            text = "\n;\n".join(s.decode() for s in scripts)
+            con = sqlite3.connect(str(self.path), isolation_level=None, timeout=30)
+            try:
+                before = snapshot(con)
+                # one executescript (it would commit a transaction begun before it), the
+                # transaction left open, counted, then rolled back
+                con.executescript(f"BEGIN;\n{text}\n;")
+                after = snapshot(con)
+            finally:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                con.close()
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
+            raise BackupError(str(exc)) from exc
+        return before, after
