@@ -685,24 +685,7 @@ def _code_plan(
         what = "; ".join(x for x in (restore, remove) if x)
         steps.append(f"tar the current files to /var/lib/rollback-ops/code/, then {what}")
     if full:
-        for db in app.databases:
-            how = (
-                "pg_restore --clean --if-exists --single-transaction"
-                if db.engine == "postgresql"
-                else "atomic replace of the file"
-                if db.engine == "sqlite"
-                else "mysql < dump"
-            )
-            extra = [f"run {', '.join(db.migrations_rollback)}"] if db.migrations_rollback else []
-            if db.integrity_checks:
-                extra.append(f"integrity checks: {', '.join(db.integrity_checks)}")
-            if db.data_loss_tables:
-                extra.append(f"data-loss report for {', '.join(db.data_loss_tables)}")
-            steps.append(
-                f"restore {db.name} ({db.target}) from {backup_set}: {how}"
-                + (f"; {'; '.join(extra)}" if extra else "")
-                + " (unless it already equals the set)"
-            )
+        steps += _restore_steps(app, backup_set)
     if code.requirements:
         venv = f" into {code.venv}" if code.venv else ""
         steps.append(f"pip install -r {code.path}/{code.requirements}{venv}")

@@ -303,25 +303,15 @@ class PostgreSQL(ServerEngine):
         return {"method": method, "owners_kept": keep}
 
     def restore_test(self, path: Path, tables: list[str]) -> Json:
-        self.connection_needed()
-        scratch = self.scratch_name(63)
-        conn = self.conn()
-        self.run(["dropdb", "-w", "--if-exists", *conn, scratch])
-        self.run(["createdb", "-w", *conn, scratch])
-        try:
-            argv = ["pg_restore", "-w", "--single-transaction", "--exit-on-error", "--no-owner"]
-            argv += ["--no-privileges", *conn, "-d", scratch]
-            with path.open("rb") as handle:
-                self.run(argv, stdin=handle)
-            with self.session(scratch) as session:
-                return session.stats(tables)
-        finally:
-            self.run(["dropdb", "-w", "--if-exists", *conn, scratch], check=False)
+        with self.scratch(path, self.scratch_name(63)) as copy, copy.session() as session:
+            return session.stats(tables)
 
     @contextlib.contextmanager
-    def scratch(self, path: Path) -> Iterator[PostgreSQL]:
+    def scratch(self, path: Path, name: str = "") -> Iterator[PostgreSQL]:
+        """An engine bound to a throwaway database NAME restored from the copy at path (no
+        owners, no privileges), dropped afterwards whatever happens."""
         self.connection_needed()
-        scratch = f"{self.spec['database']}_rbo_loss_{os.getpid()}"[:63]
+        scratch = name or f"{self.spec['database']}_rbo_loss_{os.getpid()}"[:63]
         conn = self.conn()
         self.run(["dropdb", "-w", "--if-exists", *conn, scratch])
         self.run(["createdb", "-w", *conn, scratch])
