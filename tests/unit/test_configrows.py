@@ -67,7 +67,7 @@ def test_two_rows_with_one_name_are_refused():
 def test_an_app_without_files_or_rows_has_no_config_level():
     app = appspec.build(validator.validate_app({**APP, "config": {}})[0])
     assert OPERATIONS["config"].check(app, Request()) == [
-        "app shop has no rollback_app.config.files or config.rows to restore"
+        "app shop has no rollback_app.config.files, config.rows nor backup.crontabs to restore"
     ]
 
 

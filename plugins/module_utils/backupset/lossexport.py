@@ -40,6 +40,8 @@ def export_table(engine: Engine, scratch: Engine, table: str, key: str, fmt: str
     rows = scratch.rows(table, columns, key, keys, literal=fmt == "sql")
     if fmt == "sql":
         text = "".join(engine.insert(table, columns, row) + "\n" for row in rows)
+        after = engine.after_inserts(table, key) if rows else ""
+        text += after + "\n" if after else ""
     else:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")

@@ -133,6 +133,11 @@ class Engine(abc.ABC):
         """One statement inserting a row unless its key is taken (replayable twice)."""
         raise BackupError(f"database {self.spec.get('name')}: {self.name} has no export-loss")
 
+    def after_inserts(self, table: str, key: str) -> str:
+        """A statement to run after replaying rows with explicit keys ("" for none): what
+        keeps the app's next insert from taking a replayed key (a sequence moved on)."""
+        return ""
+
     def schema_snapshot(self) -> Json:
         """Each live table: its row count and, per column, its non-null values
         ({table: {"rows": n, "columns": {column: n}}})."""

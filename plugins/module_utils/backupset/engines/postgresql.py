@@ -303,6 +303,7 @@ class PostgreSQL(ServerEngine):
         return {"method": method, "owners_kept": keep}
 
     def restore_test(self, path: Path, tables: list[str]) -> Json:
+        self.connection_needed()
         with self.scratch(path, self.scratch_name(63)) as copy, copy.session() as session:
             return session.stats(tables)
 
@@ -350,6 +351,15 @@ class PostgreSQL(ServerEngine):
         # the values are literals quote_nullable made
         sql = f"INSERT INTO {ident(table)} ({cols}) VALUES ({values})"  # noqa: S608
         return sql + " ON CONFLICT DO NOTHING;"
+
+    def after_inserts(self, table: str, key: str) -> str:
+        """The key's sequence (serial or identity) moved past the largest key, so the app's
+        next insert does not collide with a replayed row; nothing when it has none."""
+        return (
+            f"SELECT setval(s, (SELECT max({ident(key)}) FROM {ident(table)})) "  # noqa: S608
+            f"FROM pg_get_serial_sequence({literal(ident(table))}, {literal(key)}) AS s "
+            "WHERE s IS NOT NULL;"
+        )
 
     # ------------------------------------------------------------------------- the live database
 
