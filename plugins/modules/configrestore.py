@@ -143,7 +143,7 @@ import stat
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.rollback_ops.rollback.plugins.module_utils.backupset import (
     BackupError,
-    list_sets,
+    newest_holding,
     read_manifest,
     set_path,
 )
@@ -176,15 +176,15 @@ def choose(root, app, set_id, files, crontabs=()):
     if set_id:
         set_dir = set_path(root, app, set_id)
         return set_dir, read_manifest(set_dir)
-    for summary in list_sets(root, app):
-        if summary.get("kind") == "forensic" or not summary.get("verified"):
-            continue
-        set_dir = set_path(root, app, summary["set_id"])
-        manifest = read_manifest(set_dir)
+
+    def holds(manifest):
         held = set(entry["path"] for entry in manifest.get("files", []))
         users = set(entry["user"] for entry in manifest.get("crontabs", []))
-        if all(f in held for f in files) and all(u in users for u in crontabs):
-            return set_dir, manifest
+        return all(f in held for f in files) and all(u in users for u in crontabs)
+
+    found = newest_holding(root, app, holds)
+    if found is not None:
+        return found
     wanted = list(files) + ["the crontab of %s" % u for u in crontabs]
     raise BackupError(
         "no verified backup set of %s under %s holds %s (`rollback-ops backup list`)"

@@ -116,7 +116,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.rollback_ops.rollback.plugins.module_utils.backupset import (
     BackupError,
-    list_sets,
+    newest_holding,
     read_manifest,
     set_path,
 )
@@ -138,14 +138,14 @@ def choose(root, app, set_id, names):
     if set_id:
         set_dir = set_path(root, app, set_id)
         return set_dir, read_manifest(set_dir)
-    for summary in list_sets(root, app):
-        if summary.get("kind") == "forensic" or not summary.get("verified"):
-            continue
-        set_dir = set_path(root, app, summary["set_id"])
-        manifest = read_manifest(set_dir)
+
+    def holds(manifest):
         held = set(entry.get("name") for entry in manifest.get("rows", []))
-        if all(n in held for n in names):
-            return set_dir, manifest
+        return all(n in held for n in names)
+
+    found = newest_holding(root, app, holds)
+    if found is not None:
+        return found
     raise BackupError(
         "no verified backup set of %s under %s holds the config rows %s "
         "(`rollback-ops backup create` dumps them)" % (app, root, ", ".join(names))

@@ -21,7 +21,7 @@ tools in the subprocess environment only (PGPASSWORD, MYSQL_PWD).
 
 from __future__ import annotations
 
-from .choose import check_restorable, choose_set, live_differences, schema_check
+from .choose import check_restorable, choose_set, live_differences, newest_holding, schema_check
 from .common import BackupError
 from .create import create_set
 from .engines import ENGINES, Engine, engine_for
@@ -59,6 +59,7 @@ __all__ = [
     "list_sets",
     "live_differences",
     "newest_first",
+    "newest_holding",
     "normalize_database",
     "preview_schema_rollback",
     "prune",

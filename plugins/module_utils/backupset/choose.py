@@ -5,6 +5,7 @@ target release run with an older schema."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from .common import BackupError, Json, natural
@@ -22,17 +23,25 @@ def choose_set(
     if set_id:
         path = set_path(root, app, set_id)
         return path, read_manifest(path)
-    for path, manifest in manifests(root, app):
-        kind = manifest.get("kind")
-        if kind == "forensic" or (kinds and kind not in kinds):
-            continue
-        if manifest.get("verification", {}).get("ok"):
-            return path, manifest
+    found = newest_holding(root, app, lambda m: not kinds or m.get("kind") in kinds)
+    if found is not None:
+        return found
     which = f"{'/'.join(kinds)} " if kinds else ""
     raise BackupError(
         f"no verified {which}backup set of {app} under {root} (forensic sets excluded; "
         "`rollback-ops backup list` shows them, --backup-id chooses one)"
     )
+
+
+def newest_holding(root: str, app: str, holds: Callable[[Json], bool]) -> tuple[Path, Json] | None:
+    """The newest verified set that is not forensic and for which holds(manifest) is true
+    (e.g. it holds the files or rows to restore), or None; each manifest read once."""
+    for path, manifest in manifests(root, app):
+        if manifest.get("kind") == "forensic" or not manifest.get("verification", {}).get("ok"):
+            continue
+        if holds(manifest):
+            return path, manifest
+    return None
 
 
 def check_restorable(set_dir: str | Path, app: str, databases: list[Json]) -> Json:
